@@ -1,0 +1,122 @@
+"""
+The server's configuration: one immutable value, validated once.
+
+L{ServerConfig} is built from the command line by L{twisted_s3sftp.tap};
+each validator here raises C{ValueError} with a short reason so that a bad
+option fails before the reactor starts, with one line saying what is wrong.
+
+Pure core: no Twisted, no boto3.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from attrs import field, frozen, validators
+
+from .paths import validateHomeTemplate
+from .upload import MIN_PART_SIZE, MAX_PART_SIZE, MiB
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_SIZE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": 1024 * MiB}
+
+#: The default part size: 8 MiB, as boto3 and rclone use.
+DEFAULT_PART_SIZE = 8 * MiB
+
+
+def parseSize(text: str) -> int:
+    """
+    Parse a byte count such as C{8388608}, C{8M}, C{8MiB} or C{64k}.
+
+    @param text: the option's value.
+    @return: the number of bytes (units are powers of 1024).
+    @raise ValueError: if C{text} is not a size.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (e.g. 8MiB)")
+    number, unit = match.groups()
+    return int(number) * _UNITS[(unit or "")[:1].upper()]
+
+
+def checkBucketName(name: str) -> str:
+    """
+    @param name: a bucket name.
+    @return: C{name}, if it follows S3's naming rules.
+    @raise ValueError: if it does not.
+    """
+    if not _BUCKET.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"{name!r} is not a valid bucket name (3-63 characters: "
+            "lowercase letters, digits, '.' and '-')"
+        )
+    return name
+
+
+def checkEndpointURL(url: str) -> str:
+    """
+    @param url: an S3 endpoint such as C{http://127.0.0.1:8333}.
+    @return: C{url}, if it is an absolute http or https URL.
+    @raise ValueError: if it is not.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    return url
+
+
+def _call(check):  # type: ignore[no-untyped-def]
+    def validator(instance: object, attribute: object, value: object) -> None:
+        check(value)
+
+    return validator
+
+
+def _checkPartSize(instance: object, attribute: object, value: int) -> None:
+    if not MIN_PART_SIZE <= value <= MAX_PART_SIZE:
+        raise ValueError(
+            f"part size {value} is outside S3's limits "
+            f"({MIN_PART_SIZE // MiB} MiB to {MAX_PART_SIZE // MiB} MiB)"
+        )
+
+
+def _nonEmpty(instance: object, attribute: object, value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("at least one --listen endpoint is needed")
+
+
+@frozen
+class ServerConfig:
+    """
+    Everything the service needs to start.
+
+    @ivar bucket: the S3 bucket every user's home lives in.
+    @ivar endpointURL: an S3-compatible endpoint, or L{None} for AWS.
+    @ivar region: the S3 region, or L{None} for boto3's own choice.
+    @ivar listen: Twisted server endpoint descriptions to listen on.
+    @ivar keysDir: the directory of C{<username>.pub} files.
+    @ivar hostKeys: paths of SSH host private keys.
+    @ivar homeTemplate: the per-user key prefix, e.g. C{"{username}/"}.
+    @ivar partSize: the multipart part size in bytes.
+    """
+
+    bucket: str = field(validator=_call(checkBucketName))
+    endpointURL: str | None = field(
+        default=None, validator=validators.optional(_call(checkEndpointURL))
+    )
+    region: str | None = None
+    listen: tuple[str, ...] = field(
+        default=("tcp:2222",), converter=tuple, validator=_nonEmpty
+    )
+    keysDir: str = "etc/keys"
+    hostKeys: tuple[str, ...] = field(default=(), converter=tuple)
+    homeTemplate: str = field(
+        default="{username}/", validator=_call(validateHomeTemplate)
+    )
+    partSize: int = field(default=DEFAULT_PART_SIZE, validator=_checkPartSize)

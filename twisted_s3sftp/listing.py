@@ -1,0 +1,134 @@
+"""
+Object metadata from the store, and its translation into SFTP attributes and
+C{ls -l} style long names.
+
+SFTP version 3 has no file-type field: clients tell directories from files
+only by the C{S_IFDIR}/C{S_IFREG} bits of C{permissions} (OpenSSH's C{cd}
+refuses a target without C{S_IFDIR}), so every attribute dictionary built
+here carries them.
+
+Pure core: no Twisted, no boto3.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+
+from attrs import field, frozen
+
+#: Mode reported for every object.
+FILE_MODE = stat.S_IFREG | 0o644
+
+#: Mode reported for every directory (a prefix, or a C{dir/} marker).
+DIRECTORY_MODE = stat.S_IFDIR | 0o755
+
+_SIX_MONTHS = 182 * 24 * 3600
+
+
+@frozen
+class ObjectInfo:
+    """
+    One object, as a HEAD or a listing reports it.
+
+    @ivar key: its full S3 key.
+    @ivar size: its size in bytes.
+    @ivar mtime: its modification time, seconds since the epoch.
+    """
+
+    key: str
+    size: int
+    mtime: int
+
+
+@frozen
+class ObjectListing:
+    """
+    What is directly under one prefix, with C{/} as the delimiter.
+
+    @ivar objects: the objects directly under the prefix, in key order.
+    @ivar prefixes: the common prefixes (sub-directories), each ending in
+        C{/}, in key order.
+    """
+
+    objects: tuple[ObjectInfo, ...] = field(converter=tuple, default=())
+    prefixes: tuple[str, ...] = field(converter=tuple, default=())
+
+
+def fileAttributes(size: int, mtime: int) -> dict[str, int]:
+    """
+    @return: the SFTP attributes of a file of C{size} bytes.
+    """
+    return {
+        "size": size,
+        "uid": 0,
+        "gid": 0,
+        "permissions": FILE_MODE,
+        "atime": mtime,
+        "mtime": mtime,
+    }
+
+
+def directoryAttributes(mtime: int) -> dict[str, int]:
+    """
+    @return: the SFTP attributes of a directory.
+    """
+    return {
+        "size": 0,
+        "uid": 0,
+        "gid": 0,
+        "permissions": DIRECTORY_MODE,
+        "atime": mtime,
+        "mtime": mtime,
+    }
+
+
+def longName(name: str, attrs: dict[str, int], now: float) -> str:
+    """
+    Format one C{ls -l} line, as OpenSSH's C{ls -l} prints it verbatim.
+
+    @param name: the entry's name.
+    @param attrs: its attributes, from L{fileAttributes} or
+        L{directoryAttributes}.
+    @param now: the current time, which decides between showing the time
+        of day and the year, as C{ls} does.
+    @return: the line, without a newline.
+    """
+    mode = stat.filemode(attrs["permissions"])
+    mtime = attrs["mtime"]
+    when = time.gmtime(mtime)
+    if abs(now - mtime) < _SIX_MONTHS:
+        stamp = time.strftime("%b %d %H:%M", when)
+    else:
+        stamp = time.strftime("%b %d  %Y", when)
+    links = 2 if stat.S_ISDIR(attrs["permissions"]) else 1
+    return f"{mode} {links:>4} {'owner':<8} {'group':<8} {attrs['size']:>12} {stamp} {name}"
+
+
+def directoryEntries(
+    prefix: str, listing: ObjectListing, now: float
+) -> list[tuple[str, dict[str, int]]]:
+    """
+    Turn a listing of C{prefix} into the entries of that directory.
+
+    A zero-byte object named exactly C{prefix} is the directory's own
+    marker, not an entry.  Names are sorted, directories and files mixed,
+    as S3 itself orders keys.
+
+    @param prefix: the listed prefix, ending in C{/} (or the empty home).
+    @param listing: what the store returned for it.
+    @param now: the current time, given to directories whose time the
+        store does not report.
+    @return: C{(name, attributes)} pairs.
+    """
+    entries: list[tuple[str, dict[str, int]]] = []
+    for info in listing.objects:
+        name = info.key[len(prefix) :]
+        if name and "/" not in name:
+            entries.append((name, fileAttributes(info.size, info.mtime)))
+    for sub in listing.prefixes:
+        name = sub[len(prefix) :].rstrip("/")
+        if name and "/" not in name:
+            entries.append((name, directoryAttributes(int(now))))
+    entries.sort(key=lambda entry: entry[0])
+    return entries

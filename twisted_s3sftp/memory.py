@@ -1,0 +1,185 @@
+"""
+An in-memory L{IObjectStore}, for tests.
+
+It keeps S3's rules that matter to the gateway (a part under the minimum
+size is refused at completion, a completed or aborted upload id is gone)
+and lets a test make chosen operations fail or wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from .errors import GatewayError, StoreError
+from .interfaces import IObjectStore
+from .listing import ObjectInfo, ObjectListing
+from .upload import MIN_PART_SIZE
+
+
+@define(eq=False)
+class _Held:
+    """
+    An operation a test asked to hold until it calls L{MemoryObjectStore.release}.
+    """
+
+    name: str
+    run: Callable[[], object]
+    result: Deferred[object] = field(factory=Deferred)
+
+
+@implementer(IObjectStore)
+@define(eq=False)
+class MemoryObjectStore:
+    """
+    A bucket in a dictionary.
+
+    @ivar objects: key -> (bytes, mtime) of every visible object.
+    @ivar uploads: upload id -> (key, {part number: bytes}) of every
+        multipart upload neither completed nor aborted.
+    @ivar calls: the name of every operation called, in order.
+    @ivar failures: operation name -> errors to raise on its next calls.
+    @ivar holding: names of operations that wait for L{release}.
+    @ivar held: the operations now waiting.
+    """
+
+    now: Callable[[], float] = lambda: 0.0
+    minPartSize: int = MIN_PART_SIZE
+    objects: dict[str, tuple[bytes, int]] = field(factory=dict)
+    uploads: dict[str, tuple[str, dict[int, bytes]]] = field(factory=dict)
+    calls: list[str] = field(factory=list)
+    failures: dict[str, list[GatewayError]] = field(factory=dict)
+    holding: set[str] = field(factory=set)
+    held: list[_Held] = field(factory=list)
+    _nextUpload: int = 0
+
+    def failNext(self, name: str, error: GatewayError | None = None) -> None:
+        """
+        Make the next call of operation C{name} fail.
+
+        @param name: an L{IObjectStore} method name.
+        @param error: what it fails with; a L{StoreError} by default.
+        """
+        self.failures.setdefault(name, []).append(
+            error or StoreError("injected failure", "InternalError")
+        )
+
+    def release(self) -> None:
+        """
+        Run every held operation, in the order they were called.
+        """
+        held, self.held = self.held, []
+        for op in held:
+            self._run(op.run, op.name).chainDeferred(op.result)
+
+    def _call(self, name: str, run: Callable[[], object]) -> Deferred[object]:
+        self.calls.append(name)
+        if name in self.holding:
+            op = _Held(name, run)
+            self.held.append(op)
+            return op.result
+        return self._run(run, name)
+
+    def _run(self, run: Callable[[], object], name: str = "") -> Deferred[object]:
+        pending = self.failures.get(name)
+        if pending:
+            return fail(pending.pop(0))
+        try:
+            return succeed(run())
+        except GatewayError as e:
+            return fail(e)
+
+    def headObject(self, key: str) -> Deferred[object]:
+        def run() -> ObjectInfo | None:
+            if key not in self.objects:
+                return None
+            data, mtime = self.objects[key]
+            return ObjectInfo(key, len(data), mtime)
+
+        return self._call("headObject", run)
+
+    def listDirectory(self, prefix: str, limit: int) -> Deferred[object]:
+        def run() -> ObjectListing:
+            objects: list[ObjectInfo] = []
+            prefixes: list[str] = []
+            for key in sorted(self.objects):
+                if not key.startswith(prefix):
+                    continue
+                rest = key[len(prefix) :]
+                if "/" in rest:
+                    sub = prefix + rest.split("/", 1)[0] + "/"
+                    if sub not in prefixes:
+                        prefixes.append(sub)
+                else:
+                    data, mtime = self.objects[key]
+                    objects.append(ObjectInfo(key, len(data), mtime))
+                if len(objects) + len(prefixes) >= limit:
+                    break
+            return ObjectListing(objects, prefixes)
+
+        return self._call("listDirectory", run)
+
+    def putObject(self, key: str, data: bytes) -> Deferred[object]:
+        def run() -> None:
+            self.objects[key] = (bytes(data), int(self.now()))
+
+        return self._call("putObject", run)
+
+    def createMultipartUpload(self, key: str) -> Deferred[object]:
+        def run() -> str:
+            self._nextUpload += 1
+            uploadId = f"upload-{self._nextUpload}"
+            self.uploads[uploadId] = (key, {})
+            return uploadId
+
+        return self._call("createMultipartUpload", run)
+
+    def uploadPart(
+        self, key: str, uploadId: str, number: int, data: bytes
+    ) -> Deferred[object]:
+        def run() -> str:
+            parts = self._upload(key, uploadId)
+            parts[number] = bytes(data)
+            return hashlib.md5(data).hexdigest()
+
+        return self._call("uploadPart", run)
+
+    def completeMultipartUpload(
+        self, key: str, uploadId: str, etags: list[str]
+    ) -> Deferred[object]:
+        def run() -> None:
+            parts = self._upload(key, uploadId)
+            numbers = list(range(1, len(etags) + 1))
+            if sorted(parts) != numbers:
+                raise StoreError("invalid part list", "InvalidPart")
+            for number in numbers[:-1]:
+                if len(parts[number]) < self.minPartSize:
+                    raise StoreError("part too small", "EntityTooSmall")
+            del self.uploads[uploadId]
+            body = b"".join(parts[number] for number in numbers)
+            self.objects[key] = (body, int(self.now()))
+
+        return self._call("completeMultipartUpload", run)
+
+    def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[object]:
+        def run() -> None:
+            self._upload(key, uploadId)
+            del self.uploads[uploadId]
+
+        return self._call("abortMultipartUpload", run)
+
+    def deleteObject(self, key: str) -> Deferred[object]:
+        def run() -> None:
+            self.objects.pop(key, None)
+
+        return self._call("deleteObject", run)
+
+    def _upload(self, key: str, uploadId: str) -> dict[int, bytes]:
+        upload = self.uploads.get(uploadId)
+        if upload is None or upload[0] != key:
+            raise StoreError("no such upload", "NoSuchUpload")
+        return upload[1]

@@ -1,0 +1,258 @@
+"""
+L{IObjectStore} over boto3: the only module that imports it.
+
+Every boto3 call runs on a thread pool the service owns (never the
+reactor's, which also serves DNS), through the one helper
+L{S3ObjectStore._inThread}, which also translates boto3's exceptions into
+L{twisted_s3sftp.errors}.  One boto3 client is built up front and shared:
+boto3 clients are thread-safe, and its connection pool is sized to the
+thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import boto3
+from attrs import define
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from .errors import GatewayError, NoSuchFile, PermissionDenied, StoreError
+from .interfaces import IObjectStore
+from .listing import ObjectInfo, ObjectListing
+
+T = TypeVar("T")
+
+_MISSING = {"NoSuchKey", "NotFound", "404", "NoSuchBucket"}
+_DENIED = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId",
+           "SignatureDoesNotMatch"}
+
+
+def makeClient(
+    endpointURL: str | None,
+    region: str | None,
+    maxConnections: int,
+    credentials: tuple[str, str] | None = None,
+) -> Any:
+    """
+    Build the one boto3 S3 client.
+
+    The server takes credentials only from boto3's own chain (environment,
+    shared profile, instance role); there is deliberately no command-line
+    option for them.  C{credentials} is for local development tooling.
+
+    @param endpointURL: an S3-compatible endpoint, or L{None} for AWS.
+    @param region: the region, or L{None} for boto3's default.
+    @param maxConnections: the HTTP connection pool size; at least the
+        number of threads that may call the client at once.
+    @return: a botocore S3 client.
+    """
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=maxConnections,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    keys = {}
+    if credentials is not None:
+        keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]}
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpointURL, region_name=region, config=config, **keys
+    )
+
+
+def translate(error: Exception) -> GatewayError:
+    """
+    Translate a boto3 exception into the gateway's own.
+
+    @param error: what boto3 raised.
+    @return: the matching L{GatewayError}; its message is safe to show a
+        client and names S3's error code, never the bucket or credentials.
+    """
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", "Unknown"))
+        if code in _MISSING:
+            return NoSuchFile("no such file")
+        if code in _DENIED:
+            return PermissionDenied(f"S3 refused the request ({code})")
+        return StoreError(f"S3 error: {code}", code)
+    if isinstance(error, BotoCoreError):
+        return StoreError("S3 is unreachable", type(error).__name__)
+    return StoreError("S3 request failed", type(error).__name__)
+
+
+def checkBucket(client: Any, bucket: str) -> None:
+    """
+    Check, before the server starts, that C{bucket} can be reached.
+
+    @param client: from L{makeClient}.
+    @param bucket: the bucket name.
+    @raise ValueError: with a one-line reason, if it cannot.
+    """
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", "Unknown"))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise ValueError(f"bucket {bucket!r} does not exist") from None
+        if code in _DENIED:
+            raise ValueError(f"access to bucket {bucket!r} denied ({code})") from None
+        raise ValueError(f"bucket {bucket!r} is not usable ({code})") from None
+    except BotoCoreError as e:
+        raise ValueError(f"cannot reach S3: {e}") from None
+
+
+class ThreadPoolService(Service):
+    """
+    Start a thread pool with the service and stop it with the service.
+
+    @ivar pool: the pool.
+    """
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.pool.start()
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        self.pool.stop()
+
+
+@implementer(IObjectStore)
+@define(eq=False)
+class S3ObjectStore:
+    """
+    One S3 bucket, every call on the service's thread pool.
+
+    @ivar client: from L{makeClient}.
+    @ivar bucket: the bucket name.
+    @ivar reactor: the reactor the results are delivered on.
+    @ivar pool: the thread pool boto3 runs on.
+    """
+
+    client: Any
+    bucket: str
+    reactor: IReactorFromThreads
+    pool: ThreadPool
+
+    def _inThread(self, call: Callable[[], T]) -> Deferred[T]:
+        def translated() -> T:
+            try:
+                return call()
+            except (ClientError, BotoCoreError) as e:
+                raise translate(e) from e
+
+        return deferToThreadPool(self.reactor, self.pool, translated)
+
+    def headObject(self, key: str) -> Deferred[ObjectInfo | None]:
+        def head() -> ObjectInfo | None:
+            try:
+                response = self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as e:
+                if translate(e).__class__ is NoSuchFile:
+                    return None
+                raise
+            return ObjectInfo(
+                key,
+                int(response["ContentLength"]),
+                int(response["LastModified"].timestamp()),
+            )
+
+        return self._inThread(head)
+
+    def listDirectory(self, prefix: str, limit: int) -> Deferred[ObjectListing]:
+        def listing() -> ObjectListing:
+            objects: list[ObjectInfo] = []
+            prefixes: list[str] = []
+            token: dict[str, str] = {}
+            while len(objects) + len(prefixes) < limit:
+                page = self.client.list_objects_v2(
+                    Bucket=self.bucket,
+                    Prefix=prefix,
+                    Delimiter="/",
+                    MaxKeys=min(1000, limit - len(objects) - len(prefixes)),
+                    **token,
+                )
+                for item in page.get("Contents", ()):
+                    objects.append(
+                        ObjectInfo(
+                            item["Key"],
+                            int(item["Size"]),
+                            int(item["LastModified"].timestamp()),
+                        )
+                    )
+                prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
+                if not page.get("IsTruncated"):
+                    break
+                token = {"ContinuationToken": page["NextContinuationToken"]}
+            return ObjectListing(objects, prefixes)
+
+        return self._inThread(listing)
+
+    def putObject(self, key: str, data: bytes) -> Deferred[None]:
+        return self._inThread(
+            lambda: self._none(self.client.put_object(Bucket=self.bucket, Key=key, Body=data))
+        )
+
+    def createMultipartUpload(self, key: str) -> Deferred[str]:
+        return self._inThread(
+            lambda: str(
+                self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+            )
+        )
+
+    def uploadPart(self, key: str, uploadId: str, number: int, data: bytes) -> Deferred[str]:
+        return self._inThread(
+            lambda: str(
+                self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=uploadId,
+                    PartNumber=number,
+                    Body=data,
+                )["ETag"]
+            )
+        )
+
+    def completeMultipartUpload(
+        self, key: str, uploadId: str, etags: list[str]
+    ) -> Deferred[None]:
+        parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, 1)]
+        return self._inThread(
+            lambda: self._none(
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=uploadId,
+                    MultipartUpload={"Parts": parts},
+                )
+            )
+        )
+
+    def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[None]:
+        return self._inThread(
+            lambda: self._none(
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=uploadId
+                )
+            )
+        )
+
+    def deleteObject(self, key: str) -> Deferred[None]:
+        return self._inThread(
+            lambda: self._none(self.client.delete_object(Bucket=self.bucket, Key=key))
+        )
+
+    @staticmethod
+    def _none(response: object) -> None:
+        return None

@@ -1,0 +1,204 @@
+"""
+C{twistd s3sftp}: command-line options and the service they build.
+
+Every option is checked in L{Options.postOptions}, before twistd starts the
+reactor or daemonises: a bad value, an unreadable host key, a missing keys
+directory or an unreachable bucket stops the program with exit status 1 and
+one line on standard error saying what is wrong (not twistd's full usage
+text, which would bury it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from attrs import define
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.cred.portal import Portal
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from . import s3
+from .config import DEFAULT_PART_SIZE, ServerConfig, parseSize
+from .keys import KeysDirectory, KeysDirectoryChecker, ensureHostKey, loadHostKeys
+from .ssh import S3Realm, S3SSHFactory
+
+log = Logger()
+
+#: The host key used, and created on first start, when none is given.
+DEFAULT_HOST_KEY = "etc/ssh_host_ed25519_key"
+
+#: Threads (and boto3 HTTP connections) for S3 calls.
+S3_THREADS = 10
+
+
+class Options(usage.Options):
+    """
+    C{twistd s3sftp} options.
+
+    @ivar config: the validated L{ServerConfig}, after parsing.
+    @ivar hostKeys: the loaded host keys, after parsing.
+    @ivar client: the boto3 client, after parsing.
+    """
+
+    synopsis = "--bucket BUCKET [options]"
+    longdesc = (
+        "An SFTP server that streams every upload straight into S3. "
+        "S3 credentials come from boto3's own chain (environment, profile, "
+        "instance role)."
+    )
+
+    optParameters = [
+        ["bucket", None, None, "The S3 bucket to store uploads in (required)."],
+        ["endpoint-url", None, None, "An S3-compatible endpoint URL (default: AWS)."],
+        ["region", None, None, "The S3 region (default: boto3's)."],
+        ["keys-dir", None, "etc/keys", "Directory of <username>.pub key files."],
+        ["home", None, "{username}/", "Key prefix each user is confined to."],
+        [
+            "part-size",
+            None,
+            str(DEFAULT_PART_SIZE // (1024 * 1024)) + "MiB",
+            "Multipart part size (5MiB to 5GiB).",
+        ],
+    ]
+
+    #: Build the boto3 client (replaced in tests).
+    makeClient: Callable[..., Any] = staticmethod(s3.makeClient)
+
+    #: Check the bucket at start-up (replaced in tests).
+    checkBucket: Callable[[Any, str], None] = staticmethod(s3.checkBucket)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["host-key"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        A Twisted server endpoint to listen on, e.g. tcp:2222 or
+        tcp:2222:interface=127.0.0.1; repeatable (default: tcp:2222).
+        """
+        self["listen"].append(endpoint)
+
+    def opt_host_key(self, path: str) -> None:
+        """
+        An SSH host private key file; repeatable (default:
+        etc/ssh_host_ed25519_key, created on first start).
+        """
+        self["host-key"].append(path)
+
+    def postOptions(self) -> None:
+        try:
+            self._validate()
+        except ValueError as e:
+            raise SystemExit(f"twistd s3sftp: error: {e}") from None
+
+    def _validate(self) -> None:
+        if not self["bucket"]:
+            raise ValueError("--bucket is required")
+        try:
+            partSize = parseSize(self["part-size"])
+        except ValueError as e:
+            raise ValueError(f"--part-size: {e}") from None
+        self.config = _configFrom(
+            bucket=self["bucket"],
+            endpointURL=self["endpoint-url"],
+            region=self["region"],
+            listen=self["listen"] or ["tcp:2222"],
+            keysDir=self["keys-dir"],
+            hostKeys=self["host-key"],
+            homeTemplate=self["home"],
+            partSize=partSize,
+        )
+        for description in self.config.listen:
+            try:
+                # Only parses the description; the reactor is not used.
+                serverFromString(None, description)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"--listen {description!r}: {e}") from None
+        if not os.path.isdir(self.config.keysDir):
+            raise ValueError(f"--keys-dir {self.config.keysDir!r} is not a directory")
+        hostKeyPaths = [FilePath(p) for p in self.config.hostKeys]
+        if not hostKeyPaths:
+            default = FilePath(DEFAULT_HOST_KEY)
+            try:
+                ensureHostKey(default)
+            except OSError as e:
+                raise ValueError(f"cannot create host key {default.path}: {e.strerror}") from None
+            hostKeyPaths = [default]
+        self.hostKeys = loadHostKeys(hostKeyPaths)
+        self.client = self.makeClient(
+            self.config.endpointURL, self.config.region, S3_THREADS
+        )
+        self.checkBucket(self.client, self.config.bucket)
+
+
+def _configFrom(**values: Any) -> ServerConfig:
+    try:
+        return ServerConfig(**values)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+
+
+@implementer(IStreamServerEndpoint)
+@define
+class _AnnouncedEndpoint:
+    """
+    An endpoint that logs the address it is bound to: with C{tcp:0} that is
+    the only way to learn the port.
+    """
+
+    endpoint: IStreamServerEndpoint
+    description: str
+
+    def listen(self, factory: Any) -> Any:
+        def announce(port: IListeningPort) -> IListeningPort:
+            address = port.getHost()
+            log.info(
+                "s3sftp listening on {host}:{port} ({description})",
+                host=getattr(address, "host", "?"),
+                port=getattr(address, "port", "?"),
+                description=self.description,
+            )
+            return port
+
+        return self.endpoint.listen(factory).addCallback(announce)
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """
+    Build the service: the S3 thread pool and one SSH listener per
+    C{--listen}.
+
+    @param options: parsed L{Options}.
+    @param reactor: the reactor; the global one when not given.
+    @return: the service for twistd to run.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    config = options.config
+    pool = ThreadPool(minthreads=0, maxthreads=S3_THREADS, name="s3sftp-s3")
+    store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
+    portal = Portal(
+        S3Realm(store, config.homeTemplate, config.partSize, reactor),
+        [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))],
+    )
+    factory = S3SSHFactory(portal, options.hostKeys)
+    top = MultiService()
+    s3.ThreadPoolService(pool).setServiceParent(top)
+    for description in config.listen:
+        endpoint = _AnnouncedEndpoint(serverFromString(reactor, description), description)
+        service = StreamServerEndpointService(endpoint, factory)
+        # Fail at start-up (e.g. address in use) rather than log and idle.
+        service._raiseSynchronously = True
+        service.setServiceParent(top)
+    return top
