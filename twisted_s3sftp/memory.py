@@ -52,17 +52,18 @@ class MemoryObjectStore:
     objects: dict[str, tuple[bytes, int]] = field(factory=dict)
     uploads: dict[str, tuple[str, dict[int, bytes]]] = field(factory=dict)
     calls: list[str] = field(factory=list)
-    failures: dict[str, list[GatewayError]] = field(factory=dict)
+    failures: dict[str, list[Exception]] = field(factory=dict)
     holding: set[str] = field(factory=set)
     held: list[_Held] = field(factory=list)
     _nextUpload: int = 0
 
-    def failNext(self, name: str, error: GatewayError | None = None) -> None:
+    def failNext(self, name: str, error: Exception | None = None) -> None:
         """
         Make the next call of operation C{name} fail.
 
         @param name: an L{IObjectStore} method name.
-        @param error: what it fails with; a L{StoreError} by default.
+        @param error: what it fails with; a L{StoreError} by default (any
+            other exception stands for a bug).
         """
         self.failures.setdefault(name, []).append(
             error or StoreError("injected failure", "InternalError")
