@@ -22,7 +22,7 @@ from typing import Any
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import IConchUser, ISFTPServer
 from twisted.conch.ssh.factory import SSHFactory
-from twisted.conch.ssh.filetransfer import FX_FAILURE, FileTransferServer
+from twisted.conch.ssh.filetransfer import FX_FAILURE, FX_OK, FileTransferServer
 from twisted.conch.ssh.common import getNS
 from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.session import SSHSession
@@ -103,6 +103,19 @@ class S3FileTransferServer(FileTransferServer):
         self._sendStatus(requestId, FX_FAILURE, b"invalid handle")
 
     _ebRead = _ebWrite = _ebUnknownHandle
+
+    def _cbClose(
+        self, result: object, handle: bytes, requestId: bytes, isDir: int = 0
+    ) -> None:
+        # A close may finish after connectionLost emptied the tables.
+        (self.openDirs if isDir else self.openFiles).pop(handle, None)
+        self._sendStatus(requestId, FX_OK, b"file closed")
+
+    def sendPacket(self, kind: int, data: bytes) -> None:
+        # Replies that complete after the connection is gone are dropped:
+        # writing them would only re-enter connectionLost.
+        if not self._lost:
+            super().sendPacket(kind, data)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         # Conch calls close() on every open file here, exactly as for a

@@ -1,0 +1,181 @@
+"""
+Tests for L{twisted_s3sftp.tap} and L{twisted_s3sftp.config}: options fail
+early with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import IServiceCollection
+from twisted.internet.task import Clock
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_s3sftp.config import ServerConfig, parseSize
+from twisted_s3sftp.tap import Options, makeService
+
+
+class FakeOptions(Options):
+    """
+    L{Options} with S3 replaced: no network.
+    """
+
+    bucketError: str | None = None
+
+    @staticmethod
+    def makeClient(endpointURL: Any, region: Any, connections: int) -> Any:
+        return ("client", endpointURL, region)
+
+    def checkBucket(self, client: Any, bucket: str) -> None:  # type: ignore[override]
+        if self.bucketError:
+            raise ValueError(self.bucketError)
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{Options} validates every option before the reactor starts.
+    """
+
+    def setUp(self) -> None:
+        self.root = FilePath(self.mktemp())
+        self.keys = self.root.child("keys")
+        self.keys.makedirs()
+        self.hostKey = self.root.child("host_key")
+        from twisted_s3sftp.keys import ensureHostKey
+
+        ensureHostKey(self.hostKey)
+
+    def parse(self, *args: str, options: FakeOptions | None = None) -> FakeOptions:
+        """
+        Parse C{args} plus a working keys directory and host key.
+        """
+        options = options or FakeOptions()
+        options.parseOptions(
+            ["--keys-dir", self.keys.path, "--host-key", self.hostKey.path, *args]
+        )
+        return options
+
+    def error(self, *args: str, options: FakeOptions | None = None) -> str:
+        """
+        @return: the one line the program exits with.
+        """
+        e = self.assertRaises(SystemExit, self.parse, *args, options=options)
+        message = str(e.code)
+        self.assertTrue(message.startswith("twistd s3sftp: error: "), message)
+        self.assertNotIn("\n", message)
+        return message
+
+    def test_defaults(self) -> None:
+        """
+        Only C{--bucket} is required; the defaults are documented ones.
+        """
+        config = self.parse("--bucket", "my-bucket").config
+        self.assertEqual(config.listen, ("tcp:2222",))
+        self.assertEqual(config.homeTemplate, "{username}/")
+        self.assertEqual(config.partSize, 8 * 1024 * 1024)
+        self.assertIsNone(config.endpointURL)
+
+    def test_everything(self) -> None:
+        """
+        Repeatable options accumulate and every value is kept.
+        """
+        options = self.parse(
+            "--bucket", "b.example-1",
+            "--endpoint-url", "http://127.0.0.1:9000",
+            "--region", "eu-west-1",
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--listen", "tcp6:0:interface=\\:\\:1",
+            "--home", "sftp/{username}/",
+            "--part-size", "16MiB",
+        )
+        config = options.config
+        self.assertEqual(len(config.listen), 2)
+        self.assertEqual(config.partSize, 16 * 1024 * 1024)
+        self.assertEqual(options.client, ("client", "http://127.0.0.1:9000", "eu-west-1"))
+        self.assertEqual(list(options.hostKeys), [b"ssh-ed25519"])
+
+    def test_badValues(self) -> None:
+        """
+        Each bad value is named in the one-line error.
+        """
+        cases = [
+            ((), "--bucket is required"),
+            (("--bucket", "Bad_Bucket"), "not a valid bucket name"),
+            (("--bucket", "ok-bucket", "--endpoint-url", "ftp://x"), "not an http"),
+            (("--bucket", "ok-bucket", "--part-size", "1MiB"), "part size"),
+            (("--bucket", "ok-bucket", "--part-size", "lots"), "--part-size"),
+            (("--bucket", "ok-bucket", "--home", "shared/"), "{username}"),
+            (("--bucket", "ok-bucket", "--listen", "nonsense:1"), "--listen"),
+            (("--bucket", "ok-bucket", "--host-key", "/nonexistent"), "host key"),
+        ]
+        for args, expected in cases:
+            with self.subTest(args=args):
+                self.assertIn(expected, self.error(*args))
+
+    def test_missingKeysDir(self) -> None:
+        """
+        A keys directory that does not exist is an error.
+        """
+        message = self.error("--bucket", "ok-bucket", "--keys-dir", "/nonexistent/keys")
+        self.assertIn("--keys-dir", message)
+
+    def test_unreachableBucket(self) -> None:
+        """
+        A bucket the start-up check cannot reach stops the program.
+        """
+        options = FakeOptions()
+        options.bucketError = "bucket 'ok-bucket' does not exist"
+        self.assertIn("does not exist", self.error("--bucket", "ok-bucket", options=options))
+
+    def test_defaultHostKeyCreated(self) -> None:
+        """
+        Without C{--host-key}, C{etc/ssh_host_ed25519_key} (relative to the
+        working directory) is created with mode 0600 and used.
+        """
+        cwd = os.getcwd()
+        self.root.child("run").makedirs()
+        os.chdir(self.root.child("run").path)
+        self.addCleanup(os.chdir, cwd)
+        options = FakeOptions()
+        options.parseOptions(["--bucket", "ok-bucket", "--keys-dir", self.keys.path])
+        created = self.root.child("run").child("etc").child("ssh_host_ed25519_key")
+        self.assertEqual(os.stat(created.path).st_mode & 0o777, 0o600)
+        self.assertEqual(list(options.hostKeys), [b"ssh-ed25519"])
+
+    def test_makeService(self) -> None:
+        """
+        The service holds the S3 thread pool and one listener per
+        C{--listen}.
+        """
+        options = self.parse(
+            "--bucket", "ok-bucket", "--listen", "tcp:0", "--listen", "tcp:0"
+        )
+        service = makeService(options, reactor=Clock())
+        self.assertEqual(len(list(IServiceCollection(service))), 3)
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    L{ServerConfig} and L{parseSize}.
+    """
+
+    def test_sizes(self) -> None:
+        """
+        Sizes take plain bytes and binary K, M and G units.
+        """
+        self.assertEqual(parseSize("5242880"), 5 * 1024 * 1024)
+        self.assertEqual(parseSize("8M"), 8 * 1024 * 1024)
+        self.assertEqual(parseSize("8MiB"), 8 * 1024 * 1024)
+        self.assertEqual(parseSize("1g"), 1024**3)
+        self.assertRaises(ValueError, parseSize, "8 potatoes")
+
+    def test_frozen(self) -> None:
+        """
+        A config cannot be changed once built.
+        """
+        import attrs
+
+        config = ServerConfig(bucket="abc")
+        self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, config, "bucket", "x")
