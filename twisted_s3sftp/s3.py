@@ -40,6 +40,7 @@ def makeClient(
     region: str | None,
     maxConnections: int,
     credentials: tuple[str, str] | None = None,
+    readTimeout: float = 60,
 ) -> Any:
     """
     Build the one boto3 S3 client.
@@ -58,7 +59,7 @@ def makeClient(
         retries={"mode": "standard", "max_attempts": 5},
         max_pool_connections=maxConnections,
         connect_timeout=10,
-        read_timeout=60,
+        read_timeout=readTimeout,
     )
     keys = {}
     if credentials is not None:
@@ -200,8 +201,12 @@ class S3ObjectStore:
         return self._inThread(listing)
 
     def putObject(self, key: str, data: bytes) -> Deferred[None]:
+        # An empty object is sent without a Body: botocore would add
+        # "Expect: 100-continue" to an empty body, and SeaweedFS then leaves
+        # the connection stalled for the next request (seen with 4.48).
+        body = {"Body": data} if data else {}
         return self._inThread(
-            lambda: self._none(self.client.put_object(Bucket=self.bucket, Key=key, Body=data))
+            lambda: self._none(self.client.put_object(Bucket=self.bucket, Key=key, **body))
         )
 
     def createMultipartUpload(self, key: str) -> Deferred[str]:

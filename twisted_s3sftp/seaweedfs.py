@@ -104,11 +104,14 @@ class LocalS3:
         """
         return f"http://127.0.0.1:{self.s3Port}"
 
-    def client(self) -> Any:
+    def client(self, readTimeout: float = 60) -> Any:
         """
+        @param readTimeout: seconds before a request is retried.
         @return: a boto3 client for this server.
         """
-        return makeClient(self.endpointURL, REGION, 10, (ACCESS_KEY, SECRET_KEY))
+        return makeClient(
+            self.endpointURL, REGION, 10, (ACCESS_KEY, SECRET_KEY), readTimeout
+        )
 
     def start(self, timeout: float = 90.0) -> None:
         """
@@ -185,17 +188,17 @@ class LocalS3:
 
     def createBucket(self, name: str) -> None:
         """
-        Create a bucket, waiting until it can be written: SeaweedFS may
-        answer before its volumes accept data.
+        Create a bucket, waiting until it can be written (SeaweedFS may
+        answer before the bucket's volumes accept data).
 
         @param name: the bucket name.
         """
-        client = self.client()
+        client = self.client(readTimeout=2)
         client.create_bucket(Bucket=name)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             try:
-                client.put_object(Bucket=name, Key=".probe", Body=b"")
+                client.put_object(Bucket=name, Key=".probe", Body=b"x")
                 client.delete_object(Bucket=name, Key=".probe")
                 return
             except Exception:

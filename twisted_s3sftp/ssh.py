@@ -21,6 +21,7 @@ from typing import Any
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import IConchUser, ISFTPServer
+from twisted.conch.ssh.connection import SSHConnection
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.conch.ssh.filetransfer import FX_FAILURE, FX_OK, FileTransferServer
 from twisted.conch.ssh.common import getNS
@@ -128,6 +129,15 @@ class S3FileTransferServer(FileTransferServer):
                 fileObj.abort("connection lost")
         self.openFiles = {}
         super().connectionLost(reason)
+
+
+class QuietConnection(SSHConnection):
+    """
+    The connection service, without its debug event for every window
+    adjustment (one per 64 KiB received).
+    """
+
+    _log = Logger(namespace="twisted.conch.ssh.connection", observer=_quietObserver)
 
 
 class SFTPSession(SSHSession):
@@ -258,6 +268,7 @@ class S3SSHFactory(SSHFactory):
     """
 
     protocol = S3ServerTransport
+    services = {**SSHFactory.services, b"ssh-connection": QuietConnection}
 
     def __init__(self, portal: Portal, hostKeys: dict[bytes, Key]) -> None:
         self.portal = portal

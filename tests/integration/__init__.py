@@ -1,0 +1,3 @@
+"""
+Integration tests: a real S3 (SeaweedFS), real gateways, real clients.
+"""

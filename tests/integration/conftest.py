@@ -1,0 +1,246 @@
+"""
+Fixtures for the integration tests: one real SeaweedFS S3 for the whole
+session, real C{twistd s3sftp} gateways on C{tcp:0}, and the real OpenSSH
+C{sftp} client.
+
+Nothing here is skipped when a tool is missing: a missing C{sftp} or
+C{weed} is an error, so CI cannot pass without running these tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from twisted_s3sftp.demo import makeUserKey
+from twisted_s3sftp.seaweedfs import LocalS3, credentialsEnvironment
+
+MiB = 1024 * 1024
+PART = 5 * MiB
+
+_LISTENING = re.compile(r"s3sftp listening on 127\.0\.0\.1:(\d+)")
+
+
+def twistdBinary() -> str:
+    """
+    @return: the C{twistd} of the interpreter running the tests.
+    """
+    beside = Path(sys.executable).parent / "twistd"
+    return str(beside) if beside.exists() else "twistd"
+
+
+@pytest.fixture(scope="session")
+def localS3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    """
+    One SeaweedFS server shared by every integration test.
+    """
+    assert shutil.which("sftp"), "OpenSSH sftp is required (apt-get install openssh-client)"
+    server = LocalS3(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(localS3: LocalS3) -> str:
+    """
+    A fresh bucket for one test.
+    """
+    name = "t-" + uuid.uuid4().hex[:20]
+    localS3.createBucket(name)
+    return name
+
+
+@pytest.fixture
+def s3(localS3: LocalS3) -> Any:
+    """
+    A boto3 client for checking what the gateway stored.
+    """
+    return localS3.client()
+
+
+class Gateway:
+    """
+    One C{twistd -n s3sftp} process.
+
+    @ivar port: the SFTP port it bound.
+    @ivar keysDir: its keys directory.
+    @ivar log: its log file.
+    """
+
+    def __init__(self, root: Path, bucket: str, endpointURL: str, *extra: str) -> None:
+        self.root = root
+        self.keysDir = root / "keys"
+        self.keysDir.mkdir(parents=True, exist_ok=True)
+        self.log = root / "gateway.log"
+        command = [
+            twistdBinary(),
+            "-n",
+            "--pidfile=",
+            f"--logfile={self.log}",
+            "s3sftp",
+            f"--bucket={bucket}",
+            f"--endpoint-url={endpointURL}",
+            "--listen=tcp:0:interface=127.0.0.1",
+            f"--keys-dir={self.keysDir}",
+            f"--host-key={root / 'host_key'}",
+            "--part-size=5MiB",
+            *extra,
+        ]
+        from twisted.python.filepath import FilePath
+
+        from twisted_s3sftp.keys import ensureHostKey
+
+        ensureHostKey(FilePath(str(root / "host_key")))
+        env = dict(os.environ, **credentialsEnvironment())
+        self.process = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root,
+        )
+        self.port = self._waitForPort()
+
+    def _waitForPort(self, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log.exists():
+                match = _LISTENING.search(self.log.read_text())
+                if match:
+                    return int(match.group(1))
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode() if self.process.stdout else ""
+                raise RuntimeError(f"gateway exited {self.process.returncode}: {output}")
+            time.sleep(0.05)
+        raise RuntimeError("gateway did not start listening")
+
+    def addUser(self, name: str) -> Path:
+        """
+        Make a key pair and drop the public key in as C{<name>.pub}.
+
+        @return: the private key's path.
+        """
+        private = self.root / f"{name}_key"
+        makeUserKey(private, self.keysDir / f"{name}.pub", f"{name}@test")
+        return private
+
+    def sftp(self, user: str, commands: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """
+        Run OpenSSH C{sftp -b} as C{user}.
+
+        @return: the finished process (its exit status is 0 only if every
+            command succeeded).
+        """
+        batch = self.root / f"batch-{uuid.uuid4().hex}"
+        batch.write_text("\n".join(commands) + "\n")
+        return subprocess.run(
+            [*sftpCommand(self.port, self.root / f"{user}_key"), "-b", str(batch), f"{user}@127.0.0.1"],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+
+    def diskWrites(self) -> int:
+        """
+        @return: bytes this process caused to be written to storage so far
+            (C{/proc/PID/io} C{write_bytes}).
+        """
+        for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+        raise AssertionError("no write_bytes in /proc/PID/io")
+
+    def stop(self) -> str:
+        """
+        Stop the gateway.
+
+        @return: its log.
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def sftpCommand(port: int, key: Path) -> list[str]:
+    """
+    @return: the OpenSSH C{sftp} command line, non-interactive.
+    """
+    return [
+        "sftp", "-P", str(port), "-i", str(key),
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+    ]
+
+
+@pytest.fixture
+def startGateway(tmp_path: Path, localS3: LocalS3, bucket: str) -> Iterator[Any]:
+    """
+    Start gateways for one test (on its fresh bucket unless told
+    otherwise); each is stopped afterwards and its log must hold no
+    traceback.
+    """
+    started: list[Gateway] = []
+
+    def start(endpointURL: str | None = None, *extra: str) -> Gateway:
+        gateway = Gateway(
+            tmp_path / f"gw{len(started)}", bucket, endpointURL or localS3.endpointURL, *extra
+        )
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        log = gateway.stop()
+        assert "Traceback" not in log, log
+        assert "Unhandled error" not in log, log
+
+
+@pytest.fixture
+def gateway(startGateway: Any) -> Gateway:
+    """
+    One gateway on this test's bucket.
+    """
+    return startGateway()
+
+
+def sha256(data: bytes) -> str:
+    """
+    @return: the hex SHA-256 of C{data}.
+    """
+    return hashlib.sha256(data).hexdigest()
+
+
+def objectBytes(s3: Any, bucket: str, key: str) -> bytes:
+    """
+    @return: the content of an object.
+    """
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def multipartUploads(s3: Any, bucket: str) -> list[str]:
+    """
+    @return: the keys of the bucket's unfinished multipart uploads.
+    """
+    return [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    """
+    @return: every object key under C{prefix}.
+    """
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
