@@ -190,3 +190,36 @@ def test_s3FailuresReachTheClient(startGateway: Any, localS3: Any, bucket: str, 
         assert any(status == 500 for _, _, status in proxy.faults)
     finally:
         proxy.stop()
+
+
+def test_startupErrors(localS3: Any, tmp_path: Path) -> None:
+    """
+    A missing bucket, or a store that refuses the credentials, stops
+    C{twistd s3sftp} before it serves, with one line saying what is wrong.
+    """
+    from twisted_s3sftp.seaweedfs import credentialsEnvironment
+
+    from .conftest import twistdBinary
+
+    (tmp_path / "keys").mkdir()
+    base = [
+        twistdBinary(), "-n", "--pidfile=", "s3sftp",
+        f"--endpoint-url={localS3.endpointURL}", "--keys-dir=keys",
+    ]
+    cases = [
+        (["--bucket=no-such-bucket-here"], credentialsEnvironment(), "does not exist"),
+        (
+            ["--bucket=no-such-bucket-here"],
+            dict(credentialsEnvironment(), AWS_SECRET_ACCESS_KEY="wrong"),
+            "denied",
+        ),
+    ]
+    for args, env, expected in cases:
+        result = subprocess.run(
+            base + args, env=dict(os.environ, **env), cwd=tmp_path,
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], result.stderr
+        assert lines[0].startswith("twistd s3sftp: error: ")
