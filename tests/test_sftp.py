@@ -219,8 +219,9 @@ class UploadTests(SFTPTestCase):
 
     def test_secondCloseRefused(self) -> None:
         """
-        A second CLOSE while the first is storing the object fails, and the
-        first still succeeds.
+        A second CLOSE, or a WRITE, while the first CLOSE is storing the
+        object fails, and the first CLOSE still succeeds with the data
+        written before it.
         """
         server, store = makeServer()
         store.holding.add("putObject")
@@ -228,6 +229,7 @@ class UploadTests(SFTPTestCase):
         self.successResultOf(f.writeChunk(0, b"abc"))
         first = f.close()
         self.assertStatus(f.close(), FX_FAILURE)
+        self.assertStatus(f.writeChunk(3, b"late"), FX_FAILURE)
         store.release()
         self.successResultOf(first)
         self.assertEqual(store.objects["alice/a"][0], b"abc")

@@ -183,6 +183,8 @@ class UploadFile:
 
     @sftpOperation("write")
     async def writeChunk(self, offset: int, data: bytes) -> None:
+        if self._closing is not None:
+            raise UploadFailed("file is closing")
         self._checkWritable()
         try:
             parts = self.planner.feed(offset, data)
