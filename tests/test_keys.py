@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_s3sftp.keys import (
     KeysDirectory,
     KeysDirectoryChecker,
-    ensureHostKey,
+    ensurePrivateKey,
     loadHostKeys,
 )
 
@@ -151,14 +151,14 @@ class HostKeyTests(SynchronousTestCase):
 
     def test_createdPrivate(self) -> None:
         """
-        L{ensureHostKey} writes an ed25519 key with mode 0600 and leaves an
+        L{ensurePrivateKey} writes an ed25519 key with mode 0600 and leaves an
         existing one alone.
         """
         path = FilePath(self.mktemp()).child("ssh_host_ed25519_key")
-        ensureHostKey(path)
+        ensurePrivateKey(path)
         self.assertEqual(stat.S_IMODE(os.stat(path.path).st_mode), 0o600)
         content = path.getContent()
-        ensureHostKey(path)
+        ensurePrivateKey(path)
         self.assertEqual(path.getContent(), content)
         self.assertEqual(list(loadHostKeys([path])), [b"ssh-ed25519"])
 
@@ -178,8 +178,8 @@ class HostKeyTests(SynchronousTestCase):
         e = self.assertRaises(ValueError, loadHostKeys, [public])
         self.assertIn("public key", str(e))
         one = FilePath(self.mktemp())
-        ensureHostKey(one)
+        ensurePrivateKey(one)
         two = FilePath(self.mktemp())
-        ensureHostKey(two)
+        ensurePrivateKey(two)
         e = self.assertRaises(ValueError, loadHostKeys, [one, two])
         self.assertIn("two host keys", str(e))

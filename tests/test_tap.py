@@ -43,9 +43,9 @@ class OptionsTests(SynchronousTestCase):
         self.keys = self.root.child("keys")
         self.keys.makedirs()
         self.hostKey = self.root.child("host_key")
-        from twisted_s3sftp.keys import ensureHostKey
+        from twisted_s3sftp.keys import ensurePrivateKey
 
-        ensureHostKey(self.hostKey)
+        ensurePrivateKey(self.hostKey)
 
     def parse(self, *args: str, options: FakeOptions | None = None) -> FakeOptions:
         """

@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from twisted.python.filepath import FilePath
 
-from .keys import ensureHostKey
+from .keys import ensurePrivateKey
 from .seaweedfs import LocalS3, credentialsEnvironment
 
 BUCKET = "demo"
@@ -38,17 +37,7 @@ def makeUserKey(privatePath: Path, publicPath: Path, comment: str) -> None:
     @param publicPath: where the C{authorized_keys}-format line goes.
     @param comment: the comment on the public key line.
     """
-    if not privatePath.exists():
-        private = ed25519.Ed25519PrivateKey.generate()
-        fd = os.open(privatePath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(
-                private.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.OpenSSH,
-                    serialization.NoEncryption(),
-                )
-            )
+    ensurePrivateKey(FilePath(str(privatePath)))
     private = serialization.load_ssh_private_key(privatePath.read_bytes(), None)
     line = private.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
@@ -75,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s3.createBucket(BUCKET)
         hostKey = root / "ssh_host_ed25519_key"
-        ensureHostKey(FilePath(str(hostKey)))
+        ensurePrivateKey(FilePath(str(hostKey)))
         twistd = Path(sys.executable).parent / "twistd"
         command = [
             str(twistd),

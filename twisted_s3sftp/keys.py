@@ -107,11 +107,12 @@ class KeysDirectoryChecker(SSHPublicKeyChecker):
         return pubKey
 
 
-def ensureHostKey(path: FilePath[str]) -> None:
+def ensurePrivateKey(path: FilePath[str]) -> None:
     """
-    Create an ed25519 host key at C{path} (mode 0600) unless one exists.
+    Create an ed25519 private key at C{path} (mode 0600, OpenSSH format)
+    unless one exists: the default host key, and the demo's user key.
 
-    @param path: where the private key lives, in OpenSSH format.
+    @param path: where the private key lives.
     """
     if path.exists():
         return
@@ -125,7 +126,7 @@ def ensureHostKey(path: FilePath[str]) -> None:
     fd = os.open(path.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    log.info("Created host key {path}", path=path.path)
+    log.info("Created private key {path}", path=path.path)
 
 
 def loadHostKeys(paths: list[FilePath[str]]) -> dict[bytes, Key]:

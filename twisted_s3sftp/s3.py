@@ -40,7 +40,6 @@ def makeClient(
     region: str | None,
     maxConnections: int,
     credentials: tuple[str, str] | None = None,
-    readTimeout: float = 60,
 ) -> Any:
     """
     Build the one boto3 S3 client.
@@ -59,7 +58,7 @@ def makeClient(
         retries={"mode": "standard", "max_attempts": 5},
         max_pool_connections=maxConnections,
         connect_timeout=10,
-        read_timeout=readTimeout,
+        read_timeout=60,
     )
     keys = {}
     if credentials is not None:

@@ -11,7 +11,6 @@ imports it.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import socket
@@ -104,14 +103,11 @@ class LocalS3:
         """
         return f"http://127.0.0.1:{self.s3Port}"
 
-    def client(self, readTimeout: float = 60) -> Any:
+    def client(self) -> Any:
         """
-        @param readTimeout: seconds before a request is retried.
         @return: a boto3 client for this server.
         """
-        return makeClient(
-            self.endpointURL, REGION, 10, (ACCESS_KEY, SECRET_KEY), readTimeout
-        )
+        return makeClient(self.endpointURL, REGION, 10, (ACCESS_KEY, SECRET_KEY))
 
     def start(self, timeout: float = 90.0) -> None:
         """
@@ -193,9 +189,9 @@ class LocalS3:
 
         @param name: the bucket name.
         """
-        client = self.client(readTimeout=2)
+        client = self.client()
         client.create_bucket(Bucket=name)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 60
         while True:
             try:
                 client.put_object(Bucket=name, Key=".probe", Body=b"x")

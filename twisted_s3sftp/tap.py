@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from . import s3
 from .config import DEFAULT_PART_SIZE, ServerConfig, parseSize
-from .keys import KeysDirectory, KeysDirectoryChecker, ensureHostKey, loadHostKeys
+from .keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
 from .ssh import S3Realm, S3SSHFactory
 
 log = Logger()
@@ -107,7 +107,7 @@ class Options(usage.Options):
             partSize = parseSize(self["part-size"])
         except ValueError as e:
             raise ValueError(f"--part-size: {e}") from None
-        self.config = _configFrom(
+        self.config = ServerConfig(
             bucket=self["bucket"],
             endpointURL=self["endpoint-url"],
             region=self["region"],
@@ -129,7 +129,7 @@ class Options(usage.Options):
         if not hostKeyPaths:
             default = FilePath(DEFAULT_HOST_KEY)
             try:
-                ensureHostKey(default)
+                ensurePrivateKey(default)
             except OSError as e:
                 raise ValueError(f"cannot create host key {default.path}: {e.strerror}") from None
             hostKeyPaths = [default]
@@ -138,13 +138,6 @@ class Options(usage.Options):
             self.config.endpointURL, self.config.region, S3_THREADS
         )
         self.checkBucket(self.client, self.config.bucket)
-
-
-def _configFrom(**values: Any) -> ServerConfig:
-    try:
-        return ServerConfig(**values)
-    except ValueError as e:
-        raise ValueError(str(e)) from None
 
 
 @implementer(IStreamServerEndpoint)

@@ -100,9 +100,9 @@ class Gateway:
         ]
         from twisted.python.filepath import FilePath
 
-        from twisted_s3sftp.keys import ensureHostKey
+        from twisted_s3sftp.keys import ensurePrivateKey
 
-        ensureHostKey(FilePath(str(root / "host_key")))
+        ensurePrivateKey(FilePath(str(root / "host_key")))
         env = dict(os.environ, **credentialsEnvironment())
         self.process = subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL,
