@@ -5,6 +5,8 @@ store.
 
 from __future__ import annotations
 
+import hashlib
+import random
 from typing import Any
 
 from twisted.conch.interfaces import ISFTPFile, ISFTPServer
@@ -25,22 +27,37 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from twisted_s3sftp.interfaces import IObjectStore
+from twisted_s3sftp.errors import StoreError
 from twisted_s3sftp.memory import MemoryObjectStore
 from twisted_s3sftp.sftp import UploadFile
 from twisted_s3sftp.ssh import S3User
-from twisted_s3sftp.upload import MIN_PART_SIZE
+from twisted_s3sftp.flow import BASE_WINDOW, SLACK, ChannelWindow, MemoryLimit
+from twisted_s3sftp.upload import MIN_PART_SIZE, MiB, PartLimits, UploadPolicy
 
 PART = MIN_PART_SIZE
 WRITE = FXF_WRITE | FXF_CREAT | FXF_TRUNC
+POLICY = UploadPolicy(partSize=PART, bufferLimit=32 * MiB, concurrency=2)
 
 
-def makeServer(store: MemoryObjectStore | None = None) -> tuple[Any, MemoryObjectStore]:
+def makeServer(
+    store: MemoryObjectStore | None = None,
+    policy: UploadPolicy = POLICY,
+    memory: MemoryLimit | None = None,
+    window: ChannelWindow | None = None,
+    clock: Clock | None = None,
+) -> tuple[Any, MemoryObjectStore]:
     """
+    @param window: the channel window writes are credited to; unmetered if
+        not given.
     @return: the C{ISFTPServer} of user C{alice} and its store.
     """
     store = store or MemoryObjectStore()
-    user = S3User("alice", "alice/", store, PART, Clock())
-    return ISFTPServer(user), store
+    memory = memory or MemoryLimit(1024 * MiB)
+    user = S3User("alice", "alice/", store, policy, memory, clock or Clock())
+    server = ISFTPServer(user)
+    if window is not None:
+        server.window = window
+    return server, store
 
 
 class SFTPTestCase(SynchronousTestCase):
@@ -254,6 +271,217 @@ class UploadTests(SFTPTestCase):
         self.successResultOf(f.writeChunk(0, b"12345"))
         self.assertEqual(self.successResultOf(f.getAttrs())["size"], 5)
         self.successResultOf(f.setAttrs({"permissions": 0o600}))
+
+
+class EngineTests(SFTPTestCase):
+    """
+    The upload engine: parallel parts, integrity metadata, memory and
+    window accounting.
+    """
+
+    def writeAll(self, f: UploadFile, data: bytes, chunk: int = 65536) -> None:
+        """
+        Write C{data} in order; every write must be answered at once.
+        """
+        for offset in range(0, len(data), chunk):
+            self.successResultOf(f.writeChunk(offset, data[offset : offset + chunk]))
+
+    def test_partsInParallel(self) -> None:
+        """
+        Up to C{concurrency} parts are in flight at once, never more; the
+        rest wait their turn while writes are still answered.
+        """
+        server, store = makeServer()
+        store.holding.add("uploadPart")
+        f = self.successResultOf(server.openFile(b"big", WRITE, {}))
+        self.writeAll(f, b"p" * (4 * PART + 1))
+        self.assertEqual([op.name for op in store.held], ["uploadPart"] * 2)
+        store.release(0)
+        self.assertEqual(len(store.held), 2)
+        store.release()
+        store.release()
+        self.assertEqual(store.calls.count("uploadPart"), 4)
+
+    def test_completionOrder(self) -> None:
+        """
+        Parts stored in any order complete into the right object, and the
+        CLOSE is answered only after S3 completed it.
+        """
+        server, store = makeServer()
+        store.holding.add("uploadPart")
+        data = random.Random(5).randbytes(3 * PART + 99)
+        f = self.successResultOf(server.openFile(b"big", WRITE, {}))
+        self.writeAll(f, data)
+        closing = f.close()
+        while store.held:
+            store.release(len(store.held) - 1)
+        self.successResultOf(closing)
+        self.assertEqual(store.objects["alice/big"][0], data)
+
+    def test_sha256Metadata(self) -> None:
+        """
+        The SHA-256 of the whole file is stored as C{x-amz-meta-sha256},
+        for a single PutObject and for a multipart upload (recorded with a
+        copy that must still match the completed object's ETag).
+        """
+        for size in (0, 1000, 2 * PART + 1):
+            server, store = makeServer()
+            data = random.Random(size).randbytes(size)
+            self.upload(server, b"f", data)
+            self.assertEqual(
+                store.metadata["alice/f"], {"sha256": hashlib.sha256(data).hexdigest()}
+            )
+        self.assertIn("replaceMetadata", store.calls)
+
+    def test_metadataFailureDeletes(self) -> None:
+        """
+        If the checksum cannot be recorded, the completed object is deleted
+        and CLOSE fails: no object without its hash.
+        """
+        server, store = makeServer()
+        store.failNext("replaceMetadata")
+        f = self.successResultOf(server.openFile(b"f", WRITE, {}))
+        self.writeAll(f, b"m" * (PART + 1))
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertEqual(store.objects, {})
+        self.assertEqual(store.uploads, {})
+
+    def test_checksumMismatchNeverCompletes(self) -> None:
+        """
+        A part S3 refuses for a bad checksum fails the next WRITE and the
+        CLOSE: the upload is aborted and never completed.
+        """
+        server, store = makeServer()
+        store.failNext("uploadPart", StoreError("S3 error: BadDigest", "BadDigest"))
+        store.holding.add("uploadPart")
+        f = self.successResultOf(server.openFile(b"f", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, b"c" * (PART + 1)))
+        store.release()
+        e = self.assertStatus(f.writeChunk(PART + 1, b"c"), FX_FAILURE)
+        self.assertIn("BadDigest", e.message)
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertNotIn("completeMultipartUpload", store.calls)
+        self.assertEqual(store.uploads, {})
+
+    def test_windowCreditedAsPartsLeave(self) -> None:
+        """
+        The bytes of a write are credited back to the channel window only
+        once the part holding them is stored; when the upload ends the
+        window is back to where it started and its memory is returned.
+        """
+        memory = MemoryLimit(1024 * MiB)
+        window = ChannelWindow(BASE_WINDOW)
+        server, store = makeServer(memory=memory, window=window)
+        store.holding.add("uploadPart")
+        f = self.successResultOf(server.openFile(b"big", WRITE, {}))
+        reserved = memory.used
+        self.assertEqual(reserved, 3 * PART + SLACK)
+        self.assertEqual(window.target, BASE_WINDOW + reserved)
+        data = b"w" * (2 * PART + 10)
+        for offset in range(0, len(data), 65536):
+            chunk = data[offset : offset + 65536]
+            self.assertTrue(window.receive(len(chunk)))
+            self.successResultOf(f.writeChunk(offset, chunk))
+        self.assertEqual(window.held, len(data))
+        store.release(0)
+        self.assertEqual(window.held, len(data) - PART)
+        closing = f.close()
+        store.release()
+        store.release()
+        self.successResultOf(closing)
+        self.assertEqual(window.held, 0)
+        self.assertEqual(window.target, BASE_WINDOW)
+        self.assertEqual(memory.used, 0)
+
+    def test_failureReleasesEverything(self) -> None:
+        """
+        A failed upload credits every byte it held and returns its memory.
+        """
+        memory = MemoryLimit(1024 * MiB)
+        window = ChannelWindow(BASE_WINDOW)
+        server, store = makeServer(memory=memory, window=window)
+        f = self.successResultOf(server.openFile(b"big", WRITE, {}))
+        window.receive(1000)
+        self.successResultOf(f.writeChunk(0, b"x" * 1000))
+        window.receive(10)
+        self.assertStatus(f.writeChunk(PART * 40, b"y" * 10), FX_OP_UNSUPPORTED)
+        self.successResultOf(f.abort())
+        self.assertEqual(window.held, 0)
+        self.assertEqual(memory.used, 0)
+
+    def test_openWaitsForMemory(self) -> None:
+        """
+        When the memory limit is reached, an OPEN waits; it proceeds as
+        soon as another upload returns its memory.
+        """
+        clock = Clock()
+        memory = MemoryLimit(PART + SLACK)
+        server, store = makeServer(memory=memory, clock=clock)
+        first = self.successResultOf(server.openFile(b"one", WRITE, {}))
+        waiting = server.openFile(b"two", WRITE, {})
+        self.assertNoResult(waiting)
+        clock.advance(10)
+        self.successResultOf(first.writeChunk(0, b"1"))
+        self.successResultOf(first.close())
+        second = self.successResultOf(waiting)
+        self.successResultOf(second.close())
+        self.assertEqual(memory.used, 0)
+
+    def test_openTimesOut(self) -> None:
+        """
+        An OPEN that cannot get memory within the wait fails with a clear
+        status, and gives up its place in line.
+        """
+        clock = Clock()
+        memory = MemoryLimit(PART + SLACK)
+        server, store = makeServer(memory=memory, clock=clock)
+        first = self.successResultOf(server.openFile(b"one", WRITE, {}))
+        waiting = server.openFile(b"two", WRITE, {})
+        clock.advance(POLICY.memoryWait)
+        e = self.assertStatus(waiting, FX_FAILURE)
+        self.assertIn("server busy", e.message)
+        self.successResultOf(first.close())
+        self.assertEqual(memory.used, 0)
+
+    def test_partsGrow(self) -> None:
+        """
+        With a scale model of S3's limits, parts grow as the upload goes on
+        and the object is intact.
+        """
+        limits = PartLimits(minPartSize=5, maxPartSize=40, maxParts=22)
+        policy = UploadPolicy(partSize=5, bufferLimit=SLACK + 15, concurrency=2, limits=limits)
+        store = MemoryObjectStore(minPartSize=5)
+        server, store = makeServer(store=store, policy=policy)
+        data = random.Random(6).randbytes(300)
+        self.upload(server, b"g", data, chunk=7)
+        self.assertEqual(store.objects["alice/g"][0], data)
+        # Parts of 5, 5, 10, 10, 20, 20, 40, ... bytes: 11 full parts make
+        # 270 bytes, and a 12th carries the last 30.
+        self.assertEqual(store.calls.count("uploadPart"), 12)
+
+    def test_growthNeedsMemory(self) -> None:
+        """
+        When parts grow past what the upload reserved, it reserves more;
+        if the memory limit cannot give it in time, the upload fails with
+        a clear status and is aborted.
+        """
+        clock = Clock()
+        limits = PartLimits(minPartSize=5, maxPartSize=40, maxParts=22)
+        policy = UploadPolicy(partSize=5, bufferLimit=SLACK + 5, concurrency=2, limits=limits)
+        memory = MemoryLimit(SLACK + 10)
+        store = MemoryObjectStore(minPartSize=5)
+        server, store = makeServer(store=store, policy=policy, memory=memory, clock=clock)
+        f = self.successResultOf(server.openFile(b"g", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, b"a" * 11))
+        self.assertEqual(memory.used, SLACK + 10)
+        growing = f.writeChunk(11, b"b" * 20)
+        self.assertNoResult(growing)
+        clock.advance(policy.memoryWait)
+        e = self.assertStatus(growing, FX_FAILURE)
+        self.assertIn("server busy", e.message)
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertEqual(store.uploads, {})
+        self.assertEqual(memory.used, 0)
 
 
 class NamespaceTests(SFTPTestCase):

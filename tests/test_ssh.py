@@ -8,8 +8,13 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.conch.ssh.common import NS
 from twisted.conch.ssh.filetransfer import (
+    FX_BAD_MESSAGE,
     FX_FAILURE,
+    FX_OK,
+    FX_OP_UNSUPPORTED,
     FXF_CREAT,
     FXF_TRUNC,
     FXF_WRITE,
@@ -19,23 +24,31 @@ from twisted.conch.ssh.filetransfer import (
 )
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.conch.ssh.keys import Key
+from twisted.cred.portal import Portal
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_s3sftp.memory import MemoryObjectStore
 from twisted_s3sftp.ssh import (
+    S3Connection,
     S3FileTransferServer,
+    S3SSHFactory,
     S3Realm,
     S3ServerTransport,
     S3User,
     SFTPSession,
     USER_SIGNATURE_ALGORITHMS,
 )
-from twisted_s3sftp.upload import MIN_PART_SIZE
+from twisted_s3sftp.flow import BASE_WINDOW, ChannelWindow, MemoryLimit
+from twisted_s3sftp.upload import MIN_PART_SIZE, MiB, UploadPolicy
 
 PART = MIN_PART_SIZE
+POLICY = UploadPolicy(partSize=PART, bufferLimit=32 * MiB, concurrency=2)
 WRITE = FXF_WRITE | FXF_CREAT | FXF_TRUNC
 
 
@@ -46,7 +59,7 @@ class LoopbackTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.store = MemoryObjectStore()
-        self.user = S3User("alice", "alice/", self.store, PART, Clock())
+        self.user = S3User("alice", "alice/", self.store, POLICY, MemoryLimit(1024 * MiB), Clock())
         self.server = S3FileTransferServer(avatar=self.user)
         self.client = FileTransferClient()
         self.serverTransport = FakeTransport(self.server, isServer=True)
@@ -179,7 +192,7 @@ class SessionTests(SynchronousTestCase):
         """
         The only subsystem is C{sftp}, and no channel type but C{session}.
         """
-        user = S3User("alice", "alice/", MemoryObjectStore(), PART, Clock())
+        user = S3User("alice", "alice/", MemoryObjectStore(), POLICY, MemoryLimit(1024 * MiB), Clock())
         self.assertEqual(list(user.subsystemLookup), [b"sftp"])
         self.assertEqual(list(user.channelLookup), [b"session"])
 
@@ -195,7 +208,7 @@ class RealmTests(SynchronousTestCase):
         """
         from twisted.conch.interfaces import IConchUser
 
-        realm = S3Realm(MemoryObjectStore(), "sftp/{username}/", PART, Clock())
+        realm = S3Realm(MemoryObjectStore(), "sftp/{username}/", POLICY, MemoryLimit(MiB), Clock())
         interface, user, logout = realm.requestAvatar(b"bob", None, IConchUser)
         self.assertIs(interface, IConchUser)
         self.assertEqual(user.home, "sftp/bob/")
@@ -220,3 +233,223 @@ class TransportTests(SynchronousTestCase):
         self.assertIn(b",".join(USER_SIGNATURE_ALGORITHMS), sent[0])
         self.assertIn(b"rsa-sha2-256", sent[0])
         self.assertIn(b"other", sent[0])
+
+
+def sftpMessage(kind: int, requestId: int, payload: bytes) -> bytes:
+    """
+    @return: an SFTP message as a client sends it.
+    """
+    body = struct.pack("!BL", kind, requestId) + payload
+    return struct.pack("!L", len(body)) + body
+
+
+def sftpReplies(data: bytes) -> list[tuple[int, int, bytes]]:
+    """
+    @return: C{(kind, requestId, payload)} of each SFTP message in C{data}.
+    """
+    replies = []
+    while data:
+        (length,) = struct.unpack("!L", data[:4])
+        kind, requestId = struct.unpack("!BL", data[4:9])
+        replies.append((kind, requestId, data[9 : 4 + length]))
+        data = data[4 + length :]
+    return replies
+
+
+class FakeSession:
+    """
+    The part of an L{SFTPSession} the SFTP protocol uses: its window.
+    """
+
+    def __init__(self, window: ChannelWindow) -> None:
+        self.window = window
+
+
+class FlowControlTests(SynchronousTestCase):
+    """
+    The SFTP protocol credits the channel window only as bytes leave
+    memory, so a client that respects its window cannot make the server
+    hold more than the window's target, however many writes it pipelines.
+    """
+
+    def setUp(self) -> None:
+        self.store = MemoryObjectStore()
+        self.memory = MemoryLimit(1024 * MiB)
+        self.grants: list[int] = []
+        self.window = ChannelWindow(BASE_WINDOW, onGrant=self.grants.append)
+        user = S3User("alice", "alice/", self.store, POLICY, self.memory, Clock())
+        self.server = S3FileTransferServer(avatar=user)
+        self.transport = StringTransport()
+        self.transport.session = FakeSession(self.window)  # type: ignore[attr-defined]
+        self.server.makeConnection(self.transport)
+        self.send(sftpMessage(1, 3, b""))  # INIT, version 3
+        self.transport.clear()
+
+    def send(self, message: bytes) -> bool:
+        """
+        Send C{message} if the window allows it, as an SSH client would.
+
+        @return: whether it was sent.
+        """
+        if not self.window.receive(len(message)):
+            return False
+        self.server.dataReceived(message)
+        return True
+
+    def replies(self) -> list[tuple[int, int, bytes]]:
+        """
+        @return: the replies sent since the last call.
+        """
+        data = self.transport.value()
+        self.transport.clear()
+        return sftpReplies(data)
+
+    def openHandle(self, path: bytes) -> bytes:
+        """
+        @return: the handle of C{path}, opened for writing.
+        """
+        self.send(sftpMessage(3, 1, NS(path) + struct.pack("!LL", WRITE, 0)))
+        ((kind, _, payload),) = self.replies()
+        self.assertEqual(kind, 102)
+        return payload[4:]
+
+    def write(self, handle: bytes, requestId: int, offset: int, data: bytes) -> bytes:
+        """
+        @return: a WRITE message.
+        """
+        return sftpMessage(6, requestId, NS(handle) + struct.pack("!Q", offset) + NS(data))
+
+    def test_pipeliningHeldToWindow(self) -> None:
+        """
+        With S3 stalled, a client pipelining 1024 writes of 32 KiB gets no
+        further than its window: the server holds at most the target (the
+        base window plus the upload's reservation), every write it took is
+        answered, and once S3 moves again the window is granted back and
+        the file completes intact.
+        """
+        self.store.holding.add("uploadPart")
+        handle = self.openHandle(b"big")
+        target = self.window.target
+        self.assertEqual(target, BASE_WINDOW + 3 * PART + MiB)
+        chunk = b"d" * 32768
+        sent = 0
+        while sent < 1024 and self.send(self.write(handle, sent, sent * 32768, chunk)):
+            sent += 1
+            self.assertLessEqual(self.window.held, target)
+        self.assertLess(sent, 1024)
+        self.assertGreater(sent * 32768, 2 * PART)
+        self.assertEqual(len(self.replies()), sent)
+        while sent < 1024:
+            if not self.send(self.write(handle, sent, sent * 32768, chunk)):
+                self.assertTrue(self.store.held, "stalled with nothing in flight")
+                self.store.release()
+                continue
+            sent += 1
+            self.assertLessEqual(self.window.held, target)
+        self.assertTrue(self.grants)
+        self.store.holding.clear()
+        self.store.release()
+        self.send(sftpMessage(4, 9999, NS(handle)))
+        self.assertEqual(self.replies()[-1][0], 101)
+        self.assertEqual(self.store.objects["alice/big"][0], chunk * 1024)
+        self.assertEqual(self.window.held, 0)
+        self.assertEqual(self.window.target, BASE_WINDOW)
+        self.assertEqual(self.memory.used, 0)
+
+    def test_unknownMessage(self) -> None:
+        """
+        A message type the server does not know gets C{OP_UNSUPPORTED};
+        a malformed WRITE gets C{BAD_MESSAGE}; both are credited back.
+        """
+        self.send(sftpMessage(222, 7, b"whatever"))
+        self.send(sftpMessage(6, 8, b"\0\0"))
+        replies = self.replies()
+        self.assertEqual([(k, r) for k, r, _ in replies], [(101, 7), (101, 8)])
+        codes = [struct.unpack("!L", payload[:4])[0] for _, _, payload in replies]
+        self.assertEqual(codes, [FX_OP_UNSUPPORTED, FX_BAD_MESSAGE])
+        self.assertEqual(self.window.held, 0)
+        self.flushLoggedErrors()
+
+
+class FakeChannel:
+    """
+    A channel as L{S3Connection} sees it.
+    """
+
+    localMaxPacket = 32768
+
+    def __init__(self, window: ChannelWindow | None) -> None:
+        if window is not None:
+            self.window = window
+        self.localWindowLeft = window.window if window else 100
+        self.localWindowSize = self.localWindowLeft
+        self.received: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+
+class ConnectionTests(SynchronousTestCase):
+    """
+    L{S3Connection} leaves the window of SFTP channels to their
+    L{ChannelWindow}.
+    """
+
+    def setUp(self) -> None:
+        self.connection = S3Connection()
+        self.disconnects: list[int] = []
+        self.adjusted: list[Any] = []
+
+        class Transport:
+            def sendDisconnect(transport, reason: int, description: bytes) -> None:
+                self.disconnects.append(reason)
+
+        self.connection.transport = Transport()
+        self.connection.adjustWindow = lambda channel, n: self.adjusted.append(n)  # type: ignore[method-assign]
+
+    def test_noAutomaticCredit(self) -> None:
+        """
+        Data on a windowed channel is delivered and counted, and no window
+        is granted back on arrival.
+        """
+        window = ChannelWindow(1000)
+        channel = FakeChannel(window)
+        self.connection.channels[0] = channel
+        self.connection.ssh_CHANNEL_DATA(struct.pack(">L", 0) + NS(b"x" * 900))
+        self.assertEqual(channel.received, [b"x" * 900])
+        self.assertEqual((window.held, window.window, channel.localWindowLeft), (900, 100, 100))
+        self.assertEqual(self.adjusted, [])
+
+    def test_windowExceeded(self) -> None:
+        """
+        A client that sends more than its window is disconnected.
+        """
+        channel = FakeChannel(ChannelWindow(1000))
+        self.connection.channels[0] = channel
+        self.connection.ssh_CHANNEL_DATA(struct.pack(">L", 0) + NS(b"x" * 1001))
+        self.assertEqual(channel.received, [])
+        self.assertEqual(len(self.disconnects), 1)
+
+
+class NoDelayTests(SynchronousTestCase):
+    """
+    Connections have Nagle's algorithm turned off.
+    """
+
+    def test_tcpNoDelay(self) -> None:
+        """
+        L{S3ServerTransport} sets C{TCP_NODELAY} when the connection is made.
+        """
+        key = Key(Ed25519PrivateKey.generate())
+        factory = S3SSHFactory(Portal(None), {b"ssh-ed25519": key})  # type: ignore[arg-type]
+        factory.startFactory()
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2222))
+        calls: list[bool] = []
+
+        class NoDelayTransport(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                calls.append(enabled)
+
+        protocol.makeConnection(NoDelayTransport())
+        self.assertEqual(calls, [True])
+        factory.stopFactory()

@@ -2,35 +2,61 @@
 Tests for L{twisted_s3sftp.upload}: how a stream of writes becomes parts.
 """
 
+from __future__ import annotations
+
+import hashlib
+import random
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.errors import NotSupported
+from twisted_s3sftp.errors import NotSupported, UploadFailed
 from twisted_s3sftp.upload import (
+    MAX_PART_SIZE,
     MIN_PART_SIZE,
     FinalPart,
+    MiB,
+    Part,
+    PartLimits,
     PartPlanner,
+    PartSchedule,
     SinglePut,
 )
 
 PART = MIN_PART_SIZE
+TiB = 1024 * 1024 * MiB
+
+#: A scale model of S3: parts of 5 to 40 bytes, at most 22 of them, so the
+#: size doubles every 2 parts.
+TINY = PartLimits(minPartSize=5, maxPartSize=40, maxParts=22)
 
 
-def plan(size: int, chunk: int = 32 * 1024) -> tuple[list[int], object]:
+def makePlanner(initial: int = PART, limits: PartLimits = PartLimits()) -> PartPlanner:
     """
-    Feed C{size} bytes in C{chunk}-byte writes.
-
-    @return: the sizes of the parts planned while writing, and the plan
-        returned at the end.
+    @return: a planner whose capacity never gets in the way.
     """
-    planner = PartPlanner(PART)
-    sizes = []
-    offset = 0
-    while offset < size:
-        n = min(chunk, size - offset)
-        for part in planner.feed(offset, b"x" * n):
-            sizes.append(len(part.data))
-        offset += n
-    return sizes, planner.finish()
+    return PartPlanner(PartSchedule(initial, limits), capacity=1 << 62)
+
+
+def plan(
+    planner: PartPlanner, data: bytes, chunk: int = 32 * 1024
+) -> tuple[list[Part], SinglePut | FinalPart]:
+    """
+    Feed C{data} in order, C{chunk} bytes at a time.
+
+    @return: the parts planned while writing, and the plan at the end.
+    """
+    parts = []
+    for offset in range(0, len(data), chunk):
+        parts.extend(planner.feed(offset, data[offset : offset + chunk]))
+    return parts, planner.finish()
+
+
+def joined(parts: list[Part], final: SinglePut | FinalPart) -> bytes:
+    """
+    @return: the object the parts make.
+    """
+    last = final.data if isinstance(final, SinglePut) else final.part.data
+    return b"".join(bytes(p.data) for p in parts) + bytes(last)
 
 
 class PlannerTests(SynchronousTestCase):
@@ -52,54 +78,205 @@ class PlannerTests(SynchronousTestCase):
             PART + 1: ([PART], FinalPart, 1),
             3 * PART + 7: ([PART, PART, PART], FinalPart, 7),
         }
-        for size, (parts, kind, last) in cases.items():
+        for size, (sizes, kind, last) in cases.items():
             with self.subTest(size=size):
-                sizes, final = plan(size)
-                self.assertEqual(sizes, parts)
+                data = random.Random(size).randbytes(size)
+                parts, final = plan(makePlanner(), data)
+                self.assertEqual([len(p.data) for p in parts], sizes)
+                self.assertEqual([p.number for p in parts], list(range(1, len(sizes) + 1)))
                 self.assertIsInstance(final, kind)
-                if isinstance(final, SinglePut):
-                    self.assertEqual(len(final.data), last)
-                else:
+                if isinstance(final, FinalPart):
                     self.assertEqual(len(final.part.data), last)
-                    self.assertEqual(final.part.number, len(parts) + 1)
+                    self.assertEqual(final.part.number, len(sizes) + 1)
+                else:
+                    self.assertEqual(len(final.data), last)
+                self.assertEqual(joined(parts, final), data)
+
+    def test_sha256(self) -> None:
+        """
+        The planner's SHA-256 after L{PartPlanner.finish} is that of the
+        whole file, for a single put and for a multipart upload.
+        """
+        for size in (0, 100, 2 * PART + 3):
+            data = random.Random(size).randbytes(size)
+            planner = makePlanner()
+            plan(planner, data)
+            self.assertEqual(planner.sha256, hashlib.sha256(data).hexdigest())
 
     def test_bigWrites(self) -> None:
         """
         One write larger than several parts yields them all at once, in
         order and numbered from 1.
         """
-        planner = PartPlanner(PART)
+        planner = makePlanner()
         data = bytes(range(256)) * ((2 * PART + 10) // 256 + 1)
         parts = planner.feed(0, data)
         self.assertEqual([p.number for p in parts], [1, 2])
-        final = planner.finish()
-        assert isinstance(final, FinalPart)
-        self.assertEqual(b"".join(p.data for p in parts) + final.part.data, data)
+        self.assertEqual(joined(parts, planner.finish()), data)
 
-    def test_bufferBounded(self) -> None:
+    def test_heldBounded(self) -> None:
         """
-        The planner never holds more than one part plus one write.
+        Written in order, the planner never holds more than one part plus
+        one write.
         """
-        planner = PartPlanner(PART)
+        planner = makePlanner()
         offset = 0
         for _ in range(1000):
             planner.feed(offset, b"y" * 32768)
             offset += 32768
-            self.assertLessEqual(planner.buffered, PART + 32768)
+            self.assertLessEqual(planner.held, PART + 32768)
 
-    def test_nonSequential(self) -> None:
+    def test_outOfOrder(self) -> None:
         """
-        A write that does not start where the last one ended is refused
-        with a reason; a gap and a rewrite are both refused.
+        Writes that arrive out of order within the part in memory (and the
+        next one) are placed where they belong: the parts and the hash are
+        those of the file written in order, whatever the arrival order.
         """
-        planner = PartPlanner(PART)
+        data = random.Random(1).randbytes(3 * PART + 12345)
+        chunk = 32768
+        writes = [(o, data[o : o + chunk]) for o in range(0, len(data), chunk)]
+        shuffler = random.Random(2)
+        # Shuffle within windows of 64 writes, as a pipelining client's
+        # replies may be reordered.
+        arrival = []
+        for i in range(0, len(writes), 64):
+            window = writes[i : i + 64]
+            shuffler.shuffle(window)
+            arrival.extend(window)
+        planner = makePlanner()
+        parts = []
+        for offset, chunkData in arrival:
+            parts.extend(planner.feed(offset, chunkData))
+        final = planner.finish()
+        self.assertEqual([p.number for p in parts], [1, 2, 3])
+        self.assertEqual(joined(parts, final), data)
+        self.assertEqual(planner.sha256, hashlib.sha256(data).hexdigest())
+
+    def test_overwriteInMemory(self) -> None:
+        """
+        A write over bytes still in memory replaces them.
+        """
+        planner = makePlanner()
+        planner.feed(0, b"hello world")
+        planner.feed(6, b"there")
+        final = planner.finish()
+        assert isinstance(final, SinglePut)
+        self.assertEqual(bytes(final.data), b"hello there")
+
+    def test_rewriteSentData(self) -> None:
+        """
+        A write into bytes already sent to S3 is refused with a reason.
+        """
+        planner = makePlanner()
+        planner.feed(0, b"q" * (PART + 5))
+        e = self.assertRaises(NotSupported, planner.feed, 7, b"x")
+        self.assertIn("already sent to S3", e.message)
+
+    def test_gapBeyondCapacity(self) -> None:
+        """
+        A write landing further past the data received than the planner's
+        capacity is refused with a reason; one within it is accepted.
+        """
+        planner = PartPlanner(PartSchedule(PART), capacity=2 * PART)
+        planner.feed(0, b"a")
+        planner.feed(2 * PART - 1, b"b")
+        e = self.assertRaises(NotSupported, planner.feed, 2 * PART, b"c")
+        self.assertIn("lands more than", e.message)
+
+    def test_holeAtClose(self) -> None:
+        """
+        A file with bytes never written fails at CLOSE, naming the offset.
+        """
+        planner = makePlanner()
         planner.feed(0, b"abc")
-        e = self.assertRaises(NotSupported, planner.feed, 10, b"x")
-        self.assertIn("non-sequential", e.message)
-        self.assertRaises(NotSupported, planner.feed, 0, b"x")
+        planner.feed(10, b"xyz")
+        e = self.assertRaises(UploadFailed, planner.finish)
+        self.assertIn("hole at offset 3", e.message)
+
+    def test_holeInLaterPart(self) -> None:
+        """
+        A gap that spans a whole part is found at CLOSE too.
+        """
+        planner = makePlanner()
+        planner.feed(0, b"a" * PART)
+        planner.feed(3 * PART, b"z")
+        e = self.assertRaises(UploadFailed, planner.finish)
+        self.assertIn(f"hole at offset {PART}", e.message)
+
+    def test_discard(self) -> None:
+        """
+        L{PartPlanner.discard} drops what is held and says how much.
+        """
+        planner = makePlanner()
+        planner.feed(0, b"abc")
+        self.assertEqual(planner.discard(), 3)
+        self.assertEqual(planner.held, 0)
+
+
+class ScheduleTests(SynchronousTestCase):
+    """
+    L{PartSchedule} grows parts so 10,000 of them carry the largest object.
+    """
+
+    def test_growthScaleModel(self) -> None:
+        """
+        With tiny limits the planner grows its parts (doubling every
+        C{maxParts // 11} parts, capped at the largest part), every part
+        but the last is at least the minimum, the file is intact, and a
+        file one byte larger than the schedule allows is refused.
+        """
+        schedule = PartSchedule(5, TINY)
+        largest = schedule.largestFile
+        data = random.Random(3).randbytes(largest)
+        planner = PartPlanner(schedule, capacity=1 << 62)
+        parts, final = plan(planner, data, chunk=3)
+        sizes = [len(p.data) for p in parts]
+        self.assertEqual(
+            sizes, [5, 5, 10, 10, 20, 20, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
+                    40, 40, 40, 40, 40]
+        )
+        assert isinstance(final, FinalPart)
+        self.assertEqual(final.part.number, TINY.maxParts)
+        self.assertTrue(all(TINY.minPartSize <= s <= TINY.maxPartSize for s in sizes))
+        self.assertEqual(joined(parts, final), data)
+
+        planner = PartPlanner(schedule, capacity=1 << 62)
+        planner.feed(0, data)
+        e = self.assertRaises(NotSupported, planner.feed, largest, b"!")
+        self.assertIn("file too large", e.message)
+
+    def test_realLimits(self) -> None:
+        """
+        With S3's limits, from any starting size every part is between
+        5 MiB and 5 GiB, sizes never shrink, and 10,000 parts carry at
+        least 5 TiB; from the default 8 MiB, 1 GiB and 4 GiB files keep
+        the first size (so they need the same memory).
+        """
+        for initial in (MIN_PART_SIZE, 8 * MiB, 64 * MiB, MAX_PART_SIZE):
+            with self.subTest(initial=initial):
+                schedule = PartSchedule(initial)
+                sizes = [schedule.sizeOf(n) for n in range(1, 10_001)]
+                self.assertEqual(sizes, sorted(sizes))
+                self.assertGreaterEqual(sizes[0], MIN_PART_SIZE)
+                self.assertLessEqual(sizes[-1], MAX_PART_SIZE)
+                self.assertGreaterEqual(schedule.largestFile, 5 * TiB)
+                self.assertEqual(schedule.largestFile, sum(sizes))
+        default = PartSchedule(8 * MiB)
+        self.assertGreater(default.startOf(default.partsPerSize + 1), 4 * 1024 * MiB)
+
+    def test_startOf(self) -> None:
+        """
+        L{PartSchedule.startOf} is the sum of the sizes of the parts before.
+        """
+        schedule = PartSchedule(5, TINY)
+        offset = 0
+        for number in range(1, TINY.maxParts + 2):
+            self.assertEqual(schedule.startOf(number), offset)
+            offset += schedule.sizeOf(number)
 
     def test_partSizeLimits(self) -> None:
         """
-        A part size outside S3's limits is refused.
+        A starting size outside the limits is refused.
         """
-        self.assertRaises(ValueError, PartPlanner, PART - 1)
+        self.assertRaises(ValueError, PartSchedule, PART - 1)
+        self.assertRaises(ValueError, PartSchedule, MAX_PART_SIZE + 1)

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen, validators
 
+from .flow import SLACK
 from .paths import validateHomeTemplate
-from .upload import MIN_PART_SIZE, MAX_PART_SIZE, MiB
+from .upload import MIN_PART_SIZE, MAX_PART_SIZE, MiB, UploadPolicy
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SIZE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
@@ -24,6 +25,22 @@ _UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": 1024 * MiB}
 
 #: The default part size: 8 MiB, as boto3 and rclone use.
 DEFAULT_PART_SIZE = 8 * MiB
+
+#: The default memory one upload may hold: room for 4 parts of 8 MiB in
+#: flight while the next one fills, with margin.
+DEFAULT_BUFFER_LIMIT = 64 * MiB
+
+#: The default memory all uploads together may hold.
+DEFAULT_MEMORY_LIMIT = 1024 * MiB
+
+#: The default number of parts of one upload in flight to S3 at once.
+DEFAULT_UPLOAD_CONCURRENCY = 4
+
+#: The most parts of one upload that may be in flight at once.
+MAX_UPLOAD_CONCURRENCY = 32
+
+#: Bounds on the threads (and HTTP connections) boto3 runs on.
+MIN_S3_THREADS, MAX_S3_THREADS = 10, 64
 
 
 def parseSize(text: str) -> int:
@@ -103,7 +120,10 @@ class ServerConfig:
     @ivar keysDir: the directory of C{<username>.pub} files.
     @ivar hostKeys: paths of SSH host private keys.
     @ivar homeTemplate: the per-user key prefix, e.g. C{"{username}/"}.
-    @ivar partSize: the multipart part size in bytes.
+    @ivar partSize: the first parts' size in bytes (parts grow from it).
+    @ivar bufferLimit: the memory one upload may hold.
+    @ivar memoryLimit: the memory all uploads together may hold.
+    @ivar uploadConcurrency: parts of one upload in flight at once.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -120,3 +140,45 @@ class ServerConfig:
         default="{username}/", validator=_call(validateHomeTemplate)
     )
     partSize: int = field(default=DEFAULT_PART_SIZE, validator=_checkPartSize)
+    bufferLimit: int = DEFAULT_BUFFER_LIMIT
+    memoryLimit: int = DEFAULT_MEMORY_LIMIT
+    uploadConcurrency: int = field(default=DEFAULT_UPLOAD_CONCURRENCY)
+
+    @uploadConcurrency.validator
+    def _checkConcurrency(self, attribute: object, value: int) -> None:
+        if not 1 <= value <= MAX_UPLOAD_CONCURRENCY:
+            raise ValueError(
+                f"upload concurrency must be between 1 and {MAX_UPLOAD_CONCURRENCY}"
+            )
+
+    def __attrs_post_init__(self) -> None:
+        if self.bufferLimit < self.partSize + SLACK:
+            raise ValueError(
+                f"buffer limit {self.bufferLimit} must be at least the part size "
+                f"plus {SLACK // MiB} MiB ({self.partSize + SLACK})"
+            )
+        if self.memoryLimit < self.bufferLimit:
+            raise ValueError(
+                f"memory limit {self.memoryLimit} must be at least the buffer "
+                f"limit ({self.bufferLimit})"
+            )
+
+    @property
+    def policy(self) -> UploadPolicy:
+        """
+        @return: the upload policy these options make.
+        """
+        return UploadPolicy(
+            partSize=self.partSize,
+            bufferLimit=self.bufferLimit,
+            concurrency=self.uploadConcurrency,
+        )
+
+    @property
+    def s3Threads(self) -> int:
+        """
+        @return: how many threads (and pooled HTTP connections) boto3 gets:
+            enough for every part the memory limit lets be in flight,
+            within L{MIN_S3_THREADS} and L{MAX_S3_THREADS}.
+        """
+        return max(MIN_S3_THREADS, min(MAX_S3_THREADS, self.memoryLimit // self.partSize))

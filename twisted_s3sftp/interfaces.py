@@ -35,12 +35,14 @@ class IObjectStore(Interface):
             L{twisted_s3sftp.listing.ObjectListing}.
         """
 
-    def putObject(key, data):  # type: ignore[no-untyped-def]
+    def putObject(key, data, metadata=None):  # type: ignore[no-untyped-def]
         """
-        Store a whole object at once, replacing any object at C{key}.
+        Store a whole object at once, replacing any object at C{key}.  The
+        body is sent with a checksum the store verifies.
 
         @param key: the object key.
         @param data: its bytes.
+        @param metadata: user metadata (C{x-amz-meta-*}), or L{None}.
         @return: a Deferred firing with L{None} once the object is stored.
         """
 
@@ -52,21 +54,37 @@ class IObjectStore(Interface):
 
     def uploadPart(key, uploadId, number, data):  # type: ignore[no-untyped-def]
         """
+        Store one part, sent with a checksum the store verifies.
+
         @param key: the upload's object key.
         @param uploadId: from L{createMultipartUpload}.
         @param number: the part number, from 1.
         @param data: the part's bytes.
-        @return: a Deferred firing with the part's ETag (C{str}).
+        @return: a Deferred firing with a
+            L{twisted_s3sftp.upload.StoredPart}.
         """
 
-    def completeMultipartUpload(key, uploadId, etags):  # type: ignore[no-untyped-def]
+    def completeMultipartUpload(key, uploadId, parts):  # type: ignore[no-untyped-def]
         """
         Make the object visible from its parts.
 
         @param key: the upload's object key.
         @param uploadId: from L{createMultipartUpload}.
-        @param etags: the ETag of each part, part 1 first.
-        @return: a Deferred firing with L{None} once the object exists.
+        @param parts: every L{twisted_s3sftp.upload.StoredPart}, in any
+            order.
+        @return: a Deferred firing with the object's ETag once it exists.
+        """
+
+    def replaceMetadata(key, etag, size, metadata):  # type: ignore[no-untyped-def]
+        """
+        Replace the user metadata of an object (a server-side copy onto
+        itself), provided it still has ETag C{etag}.
+
+        @param key: the object key.
+        @param etag: the ETag it must have.
+        @param size: its size in bytes.
+        @param metadata: the new user metadata.
+        @return: a Deferred firing with L{None}.
         """
 
     def abortMultipartUpload(key, uploadId):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ and lets a test make chosen operations fail or wait.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import Callable
 
 from attrs import define, field
@@ -18,7 +19,7 @@ from zope.interface import implementer
 from .errors import GatewayError, StoreError
 from .interfaces import IObjectStore
 from .listing import ObjectInfo, ObjectListing
-from .upload import MIN_PART_SIZE
+from .upload import MIN_PART_SIZE, StoredPart
 
 
 @define(eq=False)
@@ -39,6 +40,7 @@ class MemoryObjectStore:
     A bucket in a dictionary.
 
     @ivar objects: key -> (bytes, mtime) of every visible object.
+    @ivar metadata: key -> user metadata of every visible object.
     @ivar uploads: upload id -> (key, {part number: bytes}) of every
         multipart upload neither completed nor aborted.
     @ivar calls: the name of every operation called, in order.
@@ -50,6 +52,7 @@ class MemoryObjectStore:
     now: Callable[[], float] = lambda: 0.0
     minPartSize: int = MIN_PART_SIZE
     objects: dict[str, tuple[bytes, int]] = field(factory=dict)
+    metadata: dict[str, dict[str, str]] = field(factory=dict)
     uploads: dict[str, tuple[str, dict[int, bytes]]] = field(factory=dict)
     calls: list[str] = field(factory=list)
     failures: dict[str, list[Exception]] = field(factory=dict)
@@ -69,11 +72,17 @@ class MemoryObjectStore:
             error or StoreError("injected failure", "InternalError")
         )
 
-    def release(self) -> None:
+    def release(self, index: int | None = None) -> None:
         """
-        Run every held operation, in the order they were called.
+        Run held operations.
+
+        @param index: the position in L{held} of the one to run; all of
+            them, in the order they were called, if L{None}.
         """
-        held, self.held = self.held, []
+        if index is None:
+            held, self.held = self.held, []
+        else:
+            held = [self.held.pop(index)]
         for op in held:
             self._run(op.run, op.name).chainDeferred(op.result)
 
@@ -124,9 +133,12 @@ class MemoryObjectStore:
 
         return self._call("listDirectory", run)
 
-    def putObject(self, key: str, data: bytes) -> Deferred[object]:
+    def putObject(
+        self, key: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> Deferred[object]:
         def run() -> None:
             self.objects[key] = (bytes(data), int(self.now()))
+            self.metadata[key] = dict(metadata or {})
 
         return self._call("putObject", run)
 
@@ -142,29 +154,43 @@ class MemoryObjectStore:
     def uploadPart(
         self, key: str, uploadId: str, number: int, data: bytes
     ) -> Deferred[object]:
-        def run() -> str:
+        def run() -> StoredPart:
             parts = self._upload(key, uploadId)
             parts[number] = bytes(data)
-            return hashlib.md5(data).hexdigest()
+            return StoredPart(number, self._etag(data), str(zlib.crc32(data)))
 
         return self._call("uploadPart", run)
 
     def completeMultipartUpload(
-        self, key: str, uploadId: str, etags: list[str]
+        self, key: str, uploadId: str, stored: list[StoredPart]
     ) -> Deferred[object]:
-        def run() -> None:
+        def run() -> str:
             parts = self._upload(key, uploadId)
-            numbers = list(range(1, len(etags) + 1))
-            if sorted(parts) != numbers:
+            numbers = [part.number for part in stored]
+            if sorted(numbers) != list(range(1, len(parts) + 1)) or any(
+                self._etag(parts[part.number]) != part.etag for part in stored
+            ):
                 raise StoreError("invalid part list", "InvalidPart")
-            for number in numbers[:-1]:
+            for number in sorted(numbers)[:-1]:
                 if len(parts[number]) < self.minPartSize:
                     raise StoreError("part too small", "EntityTooSmall")
             del self.uploads[uploadId]
-            body = b"".join(parts[number] for number in numbers)
+            body = b"".join(parts[number] for number in sorted(numbers))
             self.objects[key] = (body, int(self.now()))
+            self.metadata[key] = {}
+            return self._etag(body)
 
         return self._call("completeMultipartUpload", run)
+
+    def replaceMetadata(
+        self, key: str, etag: str, size: int, metadata: dict[str, str]
+    ) -> Deferred[object]:
+        def run() -> None:
+            if key not in self.objects or self._etag(self.objects[key][0]) != etag:
+                raise StoreError("precondition failed", "PreconditionFailed")
+            self.metadata[key] = dict(metadata)
+
+        return self._call("replaceMetadata", run)
 
     def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[object]:
         def run() -> None:
@@ -176,8 +202,13 @@ class MemoryObjectStore:
     def deleteObject(self, key: str) -> Deferred[object]:
         def run() -> None:
             self.objects.pop(key, None)
+            self.metadata.pop(key, None)
 
         return self._call("deleteObject", run)
+
+    @staticmethod
+    def _etag(data: bytes) -> str:
+        return hashlib.md5(data).hexdigest()
 
     def _upload(self, key: str, uploadId: str) -> dict[int, bytes]:
         upload = self.uploads.get(uploadId)

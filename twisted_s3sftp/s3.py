@@ -11,6 +11,8 @@ thread pool.
 
 from __future__ import annotations
 
+import base64
+import zlib
 from typing import Any, Callable, TypeVar
 
 import boto3
@@ -27,6 +29,7 @@ from zope.interface import implementer
 from .errors import GatewayError, NoSuchFile, PermissionDenied, StoreError
 from .interfaces import IObjectStore
 from .listing import ObjectInfo, ObjectListing
+from .upload import MAX_PART_SIZE, StoredPart
 
 T = TypeVar("T")
 
@@ -55,10 +58,18 @@ def makeClient(
     @return: a botocore S3 client.
     """
     config = Config(
+        # Transient errors (500, 503 SlowDown, resets, timeouts) are retried
+        # with capped exponential backoff and jitter; botocore's default
+        # "legacy" mode retries far fewer of them.
         retries={"mode": "standard", "max_attempts": 5},
         max_pool_connections=maxConnections,
         connect_timeout=10,
         read_timeout=60,
+        # Every upload carries its own CRC32 (S3 refuses a body that does
+        # not match it), so the SigV4 signature need not hash the payload
+        # as well: that would cost another pass over every byte.
+        s3={"payload_signing_enabled": False},
+        request_checksum_calculation="when_required",
     )
     keys = {}
     if credentials is not None:
@@ -86,6 +97,15 @@ def translate(error: Exception) -> GatewayError:
     if isinstance(error, BotoCoreError):
         return StoreError("S3 is unreachable", type(error).__name__)
     return StoreError("S3 request failed", type(error).__name__)
+
+
+def crc32(data: bytes) -> str:
+    """
+    @param data: a part or object body.
+    @return: its CRC32 as S3 wants it in C{x-amz-checksum-crc32}: the
+        big-endian 4 bytes, base64-encoded.
+    """
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
 def checkBucket(client: Any, bucket: str) -> None:
@@ -138,12 +158,15 @@ class S3ObjectStore:
     @ivar bucket: the bucket name.
     @ivar reactor: the reactor the results are delivered on.
     @ivar pool: the thread pool boto3 runs on.
+    @ivar maxCopySize: the largest object L{replaceMetadata} copies in
+        one request (S3's limit); larger ones are copied in parts this big.
     """
 
     client: Any
     bucket: str
     reactor: IReactorFromThreads
     pool: ThreadPool
+    maxCopySize: int = MAX_PART_SIZE
 
     def _inThread(self, call: Callable[[], T]) -> Deferred[T]:
         def translated() -> T:
@@ -199,49 +222,115 @@ class S3ObjectStore:
 
         return self._inThread(listing)
 
-    def putObject(self, key: str, data: bytes) -> Deferred[None]:
-        # An empty object is sent without a Body: botocore would add
-        # "Expect: 100-continue" to an empty body, and SeaweedFS then leaves
-        # the connection stalled for the next request (seen with 4.48).
-        body = {"Body": data} if data else {}
-        return self._inThread(
-            lambda: self._none(self.client.put_object(Bucket=self.bucket, Key=key, **body))
-        )
+    def putObject(
+        self, key: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> Deferred[None]:
+        def put() -> None:
+            # An empty object is sent without a Body: botocore would add
+            # "Expect: 100-continue" to an empty body, and SeaweedFS then
+            # leaves the connection stalled for the next request (4.48).
+            body = {"Body": data, "ChecksumCRC32": crc32(data)} if data else {}
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Metadata=metadata or {}, **body
+            )
+
+        return self._inThread(put)
 
     def createMultipartUpload(self, key: str) -> Deferred[str]:
         return self._inThread(
             lambda: str(
-                self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+                self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
+                )["UploadId"]
             )
         )
 
-    def uploadPart(self, key: str, uploadId: str, number: int, data: bytes) -> Deferred[str]:
+    def uploadPart(
+        self, key: str, uploadId: str, number: int, data: bytes
+    ) -> Deferred[StoredPart]:
+        def upload() -> StoredPart:
+            checksum = crc32(data)
+            response = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=uploadId,
+                PartNumber=number,
+                Body=data,
+                ChecksumCRC32=checksum,
+            )
+            return StoredPart(number, str(response["ETag"]), checksum)
+
+        return self._inThread(upload)
+
+    def completeMultipartUpload(
+        self, key: str, uploadId: str, parts: list[StoredPart]
+    ) -> Deferred[str]:
+        listed = [
+            {"PartNumber": part.number, "ETag": part.etag}
+            | ({"ChecksumCRC32": part.checksum} if part.checksum else {})
+            for part in sorted(parts, key=lambda part: part.number)
+        ]
         return self._inThread(
             lambda: str(
-                self.client.upload_part(
+                self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=uploadId,
-                    PartNumber=number,
-                    Body=data,
+                    MultipartUpload={"Parts": listed},
                 )["ETag"]
             )
         )
 
-    def completeMultipartUpload(
-        self, key: str, uploadId: str, etags: list[str]
+    def replaceMetadata(
+        self, key: str, etag: str, size: int, metadata: dict[str, str]
     ) -> Deferred[None]:
-        parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, 1)]
-        return self._inThread(
-            lambda: self._none(
+        source = {"Bucket": self.bucket, "Key": key}
+
+        def copy() -> None:
+            # Copy the object onto itself with new metadata, only if it is
+            # still the object just completed (CopySourceIfMatch).
+            if size <= self.maxCopySize:
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    CopySource=source,
+                    CopySourceIfMatch=etag,
+                    MetadataDirective="REPLACE",
+                    Metadata=metadata,
+                )
+                return
+            uploadId = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, Metadata=metadata
+            )["UploadId"]
+            try:
+                parts = []
+                for number, start in enumerate(range(0, size, self.maxCopySize), 1):
+                    stop = min(size, start + self.maxCopySize) - 1
+                    response = self.client.upload_part_copy(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=uploadId,
+                        PartNumber=number,
+                        CopySource=source,
+                        CopySourceIfMatch=etag,
+                        CopySourceRange=f"bytes={start}-{stop}",
+                    )
+                    parts.append(
+                        {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
+                    )
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=uploadId,
                     MultipartUpload={"Parts": parts},
                 )
-            )
-        )
+            except Exception:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=uploadId
+                )
+                raise
+
+        return self._inThread(copy)
 
     def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[None]:
         return self._inThread(

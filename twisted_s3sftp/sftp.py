@@ -17,17 +17,25 @@ Upload life cycle (see L{UploadFile}): the object appears only when the
 client's CLOSE succeeds.  A failed WRITE, a failed S3 call or a lost
 connection aborts the upload instead, and the CLOSE that OpenSSH still
 sends afterwards fails (conch-pitfalls items 1 and 2).
+
+Memory: opening a file for writing reserves the upload's share of the
+server's memory limit (L{UploadBudget}), waiting in line for up to
+C{memoryWait} seconds when it is used up; the share widens the SSH
+channel's window, and the upload credits the window back as its bytes
+leave memory (L{twisted_s3sftp.flow}).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from functools import wraps
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypeVar
 
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPFile, ISFTPServer
 from twisted.conch.ssh.filetransfer import FXF_APPEND, FXF_WRITE, SFTPError
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -40,6 +48,13 @@ from .errors import (
     UploadFailed,
     statusFor,
 )
+from .flow import (
+    BASE_WINDOW,
+    ChannelWindow,
+    FreeWindow,
+    MemoryLimit,
+    uploadReservation,
+)
 from .interfaces import IObjectStore
 from .listing import (
     directoryAttributes,
@@ -48,7 +63,15 @@ from .listing import (
     longName,
 )
 from .paths import directoryPrefix, normalise, objectKey
-from .upload import FinalPart, Part, PartPlanner, SinglePut
+from .upload import (
+    FinalPart,
+    Part,
+    PartPlanner,
+    PartSchedule,
+    SinglePut,
+    StoredPart,
+    UploadPolicy,
+)
 
 if TYPE_CHECKING:
     from .ssh import S3User
@@ -130,24 +153,101 @@ class DirectoryListing:
         self.entries = []
 
 
+@define(eq=False)
+class UploadBudget:
+    """
+    The memory one upload has reserved from the server's L{MemoryLimit},
+    and the SSH channel window it credits as bytes leave memory.
+
+    @ivar memory: the server-wide limit.
+    @ivar window: the channel the upload's writes arrive on.
+    @ivar clock: for the wait timeout.
+    @ivar wait: seconds to wait for memory before giving up.
+    @ivar reserved: bytes reserved now.
+    """
+
+    memory: MemoryLimit
+    window: ChannelWindow | FreeWindow
+    clock: IReactorTime
+    wait: float
+    reserved: int = field(default=0, init=False)
+
+    async def reserve(self, minimum: int, wanted: int) -> None:
+        """
+        Make sure at least C{minimum} bytes are reserved, and up to
+        C{wanted} if they are free; widen the channel window to match.
+
+        @raise UploadFailed: if C{minimum} is not free within L{wait}
+            seconds.
+        """
+        if self.reserved >= minimum:
+            return
+        take = wanted - self.reserved
+        if not self.memory.tryReserve(take):
+            take = minimum - self.reserved
+            await self._waitFor(take)
+            extra = min(wanted - minimum, self.memory.available)
+            if extra > 0 and self.memory.tryReserve(extra):
+                take += extra
+        self.reserved += take
+        self.window.resize(take)
+
+    def release(self, amount: int) -> None:
+        """
+        C{amount} bytes of the upload's writes have left memory.
+        """
+        self.window.credit(amount)
+
+    def close(self) -> None:
+        """
+        Give the reservation back.
+        """
+        reserved, self.reserved = self.reserved, 0
+        self.window.resize(-reserved)
+        self.memory.free(reserved)
+
+    async def _waitFor(self, amount: int) -> None:
+        granted: Deferred[None] = Deferred()
+        withdraw = self.memory.reserveLater(amount, lambda: granted.callback(None))
+        if granted.called:
+            return
+
+        def giveUp() -> None:
+            withdraw()
+            granted.errback(
+                UploadFailed("server busy: its memory limit is reached, try again later")
+            )
+
+        timer = self.clock.callLater(self.wait, giveUp)
+        try:
+            await granted
+        finally:
+            if timer.active():
+                timer.cancel()
+
+
 @implementer(ISFTPFile)
 @define(eq=False)
 class UploadFile:
     """
     One file open for writing: a stream of writes becoming one S3 object.
 
-    Writes are cut into parts by a L{PartPlanner}.  At most one part is in
-    flight to S3 while the next one fills; the write that completes a part
-    is answered once the previous part is stored, which keeps a slow S3
-    from piling parts up in memory.  A failure of any part is reported on
-    the next WRITE and at CLOSE.
+    Writes are cut into parts by a L{PartPlanner} and answered as soon as
+    they are in memory; up to C{policy.concurrency} parts are in flight to
+    S3 at once.  What keeps memory bounded is the SSH window: the bytes of
+    a write are credited back to the client (L{UploadBudget.release}) only
+    once they are stored or dropped.  A failure of any part fails the next
+    WRITE and the CLOSE, and aborts the upload.
 
-    L{close} publishes the object; L{abort} discards it.  Once either has
-    begun the other is refused, and both may be called repeatedly.
+    L{close} publishes the object, with the file's SHA-256 in its metadata
+    (C{x-amz-meta-sha256}); L{abort} discards it.  Once either has begun
+    the other is refused, and both may be called repeatedly.
 
     @ivar store: where the object goes.
     @ivar key: its key.
     @ivar planner: cuts the writes into parts.
+    @ivar budget: the memory reserved for this upload.
+    @ivar policy: part size growth, limits and concurrency.
     @ivar owner: the user, for the log.
     @ivar now: the clock, for C{fstat}.
     @ivar closeRequested: set when the client sent CLOSE for this file, as
@@ -157,22 +257,29 @@ class UploadFile:
     store: IObjectStore
     key: str
     planner: PartPlanner
+    budget: UploadBudget
+    policy: UploadPolicy
     owner: str
     now: Callable[[], float]
     closeRequested: bool = False
     _failure: GatewayError | None = field(default=None, init=False)
     _uploadId: str | None = field(default=None, init=False)
-    _etags: list[str] = field(factory=list, init=False)
-    _lastPart: Deferred[None] = field(init=False)
+    _creating: bool = field(default=False, init=False)
+    _queue: deque[Part] = field(factory=deque, init=False)
+    _inFlight: int = field(default=0, init=False)
+    _partBytes: int = field(default=0, init=False)
+    _charged: int = field(default=0, init=False)
+    _stored: list[StoredPart] = field(factory=list, init=False)
+    _idle: list[Deferred[None]] = field(factory=list, init=False)
+    _partSizeReserved: int = field(init=False)
     _closing: Deferred[None] | None = field(default=None, init=False)
     _aborting: Deferred[None] | None = field(default=None, init=False)
     _completed: bool = field(default=False, init=False)
+    _ended: bool = field(default=False, init=False)
 
-    @_lastPart.default
-    def _noPartYet(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        d.callback(None)
-        return d
+    @_partSizeReserved.default
+    def _initialPartSize(self) -> int:
+        return self.planner.nextPartSize
 
     @property
     def completed(self) -> bool:
@@ -183,16 +290,23 @@ class UploadFile:
 
     @sftpOperation("write")
     async def writeChunk(self, offset: int, data: bytes) -> None:
-        if self._closing is not None:
-            raise UploadFailed("file is closing")
-        self._checkWritable()
+        # The channel window charged these bytes; they are credited back
+        # once they leave memory (_credit).
+        self._charged += len(data)
         try:
-            parts = self.planner.feed(offset, data)
-        except GatewayError as e:
-            self._fail(e)
-            raise
-        for part in parts:
-            await self._queuePart(part)
+            if self._closing is not None:
+                raise UploadFailed("file is closing")
+            self._checkWritable()
+            try:
+                parts = self.planner.feed(offset, data)
+            except GatewayError as e:
+                self._fail(e)
+                raise
+            self._enqueue(parts)
+        finally:
+            self._credit()
+        if self.planner.nextPartSize > self._partSizeReserved:
+            await self._grow()
         self._checkWritable()
 
     def close(self) -> Deferred[None]:
@@ -236,87 +350,166 @@ class UploadFile:
     @sftpOperation("close")
     async def _close(self) -> None:
         self._checkWritable()
-        plan = self.planner.finish()
         try:
+            plan = self.planner.finish()
+            metadata = {"sha256": self.planner.sha256}
             if isinstance(plan, SinglePut):
-                await self.store.putObject(self.key, plan.data)
+                self._partBytes += len(plan.data)
+                try:
+                    await self.store.putObject(self.key, plan.data, metadata)
+                finally:
+                    self._partBytes -= len(plan.data)
+                    self._credit()
             else:
-                await self._finishMultipart(plan)
+                await self._finishMultipart(plan, metadata)
         except GatewayError as e:
             self._fail(e)
             raise UploadFailed(f"upload failed: {e.message}") from e
         self._completed = True
+        self._end()
         log.info(
-            "Stored {key} for {owner}: {size} bytes",
+            "Stored {key} for {owner}: {size} bytes in {parts} part(s), "
+            "sha256 {sha256}",
             key=self.key,
             owner=self.owner,
             size=self.planner.received,
+            parts=max(1, self.planner.partsPlanned),
+            sha256=self.planner.sha256,
         )
 
-    async def _finishMultipart(self, plan: FinalPart) -> None:
-        await self._queuePart(plan.part)
+    async def _finishMultipart(self, plan: FinalPart, metadata: dict[str, str]) -> None:
+        self._enqueue([plan.part])
         await self._settled()
         self._checkWritable()
         assert self._uploadId is not None
-        await self.store.completeMultipartUpload(self.key, self._uploadId, self._etags)
+        etag = await self.store.completeMultipartUpload(
+            self.key, self._uploadId, self._stored
+        )
+        # The upload id is spent: from here a failure deletes the object.
+        self._uploadId = None
+        # S3 fixes an upload's metadata when it begins, before the hash is
+        # known: record it with a copy of the object onto itself.
+        try:
+            await self.store.replaceMetadata(
+                self.key, etag, self.planner.received, metadata
+            )
+        except GatewayError:
+            try:
+                await self.store.deleteObject(self.key)
+            except GatewayError as e:
+                log.error(
+                    "Could not delete {key} after failing to record its "
+                    "checksum: {reason}",
+                    key=self.key,
+                    reason=e.message,
+                )
+            raise
+
+    async def _grow(self) -> None:
+        """
+        The part size grew: reserve memory for the larger parts.
+        """
+        partSize = self.planner.nextPartSize
+        self._partSizeReserved = partSize
+        minimum, wanted = uploadReservation(
+            partSize, self.policy.concurrency, self.policy.bufferLimit
+        )
+        try:
+            await self.budget.reserve(minimum, wanted)
+        except GatewayError as e:
+            self._fail(e)
+            raise
+        self.planner.capacity = self.budget.reserved + BASE_WINDOW
 
     def _checkWritable(self) -> None:
         if self._failure is not None:
             raise UploadFailed(f"upload failed: {self._failure.message}")
 
-    async def _queuePart(self, part: Part) -> None:
+    def _credit(self) -> None:
         """
-        Send C{part} once the previous part is stored, without waiting for
-        C{part} itself.
+        Credit the channel window with the bytes of this upload's writes
+        that are no longer in memory.
         """
-        previous, mine = self._lastPart, Deferred()
-        self._lastPart = mine
-        await previous
-        if self._failure is not None:
-            mine.callback(None)
-            self._checkWritable()
-        Deferred.fromCoroutine(self._sendPart(part)).addBoth(
-            lambda _: mine.callback(None)
-        )
+        inMemory = self.planner.held + self._partBytes
+        if self._charged > inMemory:
+            self.budget.release(self._charged - inMemory)
+            self._charged = inMemory
 
-    async def _sendPart(self, part: Part) -> None:
+    def _enqueue(self, parts: list[Part]) -> None:
+        for part in parts:
+            self._queue.append(part)
+            self._partBytes += len(part.data)
+        self._pump()
+
+    def _pump(self) -> None:
+        """
+        Start the multipart upload, or as many queued parts as may fly.
+        """
+        if self._failure is not None:
+            self._partBytes -= sum(len(part.data) for part in self._queue)
+            self._queue.clear()
+            self._credit()
+        elif self._uploadId is None:
+            if self._queue and not self._creating:
+                self._creating = True
+                Deferred.fromCoroutine(self._create())
+        else:
+            while self._queue and self._inFlight < self.policy.concurrency:
+                self._inFlight += 1
+                Deferred.fromCoroutine(self._send(self._queue.popleft()))
+        if not (self._queue or self._inFlight or self._creating):
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                waiter.callback(None)
+
+    async def _create(self) -> None:
         try:
-            if self._uploadId is None:
-                self._uploadId = await self.store.createMultipartUpload(self.key)
-                log.info(
-                    "Multipart upload of {key} for {owner} started",
-                    key=self.key,
-                    owner=self.owner,
-                )
-            if self._failure is None:
-                etag = await self.store.uploadPart(
-                    self.key, self._uploadId, part.number, part.data
-                )
-                self._etags.append(etag)
-        except GatewayError as e:
-            self._fail(e)
-        except Exception:
-            log.failure("Unexpected error uploading part of {key}", key=self.key)
-            self._fail(UploadFailed("internal error"))
+            self._uploadId = await self.store.createMultipartUpload(self.key)
+        except Exception as e:
+            self._partFailed(e)
+        finally:
+            self._creating = False
+        self._pump()
+
+    async def _send(self, part: Part) -> None:
+        assert self._uploadId is not None
+        try:
+            stored = await self.store.uploadPart(
+                self.key, self._uploadId, part.number, part.data
+            )
+            self._stored.append(stored)
+        except Exception as e:
+            self._partFailed(e)
+        finally:
+            self._inFlight -= 1
+            self._partBytes -= len(part.data)
+            self._credit()
+        self._pump()
+
+    def _partFailed(self, error: Exception) -> None:
+        if not isinstance(error, GatewayError):
+            log.failure(
+                "Unexpected error uploading {key}", Failure(error), key=self.key
+            )
+            error = UploadFailed("internal error")
+        self._fail(error)
 
     async def _settled(self) -> None:
         """
-        Wait until no part is in flight.
+        Wait until no part is queued or in flight.
         """
-        while True:
-            current = self._lastPart
-            await current
-            if current is self._lastPart:
-                return
+        if self._queue or self._inFlight or self._creating:
+            waiter: Deferred[None] = Deferred()
+            self._idle.append(waiter)
+            await waiter
 
     def _fail(self, error: GatewayError) -> None:
         """
-        Record the first failure and start aborting the upload.
+        Record the first failure, drop what is held and start aborting.
         """
         if self._failure is not None or self._completed:
             if self._aborting is None:
-                self._aborting = Deferred()
-                self._aborting.callback(None)
+                self._aborting = succeed(None)
             return
         self._failure = error
         log.warn(
@@ -326,22 +519,36 @@ class UploadFile:
             size=self.planner.received,
             reason=getattr(error, "storeCode", "") or error.message,
         )
+        self.planner.discard()
+        self._pump()
         self._aborting = Deferred.fromCoroutine(self._abortUpload())
 
     async def _abortUpload(self) -> None:
         await self._settled()
-        if self._uploadId is None:
+        if self._uploadId is not None:
+            try:
+                await self.store.abortMultipartUpload(self.key, self._uploadId)
+            except GatewayError as e:
+                log.error(
+                    "Could not abort upload {uploadId} of {key}: {reason}; "
+                    "it stays until a lifecycle rule removes it",
+                    uploadId=self._uploadId,
+                    key=self.key,
+                    reason=e.message,
+                )
+        self._end()
+
+    def _end(self) -> None:
+        """
+        Give back the memory and any window still charged, once.
+        """
+        if self._ended:
             return
-        try:
-            await self.store.abortMultipartUpload(self.key, self._uploadId)
-        except GatewayError as e:
-            log.error(
-                "Could not abort upload {uploadId} of {key}: {reason}; "
-                "it stays until a lifecycle rule removes it",
-                uploadId=self._uploadId,
-                key=self.key,
-                reason=e.message,
-            )
+        self._ended = True
+        if self._charged:
+            self.budget.release(self._charged)
+            self._charged = 0
+        self.budget.close()
 
     @staticmethod
     def _refuse(operation: str, error: GatewayError) -> Deferred[None]:
@@ -357,9 +564,12 @@ class S3SFTPServer:
     The SFTP operations of one user's session, confined to their home.
 
     @ivar avatar: the logged-in user.
+    @ivar window: the SSH channel window the session's writes arrive on
+        (set by the SFTP protocol; unmetered otherwise).
     """
 
     avatar: S3User
+    window: ChannelWindow | FreeWindow = field(factory=FreeWindow)
 
     @property
     def _store(self) -> IObjectStore:
@@ -384,11 +594,21 @@ class S3SFTPServer:
         if flags & FXF_APPEND:
             raise NotSupported("appending to an S3 object is not supported")
         key = objectKey(self._home, path)
+        policy = self.avatar.policy
+        schedule = PartSchedule(policy.partSize, policy.limits)
+        budget = UploadBudget(
+            self.avatar.memory, self.window, self.avatar.clock, policy.memoryWait
+        )
+        await budget.reserve(
+            *uploadReservation(policy.partSize, policy.concurrency, policy.bufferLimit)
+        )
         log.info("Upload of {key} for {owner} opened", key=key, owner=self.avatar.username)
         return UploadFile(
             store=self._store,
             key=key,
-            planner=PartPlanner(self.avatar.partSize),
+            planner=PartPlanner(schedule, capacity=budget.reserved + BASE_WINDOW),
+            budget=budget,
+            policy=policy,
             owner=self.avatar.username,
             now=self.avatar.clock.seconds,
         )

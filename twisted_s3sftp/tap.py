@@ -26,7 +26,15 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from . import s3
-from .config import DEFAULT_PART_SIZE, ServerConfig, parseSize
+from .config import (
+    DEFAULT_BUFFER_LIMIT,
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_PART_SIZE,
+    DEFAULT_UPLOAD_CONCURRENCY,
+    ServerConfig,
+    parseSize,
+)
+from .flow import MemoryLimit
 from .keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
 from .ssh import S3Realm, S3SSHFactory
 
@@ -35,8 +43,9 @@ log = Logger()
 #: The host key used, and created on first start, when none is given.
 DEFAULT_HOST_KEY = "etc/ssh_host_ed25519_key"
 
-#: Threads (and boto3 HTTP connections) for S3 calls.
-S3_THREADS = 10
+
+def _mib(size: int) -> str:
+    return f"{size // (1024 * 1024)}MiB"
 
 
 class Options(usage.Options):
@@ -64,8 +73,27 @@ class Options(usage.Options):
         [
             "part-size",
             None,
-            str(DEFAULT_PART_SIZE // (1024 * 1024)) + "MiB",
-            "Multipart part size (5MiB to 5GiB).",
+            _mib(DEFAULT_PART_SIZE),
+            "Size of the first multipart parts (5MiB to 5GiB); parts double "
+            "every 909 parts so a file can reach 5 TiB and beyond.",
+        ],
+        [
+            "buffer-limit",
+            None,
+            _mib(DEFAULT_BUFFER_LIMIT),
+            "Memory one upload may hold (at least part size + 1MiB).",
+        ],
+        [
+            "memory-limit",
+            None,
+            _mib(DEFAULT_MEMORY_LIMIT),
+            "Memory all uploads together may hold.",
+        ],
+        [
+            "upload-concurrency",
+            None,
+            str(DEFAULT_UPLOAD_CONCURRENCY),
+            "Parts of one upload sent to S3 at once.",
         ],
     ]
 
@@ -103,10 +131,16 @@ class Options(usage.Options):
     def _validate(self) -> None:
         if not self["bucket"]:
             raise ValueError("--bucket is required")
+        sizes = {}
+        for name in ("part-size", "buffer-limit", "memory-limit"):
+            try:
+                sizes[name] = parseSize(self[name])
+            except ValueError as e:
+                raise ValueError(f"--{name}: {e}") from None
         try:
-            partSize = parseSize(self["part-size"])
-        except ValueError as e:
-            raise ValueError(f"--part-size: {e}") from None
+            concurrency = int(self["upload-concurrency"])
+        except ValueError:
+            raise ValueError("--upload-concurrency: not a number") from None
         self.config = ServerConfig(
             bucket=self["bucket"],
             endpointURL=self["endpoint-url"],
@@ -115,7 +149,10 @@ class Options(usage.Options):
             keysDir=self["keys-dir"],
             hostKeys=self["host-key"],
             homeTemplate=self["home"],
-            partSize=partSize,
+            partSize=sizes["part-size"],
+            bufferLimit=sizes["buffer-limit"],
+            memoryLimit=sizes["memory-limit"],
+            uploadConcurrency=concurrency,
         )
         for description in self.config.listen:
             try:
@@ -135,7 +172,7 @@ class Options(usage.Options):
             hostKeyPaths = [default]
         self.hostKeys = loadHostKeys(hostKeyPaths)
         self.client = self.makeClient(
-            self.config.endpointURL, self.config.region, S3_THREADS
+            self.config.endpointURL, self.config.region, self.config.s3Threads
         )
         self.checkBucket(self.client, self.config.bucket)
 
@@ -179,10 +216,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
         reactor = globalReactor
     config = options.config
-    pool = ThreadPool(minthreads=0, maxthreads=S3_THREADS, name="s3sftp-s3")
+    pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     portal = Portal(
-        S3Realm(store, config.homeTemplate, config.partSize, reactor),
+        S3Realm(
+            store,
+            config.homeTemplate,
+            config.policy,
+            MemoryLimit(config.memoryLimit),
+            reactor,
+        ),
         [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))],
     )
     factory = S3SSHFactory(portal, options.hostKeys)

@@ -1,23 +1,43 @@
 """
 Sans-I/O planning of one upload: bytes in, S3 parts out.
 
-L{PartPlanner} is fed the client's writes in the order they arrived and
+L{PartPlanner} is fed the client's writes in the order they arrive and
 answers with the parts that are ready to send.  It holds back a full part
-until at least one more byte arrives, so that:
+until at least one byte beyond it has arrived, so that:
 
-  - a file of at most one part size is a single PutObject at CLOSE
+  - a file of at most one part is a single PutObject at CLOSE
     (L{SinglePut}), including the empty file;
-  - a larger file is a multipart upload whose parts are all exactly the
-    part size except the last, which is never empty (L{FinalPart}).
+  - a larger file is a multipart upload whose last part is never empty
+    (L{FinalPart}).
+
+Part sizes follow a L{PartSchedule}: they start at the configured size
+and double every C{maxParts // GROWTH_STEPS} parts (909 with S3's limits),
+up to S3's 5 GiB maximum, so a stream of unknown length never runs out of
+part numbers before the largest object the schedule can reach
+(L{PartSchedule.largestFile}: 9.3 TiB from a 5 MiB start, at least S3's
+classic 5 TiB object limit from any start).  AWS has since raised the
+object limit to 48.8 TiB, which only 10,000 parts of 5 GiB reach: that
+needs the size known in advance, which SFTP does not give.
+
+Writes need not arrive in order: a write that lands in a part still held
+in memory is placed where it belongs, and gaps are filled by later
+writes.  A write into bytes already sent to S3, or one that would make
+the planner hold more than its capacity, is refused with
+L{NotSupported}; a file that still has a gap at CLOSE is refused with
+L{UploadFailed}.
+
+The SHA-256 of the whole file is computed as parts are cut, in file order.
 
 Pure core: no Twisted, no boto3.
 """
 
 from __future__ import annotations
 
-from attrs import define, field, frozen, validators
+import hashlib
 
-from .errors import NotSupported
+from attrs import define, field, frozen
+
+from .errors import NotSupported, UploadFailed
 
 MiB = 1024 * 1024
 
@@ -29,6 +49,100 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 
 #: S3's largest part number.
 MAX_PARTS = 10_000
+
+#: How many times the part size may double over one upload: eleven
+#: doublings take S3's 5 MiB minimum past its 5 GiB maximum.
+GROWTH_STEPS = 11
+
+
+@frozen
+class PartLimits:
+    """
+    The object store's multipart limits (S3's by default; tests shrink
+    them to watch the schedule at work).
+
+    @ivar minPartSize: the smallest non-final part.
+    @ivar maxPartSize: the largest part.
+    @ivar maxParts: the largest part number.
+    """
+
+    minPartSize: int = MIN_PART_SIZE
+    maxPartSize: int = MAX_PART_SIZE
+    maxParts: int = MAX_PARTS
+
+
+@frozen
+class PartSchedule:
+    """
+    The size of every part of an upload, known before its length is.
+
+    @ivar initial: the size of the first parts.
+    @ivar limits: the store's limits.
+    """
+
+    initial: int = field()
+    limits: PartLimits = PartLimits()
+
+    @initial.validator
+    def _check(self, attribute: object, value: int) -> None:
+        if not self.limits.minPartSize <= value <= self.limits.maxPartSize:
+            raise ValueError(
+                f"part size must be between {self.limits.minPartSize} and "
+                f"{self.limits.maxPartSize} bytes"
+            )
+
+    @property
+    def partsPerSize(self) -> int:
+        """
+        @return: how many parts are planned at each size before it doubles.
+        """
+        return max(1, self.limits.maxParts // GROWTH_STEPS)
+
+    def sizeOf(self, number: int) -> int:
+        """
+        @param number: a part number, from 1.
+        @return: the size of that part (the last part may be shorter).
+        """
+        doublings = min((number - 1) // self.partsPerSize, 48)
+        return min(self.limits.maxPartSize, self.initial << doublings)
+
+    def startOf(self, number: int) -> int:
+        """
+        @param number: a part number, from 1.
+        @return: the file offset at which that part begins.
+        """
+        offset, first = 0, 1
+        while first < number:
+            last = min(number, first + self.partsPerSize)
+            offset += (last - first) * self.sizeOf(first)
+            first = last
+        return offset
+
+    @property
+    def largestFile(self) -> int:
+        """
+        @return: the largest file this schedule can carry.
+        """
+        return self.startOf(self.limits.maxParts + 1)
+
+
+@frozen
+class UploadPolicy:
+    """
+    How uploads use memory and S3.
+
+    @ivar partSize: the size of the first parts (L{PartSchedule.initial}).
+    @ivar bufferLimit: the most one upload should hold in memory.
+    @ivar concurrency: how many parts of one upload may be in flight to S3.
+    @ivar memoryWait: seconds an upload waits for memory before it fails.
+    @ivar limits: the store's multipart limits.
+    """
+
+    partSize: int = 8 * MiB
+    bufferLimit: int = 64 * MiB
+    concurrency: int = 4
+    memoryWait: float = 30.0
+    limits: PartLimits = PartLimits()
 
 
 @frozen
@@ -66,34 +180,114 @@ class FinalPart:
     part: Part
 
 
-def _validPartSize(instance: object, attribute: object, value: int) -> None:
-    if not MIN_PART_SIZE <= value <= MAX_PART_SIZE:
-        raise ValueError(
-            f"part size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes"
-        )
+@frozen
+class StoredPart:
+    """
+    A part the object store has confirmed.
+
+    @ivar number: its part number.
+    @ivar etag: the ETag the store gave it.
+    @ivar checksum: the checksum it was sent with (base64), if any.
+    """
+
+    number: int
+    etag: str
+    checksum: str | None = None
+
+
+@define(eq=False)
+class _PendingPart:
+    """
+    A part still in memory, possibly with gaps.
+
+    @ivar number: its part number.
+    @ivar start: the file offset where it begins.
+    @ivar size: its full size.
+    @ivar data: the bytes so far; gaps are zero until filled.
+    @ivar ranges: the received byte ranges, relative to C{start}, sorted
+        and merged.
+    """
+
+    number: int
+    start: int
+    size: int
+    data: bytearray = field(factory=bytearray)
+    ranges: list[list[int]] = field(factory=list)
+
+    def put(self, at: int, chunk: memoryview) -> None:
+        """
+        Place C{chunk} at C{at} bytes into the part.
+        """
+        end = at + len(chunk)
+        ranges = self.ranges
+        if len(ranges) == 1 and ranges[0][0] == 0 and ranges[0][1] == at == len(self.data):
+            # The common case: appending to a part received in order.
+            self.data += chunk
+            ranges[0][1] = end
+            return
+        if at > len(self.data):
+            self.data += bytes(at - len(self.data))
+        self.data[at:end] = chunk
+        merged: list[list[int]] = []
+        for lo, hi in sorted([*ranges, [at, end]]):
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self.ranges = merged
+
+    def contiguous(self) -> int:
+        """
+        @return: how many bytes from the part's start have been received
+            without a gap.
+        """
+        if self.ranges and self.ranges[0][0] == 0:
+            return self.ranges[0][1]
+        return 0
 
 
 @define(eq=False)
 class PartPlanner:
     """
-    Cut a sequential stream of writes into S3 parts.
+    Cut a stream of writes into S3 parts.
 
-    @ivar partSize: the size of every part but the last.
-    @ivar received: bytes accepted so far (the next expected offset).
-    @ivar partsPlanned: parts handed out by L{feed} so far.
+    @ivar schedule: the size of each part.
+    @ivar capacity: the most bytes the planner may hold: a write ending
+        further than this past the first byte not yet sent is refused.
+    @ivar received: the end of the furthest write so far (the file's size
+        if it has no gaps).
+    @ivar partsPlanned: parts handed out so far.
     """
 
-    partSize: int = field(validator=[validators.instance_of(int), _validPartSize])
+    schedule: PartSchedule
+    capacity: int
     received: int = field(default=0, init=False)
     partsPlanned: int = field(default=0, init=False)
-    _buffer: bytearray = field(factory=bytearray, init=False, repr=False)
+    _sent: int = field(default=0, init=False)
+    _pending: list[_PendingPart] = field(factory=list, init=False, repr=False)
+    _hash: "hashlib._Hash" = field(factory=hashlib.sha256, init=False, repr=False)
 
     @property
-    def buffered(self) -> int:
+    def held(self) -> int:
         """
-        @return: bytes held that are not yet part of a planned part.
+        @return: bytes held in memory, gaps included.
         """
-        return len(self._buffer)
+        return sum(len(part.data) for part in self._pending)
+
+    @property
+    def nextPartSize(self) -> int:
+        """
+        @return: the full size of the part being filled now.
+        """
+        return self.schedule.sizeOf(self.partsPlanned + 1)
+
+    @property
+    def sha256(self) -> str:
+        """
+        @return: the hex SHA-256 of the bytes planned so far (the whole
+            file, after L{finish}).
+        """
+        return self._hash.hexdigest()
 
     def feed(self, offset: int, data: bytes) -> list[Part]:
         """
@@ -102,34 +296,99 @@ class PartPlanner:
         @param offset: where the client says C{data} goes.
         @param data: the bytes.
         @return: the parts, in order, that are now complete.
-        @raise NotSupported: if C{offset} is not where the previous write
-            ended: S3 objects cannot be written out of order.
+        @raise NotSupported: if C{data} would overwrite bytes already sent
+            to S3, go past the last part S3 allows, or make the planner
+            hold more than its capacity.
         """
-        if offset != self.received:
+        if not data:
+            return []
+        end = offset + len(data)
+        if offset < self._sent:
             raise NotSupported(
-                f"non-sequential write at offset {offset}, expected "
-                f"{self.received}: only sequential uploads are supported"
+                f"write at offset {offset}: the bytes before {self._sent} "
+                "were already sent to S3 and cannot be rewritten"
             )
-        self._buffer += data
-        self.received += len(data)
-        parts = []
-        while len(self._buffer) > self.partSize:
-            if self.partsPlanned + 1 >= MAX_PARTS:
-                raise NotSupported("file too large for S3 at this part size")
-            self.partsPlanned += 1
-            parts.append(Part(self.partsPlanned, bytes(self._buffer[: self.partSize])))
-            del self._buffer[: self.partSize]
-        return parts
+        if end - self._sent > self.capacity:
+            raise NotSupported(
+                f"write at offset {offset} lands more than {self.capacity} "
+                f"bytes past the data received so far ({self._sent})"
+            )
+        view = memoryview(data)
+        position = offset
+        while position < end:
+            part = self._partAt(position)
+            stop = min(end, part.start + part.size)
+            part.put(position - part.start, view[position - offset : stop - offset])
+            position = stop
+        self.received = max(self.received, end)
+        return self._ready()
 
     def finish(self) -> SinglePut | FinalPart:
         """
         The client closed the file: plan what is left.
 
         @return: L{SinglePut} if no part was planned, else L{FinalPart}.
+        @raise UploadFailed: if some bytes were never written.
         """
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        for part in self._pending:
+            expected = min(part.size, self.received - part.start)
+            if part.contiguous() < expected:
+                raise UploadFailed(
+                    f"the file has a hole at offset {part.start + part.contiguous()}"
+                )
+        if not self._pending:
+            data = b""
+        else:
+            # Anything before the last pending part would have been cut.
+            (last,) = self._pending
+            data = last.data
+        self._pending = []
+        self._hash.update(data)
         if self.partsPlanned == 0:
             return SinglePut(data)
         self.partsPlanned += 1
         return FinalPart(Part(self.partsPlanned, data))
+
+    def discard(self) -> int:
+        """
+        Drop every byte held.
+
+        @return: how many bytes were held.
+        """
+        held = self.held
+        self._pending = []
+        return held
+
+    def _partAt(self, position: int) -> _PendingPart:
+        for part in self._pending:
+            if part.start <= position < part.start + part.size:
+                return part
+        while True:
+            if self._pending:
+                last = self._pending[-1]
+                number, start = last.number + 1, last.start + last.size
+            else:
+                number, start = self.partsPlanned + 1, self._sent
+            if number > self.schedule.limits.maxParts:
+                raise NotSupported(
+                    f"file too large: S3 takes at most "
+                    f"{self.schedule.limits.maxParts} parts "
+                    f"({self.schedule.largestFile} bytes at this part size)"
+                )
+            part = _PendingPart(number, start, self.schedule.sizeOf(number))
+            self._pending.append(part)
+            if position < start + part.size:
+                return part
+
+    def _ready(self) -> list[Part]:
+        parts = []
+        while self._pending:
+            first = self._pending[0]
+            if first.contiguous() < first.size or self.received <= first.start + first.size:
+                break
+            del self._pending[0]
+            self._hash.update(first.data)
+            self._sent += first.size
+            self.partsPlanned += 1
+            parts.append(Part(first.number, first.data))  # type: ignore[arg-type]
+        return parts
