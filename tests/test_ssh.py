@@ -13,7 +13,6 @@ from twisted.conch.ssh.common import NS
 from twisted.conch.ssh.filetransfer import (
     FX_BAD_MESSAGE,
     FX_FAILURE,
-    FX_OK,
     FX_OP_UNSUPPORTED,
     FXF_CREAT,
     FXF_TRUNC,

@@ -244,3 +244,13 @@ def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
     """
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def assertStored(s3: Any, bucket: str, key: str, source: Path) -> None:
+    """
+    Assert the object at C{key} has C{source}'s bytes and its SHA-256 in
+    C{x-amz-meta-sha256}.
+    """
+    expected = sha256(source.read_bytes())
+    assert sha256(objectBytes(s3, bucket, key)) == expected
+    assert s3.head_object(Bucket=bucket, Key=key)["Metadata"] == {"sha256": expected}

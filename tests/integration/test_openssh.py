@@ -17,11 +17,11 @@ from .conftest import (
     MiB,
     PART,
     Gateway,
+    assertStored,
     keys,
     multipartUploads,
     objectBytes,
     sftpCommand,
-    sha256,
 )
 
 LADDER = [0, 1, PART - 1, PART, PART + 1, 3 * PART + 7]
@@ -54,7 +54,8 @@ def test_uploadLadder(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) ->
     """
     C{put}, C{mkdir}, C{cd}, C{ls} and C{put} into the new directory: every
     file of the size ladder and a 40 MiB file lands at
-    C{<home>/<path>} byte-identical, no multipart upload is left over,
+    C{<home>/<path>} byte-identical with its SHA-256 in its metadata, no
+    multipart upload is left over,
     and the gateway writes (next to) nothing to local disk.
     """
     gateway.addUser("alice")
@@ -71,7 +72,7 @@ def test_uploadLadder(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) ->
     written = gateway.diskWrites() - before
 
     for name, path in files.items():
-        assert sha256(objectBytes(s3, bucket, f"alice/{name}")) == sha256(path.read_bytes()), name
+        assertStored(s3, bucket, f"alice/{name}", path)
     assert objectBytes(s3, bucket, "alice/incoming/nested") == nested.read_bytes()
     assert multipartUploads(s3, bucket) == []
     assert "nested" in result.stdout and "incoming" in result.stdout
