@@ -178,7 +178,11 @@ class FaultProxy:
                     for k, v in response.getheaders():
                         if k.lower() not in _HOP and k.lower() != "content-length":
                             self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
+                    # A HEAD reply has no body but the object's length.
+                    length = response.getheader("Content-Length", "0")
+                    self.send_header(
+                        "Content-Length", length if self.command == "HEAD" else str(len(data))
+                    )
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(data)
