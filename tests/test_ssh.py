@@ -34,6 +34,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_s3sftp.memory import MemoryObjectStore
 from twisted_s3sftp.ssh import (
+    READ_SIZE,
     S3Connection,
     S3FileTransferServer,
     S3SSHFactory,
@@ -430,14 +431,16 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(len(self.disconnects), 1)
 
 
-class NoDelayTests(SynchronousTestCase):
+class TransportSocketTests(SynchronousTestCase):
     """
-    Connections have Nagle's algorithm turned off.
+    Connections have Nagle's algorithm turned off and read in large
+    chunks.
     """
 
     def test_tcpNoDelay(self) -> None:
         """
-        L{S3ServerTransport} sets C{TCP_NODELAY} when the connection is made.
+        L{S3ServerTransport} sets C{TCP_NODELAY} and a 256 KiB read size
+        when the connection is made.
         """
         key = Key(Ed25519PrivateKey.generate())
         factory = S3SSHFactory(Portal(None), {b"ssh-ed25519": key})  # type: ignore[arg-type]
@@ -449,6 +452,9 @@ class NoDelayTests(SynchronousTestCase):
             def setTcpNoDelay(self, enabled: bool) -> None:
                 calls.append(enabled)
 
-        protocol.makeConnection(NoDelayTransport())
+        transport = NoDelayTransport()
+        transport.bufferSize = 65536  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
         self.assertEqual(calls, [True])
+        self.assertEqual(transport.bufferSize, READ_SIZE)  # type: ignore[attr-defined]
         factory.stopFactory()

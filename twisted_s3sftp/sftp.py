@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypeVar
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPFile, ISFTPServer
 from twisted.conch.ssh.filetransfer import FXF_APPEND, FXF_WRITE, SFTPError
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -288,8 +288,15 @@ class UploadFile:
         """
         return self._completed
 
-    @sftpOperation("write")
-    async def writeChunk(self, offset: int, data: bytes) -> None:
+    def writeChunk(self, offset: int, data: bytes) -> Deferred[None]:
+        """
+        Take one write into memory; answered at once unless the part size
+        grew and more memory must be reserved.
+
+        This is the one operation run for every 32 KiB uploaded, so it is
+        a plain method rather than a coroutine: it costs a tenth of the
+        server's CPU per byte otherwise.
+        """
         # The channel window charged these bytes; they are credited back
         # once they leave memory (_credit).
         self._charged += len(data)
@@ -303,11 +310,14 @@ class UploadFile:
                 self._fail(e)
                 raise
             self._enqueue(parts)
+            self._checkWritable()
+        except GatewayError as e:
+            return self._refuse("write", e)
         finally:
             self._credit()
         if self.planner.nextPartSize > self._partSizeReserved:
-            await self._grow()
-        self._checkWritable()
+            return self._grow()
+        return succeed(None)
 
     def close(self) -> Deferred[None]:
         """
@@ -405,6 +415,7 @@ class UploadFile:
                 )
             raise
 
+    @sftpOperation("write")
     async def _grow(self) -> None:
         """
         The part size grew: reserve memory for the larger parts.
@@ -420,6 +431,7 @@ class UploadFile:
             self._fail(e)
             raise
         self.planner.capacity = self.budget.reserved + BASE_WINDOW
+        self._checkWritable()
 
     def _checkWritable(self) -> None:
         if self._failure is not None:
@@ -550,11 +562,8 @@ class UploadFile:
             self._charged = 0
         self.budget.close()
 
-    @staticmethod
-    def _refuse(operation: str, error: GatewayError) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        d.errback(Failure(error))
-        return d.addErrback(sftpError, operation, "")
+    def _refuse(self, operation: str, error: GatewayError) -> Deferred[None]:
+        return fail(sftpError(Failure(error), operation, self.key))
 
 
 @implementer(ISFTPServer)
