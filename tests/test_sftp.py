@@ -575,13 +575,45 @@ class NamespaceTests(SFTPTestCase):
         self.assertStatus(server.extendedRequest(b"x@y", b""), FX_OP_UNSUPPORTED)
         self.successResultOf(server.setAttrs(b"a", {"mtime": 1, "atime": 1}))
 
+    def test_statOneRequest(self) -> None:
+        """
+        C{stat} of a file, of a directory and of a missing name each cost
+        one S3 request (a listing of the key as a prefix), even when
+        siblings extend the name; a file wins over a directory of the same
+        name.
+        """
+        server, store = makeServer()
+        for key in ["alice/d.txt", "alice/d-1", "alice/d/inner", "alice/f", "alice/f/x"]:
+            store.objects[key] = (b"abc", 7)
+        for path, mode in [(b"d", 0o40755), (b"d.txt", 0o100644), (b"f", 0o100644)]:
+            store.calls.clear()
+            attrs = self.successResultOf(server.getAttrs(path, True))
+            self.assertEqual(attrs["permissions"], mode, path)
+            self.assertEqual(store.calls, ["listDirectory"])
+        store.calls.clear()
+        self.assertStatus(server.getAttrs(b"nothing", True), FX_NO_SUCH_FILE)
+        self.assertEqual(store.calls, ["listDirectory"])
+
+    def test_statManySiblings(self) -> None:
+        """
+        When more names than one listing page sort between a directory's
+        name and its C{name/} prefix, C{stat} still finds the directory.
+        """
+        server, store = makeServer()
+        for i in range(1005):
+            store.objects[f"alice/d.{i:04d}"] = (b"", 0)
+        store.objects["alice/d/inner"] = (b"", 0)
+        attrs = self.successResultOf(server.getAttrs(b"d", True))
+        self.assertEqual(attrs["permissions"], 0o40755)
+        self.assertStatus(server.getAttrs(b"e", True), FX_NO_SUCH_FILE)
+
     def test_unexpectedErrorIsSafe(self) -> None:
         """
         An unexpected exception becomes C{FX_FAILURE} with a generic
         message and is logged with its traceback.
         """
         server, store = makeServer()
-        store.failNext("headObject", RuntimeError("secret internals"))
+        store.failNext("listDirectory", RuntimeError("secret internals"))
         e = self.assertStatus(server.getAttrs(b"x", True), FX_FAILURE)
         self.assertNotIn("secret", e.message)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

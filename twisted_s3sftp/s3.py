@@ -70,6 +70,10 @@ def makeClient(
         # as well: that would cost another pass over every byte.
         s3={"payload_signing_enabled": False},
         request_checksum_calculation="when_required",
+        # Every parameter is built here from values the gateway already
+        # checked; validating them again costs a tenth of each request's
+        # CPU (measured: 1.1 against 1.25 ms for a small PutObject).
+        parameter_validation=False,
     )
     keys = {}
     if credentials is not None:

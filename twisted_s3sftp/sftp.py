@@ -57,6 +57,7 @@ from .flow import (
 )
 from .interfaces import IObjectStore
 from .listing import (
+    ObjectInfo,
     directoryAttributes,
     directoryEntries,
     fileAttributes,
@@ -82,6 +83,12 @@ T = TypeVar("T")
 
 #: The most entries one directory listing returns.
 MAX_LISTING = 100_000
+
+#: Entries asked for when looking a path up (one S3 list page).
+LOOKUP_PAGE = 1000
+
+#: What L{S3SFTPServer._lookup} returns for a directory.
+_DIRECTORY = object()
 
 
 def sftpError(failure: Failure, operation: str, subject: str) -> Failure:
@@ -626,14 +633,13 @@ class S3SFTPServer:
     async def getAttrs(self, path: bytes, followLinks: bool) -> dict[str, int]:
         virtual = normalise(path)
         now = int(self.avatar.clock.seconds())
-        if virtual == "/":
+        found = await self._lookup(virtual)
+        if found is None:
+            raise NoSuchFile("no such file or directory")
+        if found is _DIRECTORY:
             return directoryAttributes(now)
-        info = await self._store.headObject(objectKey(self._home, virtual))
-        if info is not None:
-            return fileAttributes(info.size, info.mtime)
-        if await self._isDirectory(virtual):
-            return directoryAttributes(now)
-        raise NoSuchFile("no such file or directory")
+        assert isinstance(found, ObjectInfo)
+        return fileAttributes(found.size, found.mtime)
 
     @sftpOperation("setstat")
     async def setAttrs(self, path: bytes, attrs: dict[str, int]) -> None:
@@ -662,9 +668,10 @@ class S3SFTPServer:
     @sftpOperation("mkdir")
     async def makeDirectory(self, path: bytes, attrs: dict[str, int]) -> None:
         virtual = normalise(path)
-        if virtual == "/" or await self._isDirectory(virtual):
+        found = await self._lookup(virtual)
+        if found is _DIRECTORY:
             raise GatewayError("directory already exists")
-        if await self._store.headObject(objectKey(self._home, virtual)) is not None:
+        if found is not None:
             raise GatewayError("a file with that name exists")
         await self._store.putObject(directoryPrefix(self._home, virtual), b"")
 
@@ -695,8 +702,31 @@ class S3SFTPServer:
     async def extendedRequest(self, extendedName: bytes, extendedData: bytes) -> bytes:
         raise NotSupported("unsupported extension")
 
-    async def _isDirectory(self, virtual: str) -> bool:
-        listing = await self._store.listDirectory(
-            directoryPrefix(self._home, virtual), 1
-        )
-        return bool(listing.objects or listing.prefixes)
+    async def _lookup(self, virtual: str) -> ObjectInfo | object | None:
+        """
+        Find what a path names, in one S3 request in all but rare cases.
+
+        A listing of the key itself as a prefix (with C{/} as delimiter)
+        holds the object of that exact key, if there is one, as its first
+        entry, and the key's C{dir/} prefix if it is a directory, unless
+        more than L{LOOKUP_PAGE} siblings sort between them (names that
+        extend it with a character before C{/}, such as C{name.txt}); only
+        then is a second request made.  A file wins over a directory of
+        the same name.
+
+        @return: the file's L{ObjectInfo}, L{_DIRECTORY}, or L{None}.
+        """
+        if virtual == "/":
+            return _DIRECTORY
+        key = objectKey(self._home, virtual)
+        listing = await self._store.listDirectory(key, LOOKUP_PAGE)
+        for info in listing.objects:
+            if info.key == key:
+                return info
+        if key + "/" in listing.prefixes:
+            return _DIRECTORY
+        if len(listing.objects) + len(listing.prefixes) >= LOOKUP_PAGE:
+            directory = await self._store.listDirectory(key + "/", 1)
+            if directory.objects or directory.prefixes:
+                return _DIRECTORY
+        return None
