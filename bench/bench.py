@@ -1149,6 +1149,57 @@ def report(bench: Bench, big: dict[str, list[dict[str, Any]]], rss: dict[str, in
     print("\n".join(lines), flush=True)
 
 
+#: How py-spy samples of the gateway are grouped: the first pattern found
+#: in a sample's innermost frame (or, for boto3's threads, its thread)
+#: names its group.
+SPY_GROUPS = [
+    ("PoolThread", "crc32", "worker threads: CRC32 of parts"),
+    ("PoolThread", "HTTPConnection.send", "worker threads: sending parts to S3 (socket)"),
+    ("PoolThread", "sendall", "worker threads: sending parts to S3 (socket)"),
+    ("PoolThread", "readinto", "worker threads: waiting for S3's answer"),
+    ("PoolThread", "Condition.wait", "worker threads: waiting for work"),
+    ("PoolThread", "", "worker threads: botocore and urllib3 (Python)"),
+    ("", "upload.py", "reactor: SHA-256 of the file and copying writes into parts"),
+    ("", "HMAC", "reactor: SSH MAC (hmac-sha2-256)"),
+    ("", "hmac", "reactor: SSH MAC (hmac-sha2-256)"),
+    ("", "SSHCiphers.verify", "reactor: SSH MAC (hmac-sha2-256)"),
+    ("", "crypt", "reactor: SSH cipher (aes128-ctr)"),
+    ("", "untilConcludes", "reactor: socket sends (replies, window adjusts)"),
+    ("", "doRead", "reactor: socket receives"),
+    ("", "doPoll", "reactor: waiting in epoll"),
+    ("", "urandom", "reactor: SSH padding (os.urandom)"),
+    ("", "conch/ssh/transport.py", "reactor: Conch SSH packet framing"),
+    ("", "twisted_s3sftp", "reactor: the gateway's SFTP and flow-control code"),
+    ("", "conch/", "reactor: Conch connection, channel and SFTP code"),
+    ("", "defer.py", "reactor: Deferreds"),
+    ("", "logger", "reactor: logging"),
+    ("", "", "reactor: other"),
+]
+
+
+def printSpy(path: Path) -> None:
+    """
+    Print where a py-spy recording (raw format, C{--threads}) of the
+    gateway spent its samples, grouped by L{SPY_GROUPS}.
+    """
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        frames = stack.split(";")
+        samples = int(number)
+        total += samples
+        for thread, pattern, group in SPY_GROUPS:
+            if thread in frames[0] and pattern in frames[-1]:
+                counts[group] = counts.get(group, 0) + samples
+                break
+    print("\n#### Where (a) spends its time (py-spy samples of all threads)\n")
+    print("| group | share of samples |\n|---|---|")
+    for group, samples in sorted(counts.items(), key=lambda item: -item[1]):
+        print(f"| {group} | {100 * samples / max(1, total):.1f} % |")
+    print(f"\n{total} samples at 250 Hz; raw stacks in {path}", flush=True)
+
+
 def printProfile(path: Path) -> None:
     """
     Print the 25 functions of a saved cProfile run with the most
@@ -1181,6 +1232,8 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--server-args", default="", help="extra twistd s3sftp options for (a)")
     parser.add_argument("--sftp-args", default="", help='extra OpenSSH sftp options, e.g. "-R 1024"')
     parser.add_argument("--profile", type=Path, help="run (a) once more under cProfile, saving stats here")
+    parser.add_argument("--py-spy", type=Path, help="run (a) once more under py-spy (pip install py-spy), "
+                        "saving raw stacks here, and print where the time goes")
     parser.add_argument("--workdir", type=Path, default=Path("/dev/shm"),
                         help="where to make the temporary work directory (default /dev/shm)")
     parser.add_argument("--s3-dir", type=Path, default=Path(tempfile.gettempdir()),
@@ -1210,6 +1263,8 @@ def missingTools(options: argparse.Namespace) -> list[str]:
         needed["rclone"] = "rclone"
     if "c" in options.only:
         needed["sshd"] = "openssh-server"
+    if options.py_spy:
+        needed["py-spy"] = "py-spy (pip)"
     for tool, package in needed.items():
         if not (shutil.which(tool) or (tool == "sshd" and Path("/usr/sbin/sshd").exists())):
             missing.append(package)
@@ -1271,6 +1326,19 @@ def main(argv: list[str]) -> int:
             server = bench.startServer("a", "profile", profile)
             profiled = bench.bigUpload(server, options.runs, "under cProfile")
             server.stop()
+        if options.py_spy and "a" in options.only:
+            say("(a) once more under py-spy")
+            server = bench.startServer("a", "py-spy")
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(server.pid), "--threads", "--nonblocking",
+                 "--format", "raw", "--rate", "250", "-o", str(options.py_spy.resolve())],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+            bench.bigUpload(server, options.runs, "under py-spy")
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+            server.stop()
         bench.gatewayLogProblems()
     finally:
         bench.tearDown()
@@ -1280,6 +1348,8 @@ def main(argv: list[str]) -> int:
     report(bench, big, rss, conc, small, profiled)
     if profiled and options.profile.exists():
         printProfile(options.profile)
+    if options.py_spy and options.py_spy.exists():
+        printSpy(options.py_spy)
     failed = (
         any(not r["ok"] for runs in big.values() for r in runs)
         or any(r["succeeded"] != r["clients"] or r["intact"] != r["clients"] for r in conc.values())
