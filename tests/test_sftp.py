@@ -484,6 +484,29 @@ class EngineTests(SFTPTestCase):
         self.assertEqual(memory.used, 0)
 
 
+    def test_abortWhileWaitingToGrow(self) -> None:
+        """
+        An upload aborted while it waits for memory to grow its parts gives
+        back what it held, and the memory granted to it afterwards too.
+        """
+        clock = Clock()
+        limits = PartLimits(minPartSize=5, maxPartSize=40, maxParts=22)
+        policy = UploadPolicy(partSize=5, bufferLimit=SLACK + 5, concurrency=2, limits=limits)
+        memory = MemoryLimit(2 * SLACK + 15)
+        store = MemoryObjectStore(minPartSize=5)
+        server, store = makeServer(store=store, policy=policy, memory=memory, clock=clock)
+        f = self.successResultOf(server.openFile(b"g", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, b"a" * 11))
+        other = self.successResultOf(server.openFile(b"h", WRITE, {}))
+        self.assertEqual(memory.used, memory.limit)
+        waiting = f.writeChunk(11, b"b" * 20)
+        self.assertNoResult(waiting)
+        self.successResultOf(f.abort())
+        self.successResultOf(other.close())
+        self.assertEqual(memory.used, 0)
+        self.assertStatus(waiting, FX_FAILURE)
+
+
 class NamespaceTests(SFTPTestCase):
     """
     Enough of realpath, stat, opendir, mkdir and remove for uploads.

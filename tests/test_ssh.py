@@ -356,6 +356,21 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(self.window.target, BASE_WINDOW)
         self.assertEqual(self.memory.used, 0)
 
+    def test_openCompletingAfterConnectionLost(self) -> None:
+        """
+        An OPEN still waiting for memory when the connection is lost
+        returns its memory once it is granted: the file is discarded, not
+        left open for ever.
+        """
+        held = self.memory.limit - 1
+        self.assertTrue(self.memory.tryReserve(held))
+        self.send(sftpMessage(3, 1, NS(b"late") + struct.pack("!LL", WRITE, 0)))
+        self.assertEqual(self.replies(), [])
+        self.server.connectionLost(Failure(ConnectionLost()))
+        self.memory.free(held)
+        self.assertEqual(self.memory.used, 0)
+        self.assertEqual(self.server.openFiles, {})
+
     def test_unknownMessage(self) -> None:
         """
         A message type the server does not know gets C{OP_UNSUPPORTED};

@@ -178,6 +178,7 @@ class UploadBudget:
     clock: IReactorTime
     wait: float
     reserved: int = field(default=0, init=False)
+    _closed: bool = field(default=False, init=False)
 
     async def reserve(self, minimum: int, wanted: int) -> None:
         """
@@ -193,6 +194,10 @@ class UploadBudget:
         if not self.memory.tryReserve(take):
             take = minimum - self.reserved
             await self._waitFor(take)
+            if self._closed:
+                # The upload ended while it waited.
+                self.memory.free(take)
+                return
             extra = min(wanted - minimum, self.memory.available)
             if extra > 0 and self.memory.tryReserve(extra):
                 take += extra
@@ -207,8 +212,10 @@ class UploadBudget:
 
     def close(self) -> None:
         """
-        Give the reservation back.
+        Give the reservation back; anything granted later is returned at
+        once.
         """
+        self._closed = True
         reserved, self.reserved = self.reserved, 0
         self.window.resize(-reserved)
         self.memory.free(reserved)

@@ -178,6 +178,17 @@ class S3FileTransferServer(FileTransferServer):
         d.addCallback(self._cbStatus, requestId, b"write succeeded")
         d.addErrback(self._ebStatus, requestId, b"write failed")
 
+    def _cbOpenFile(self, fileObj: Any, requestId: bytes) -> None:
+        # An OPEN may finish (after waiting for memory) once the connection
+        # is gone: nobody can write or close that file, so discard it now
+        # rather than keep its memory reserved for ever.
+        if self._lost:
+            abort = getattr(fileObj, "abort", None)
+            if abort is not None:
+                abort("connection lost before the file was opened")
+            return
+        super()._cbOpenFile(fileObj, requestId)
+
     def packet_CLOSE(self, data: bytes) -> None:
         handle, _ = getNS(data[4:])
         fileObj = self.openFiles.get(handle)
