@@ -13,7 +13,8 @@ from L{twisted.conch.ssh.filetransfer}.
 from __future__ import annotations
 
 # SFTP protocol version 3 status codes (draft-ietf-secsh-filexfer-02, 7).
-# Version 3 stops at 8: OpenSSH prints "Unknown status" for anything higher.
+# Version 3 stops at 8: OpenSSH prints "Unknown status" for anything higher,
+# but shows the message with it.
 FX_OK = 0
 FX_EOF = 1
 FX_NO_SUCH_FILE = 2
@@ -23,6 +24,9 @@ FX_BAD_MESSAGE = 5
 FX_NO_CONNECTION = 6
 FX_CONNECTION_LOST = 7
 FX_OP_UNSUPPORTED = 8
+#: From later drafts (filexfer-13, 9.1), which OpenSSH's own sftp-server
+#: also sends for an exclusive open of an existing file.
+FX_FILE_ALREADY_EXISTS = 11
 
 
 class GatewayError(Exception):
@@ -70,6 +74,29 @@ class NotSupported(GatewayError):
     """
 
     code = FX_OP_UNSUPPORTED
+
+
+class FileExists(GatewayError):
+    """
+    An exclusive open (C{FXF_EXCL}) named a file that already exists.
+    """
+
+    code = FX_FILE_ALREADY_EXISTS
+
+
+class EndOfFile(GatewayError):
+    """
+    A read at or beyond the end of a file.
+    """
+
+    code = FX_EOF
+
+
+class Changed(GatewayError):
+    """
+    The object changed (or vanished) between two requests that had to see
+    the same object: a download's ranged reads, or a copy.
+    """
 
 
 class UploadFailed(GatewayError):

@@ -20,19 +20,39 @@ class IObjectStore(Interface):
         """
         @param key: an object key.
         @return: a Deferred firing with its
-            L{twisted_s3sftp.listing.ObjectInfo}, or L{None} if there is no
-            such object.
+            L{twisted_s3sftp.listing.ObjectInfo}, ETag and user metadata
+            included, or L{None} if there is no such object.
         """
 
-    def listDirectory(prefix, limit):  # type: ignore[no-untyped-def]
+    def listDirectory(prefix, limit, token=None):  # type: ignore[no-untyped-def]
         """
-        List what is directly under C{prefix}, C{/} being the delimiter.
+        List what is directly under C{prefix}, C{/} being the delimiter, in
+        key order, one page at a time.
 
-        @param prefix: a key prefix, empty or ending in C{/}.
+        @param prefix: a key prefix (usually empty or ending in C{/}).
         @param limit: the most entries (objects plus prefixes) wanted; the
             store may return fewer but never more.
+        @param token: the C{token} of the previous page, to continue after
+            it; L{None} to start.
         @return: a Deferred firing with a
-            L{twisted_s3sftp.listing.ObjectListing}.
+            L{twisted_s3sftp.listing.ObjectListing} whose C{token} is
+            L{None} when nothing is left.
+        """
+
+    def getObject(key, start, length, etag):  # type: ignore[no-untyped-def]
+        """
+        Read a range of an object (a ranged GET).
+
+        @param key: the object key.
+        @param start: the first byte wanted.
+        @param length: how many bytes, at most; fewer come back at the end
+            of the object.
+        @param etag: the ETag the object must still have.
+        @return: a Deferred firing with the bytes; it fails with
+            L{twisted_s3sftp.errors.Changed} if the object's ETag is no
+            longer C{etag} or it is gone, and with
+            L{twisted_s3sftp.errors.EndOfFile} if C{start} is at or beyond
+            its end.
         """
 
     def putObject(key, data, metadata=None):  # type: ignore[no-untyped-def]
@@ -75,16 +95,25 @@ class IObjectStore(Interface):
         @return: a Deferred firing with the object's ETag once it exists.
         """
 
-    def replaceMetadata(key, etag, size, metadata):  # type: ignore[no-untyped-def]
+    def copyObject(source, destination, etag, size, metadata):  # type: ignore[no-untyped-def]
         """
-        Replace the user metadata of an object (a server-side copy onto
-        itself), provided it still has ETag C{etag}.
+        Copy an object inside the bucket (on the server: no byte passes
+        through the gateway), giving the copy C{metadata}, provided the
+        source still has ETag C{etag}.  C{source} and C{destination} may
+        be the same key: that replaces the object's metadata.
 
-        @param key: the object key.
-        @param etag: the ETag it must have.
+        Objects larger than one copy request allows (5 GiB on S3) are
+        copied as a multipart upload of ranges; if that fails, nothing is
+        left at C{destination} but what was there before.
+
+        @param source: the key copied.
+        @param destination: the key written, replacing any object there.
+        @param etag: the ETag C{source} must have.
         @param size: its size in bytes.
-        @param metadata: the new user metadata.
-        @return: a Deferred firing with L{None}.
+        @param metadata: the copy's user metadata.
+        @return: a Deferred firing with L{None}; it fails with
+            L{twisted_s3sftp.errors.Changed} if the source is gone or no
+            longer has C{etag}.
         """
 
     def abortMultipartUpload(key, uploadId):  # type: ignore[no-untyped-def]

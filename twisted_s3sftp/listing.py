@@ -33,12 +33,18 @@ class ObjectInfo:
 
     @ivar key: its full S3 key.
     @ivar size: its size in bytes.
-    @ivar mtime: its modification time, seconds since the epoch.
+    @ivar mtime: when S3 stored it (C{LastModified}), seconds since the
+        epoch.
+    @ivar etag: its ETag, quotes included, as S3 sends it.
+    @ivar metadata: its user metadata (C{x-amz-meta-*}, without the
+        prefix); only a HEAD reports it, a listing leaves it empty.
     """
 
     key: str
     size: int
     mtime: int
+    etag: str = ""
+    metadata: dict[str, str] = field(factory=dict, hash=False)
 
 
 @frozen
@@ -49,10 +55,13 @@ class ObjectListing:
     @ivar objects: the objects directly under the prefix, in key order.
     @ivar prefixes: the common prefixes (sub-directories), each ending in
         C{/}, in key order.
+    @ivar token: where to continue the listing (the S3 continuation
+        token), or L{None} if nothing is left.
     """
 
     objects: tuple[ObjectInfo, ...] = field(converter=tuple, default=())
     prefixes: tuple[str, ...] = field(converter=tuple, default=())
+    token: str | None = None
 
 
 def fileAttributes(size: int, mtime: int) -> dict[str, int]:
