@@ -29,7 +29,7 @@ from zope.interface.verify import verifyObject
 from twisted_s3sftp.interfaces import IObjectStore
 from twisted_s3sftp.errors import StoreError
 from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.sftp import UploadFile
+from twisted_s3sftp.uploading import UploadFile
 from twisted_s3sftp.ssh import S3User
 from twisted_s3sftp.flow import BASE_WINDOW, SLACK, ChannelWindow, MemoryLimit
 from twisted_s3sftp.upload import MIN_PART_SIZE, MiB, PartLimits, UploadPolicy
@@ -253,14 +253,18 @@ class UploadTests(SFTPTestCase):
 
     def test_openModes(self) -> None:
         """
-        Reading and appending are refused with C{OP_UNSUPPORTED}; reading
-        from a file open for writing is refused.
+        Appending is refused with C{OP_UNSUPPORTED} naming why; a new
+        upload opened READ|WRITE|CREAT|TRUNC works, and only an actual read
+        from it is refused.
         """
         server, store = makeServer()
-        self.assertStatus(server.openFile(b"a", FXF_READ, {}), FX_OP_UNSUPPORTED)
-        self.assertStatus(server.openFile(b"a", WRITE | FXF_APPEND, {}), FX_OP_UNSUPPORTED)
+        e = self.assertStatus(server.openFile(b"a", WRITE | FXF_APPEND, {}), FX_OP_UNSUPPORTED)
+        self.assertIn("appending", e.message)
         f = self.successResultOf(server.openFile(b"a", WRITE | FXF_READ, {}))
         self.assertStatus(f.readChunk(0, 10), FX_OP_UNSUPPORTED)
+        self.successResultOf(f.writeChunk(0, b"abc"))
+        self.successResultOf(f.close())
+        self.assertEqual(store.objects["alice/a"][0], b"abc")
 
     def test_fstatDuringUpload(self) -> None:
         """
@@ -331,7 +335,7 @@ class EngineTests(SFTPTestCase):
             self.assertEqual(
                 store.metadata["alice/f"], {"sha256": hashlib.sha256(data).hexdigest()}
             )
-        self.assertIn("replaceMetadata", store.calls)
+        self.assertIn("copyObject", store.calls)
 
     def test_metadataFailureDeletes(self) -> None:
         """
@@ -339,7 +343,7 @@ class EngineTests(SFTPTestCase):
         and CLOSE fails: no object without its hash.
         """
         server, store = makeServer()
-        store.failNext("replaceMetadata")
+        store.failNext("copyObject")
         f = self.successResultOf(server.openFile(b"f", WRITE, {}))
         self.writeAll(f, b"m" * (PART + 1))
         self.assertStatus(f.close(), FX_FAILURE)
@@ -505,146 +509,3 @@ class EngineTests(SFTPTestCase):
         self.successResultOf(other.close())
         self.assertEqual(memory.used, 0)
         self.assertStatus(waiting, FX_FAILURE)
-
-
-class NamespaceTests(SFTPTestCase):
-    """
-    Enough of realpath, stat, opendir, mkdir and remove for uploads.
-    """
-
-    def test_realPath(self) -> None:
-        """
-        C{realpath} of C{.} and C{..} is C{/}; nothing above the home is
-        ever returned.
-        """
-        server, _ = makeServer()
-        self.assertEqual(self.successResultOf(server.realPath(b".")), b"/")
-        self.assertEqual(self.successResultOf(server.realPath(b"")), b"/")
-        self.assertEqual(self.successResultOf(server.realPath(b"/../..")), b"/")
-        self.assertEqual(self.successResultOf(server.realPath(b"a/../b")), b"/b")
-
-    def test_statAndListing(self) -> None:
-        """
-        Files report size and a regular-file mode, directories (markers or
-        prefixes) a directory mode; listings show both; missing paths get
-        C{NO_SUCH_FILE}.
-        """
-        server, store = makeServer()
-        self.successResultOf(server.makeDirectory(b"empty", {}))
-        self.upload(server, b"sub/f", b"12345")
-        self.upload(server, b"top", b"xy")
-        store.objects["bob/private"] = (b"no", 0)
-        attrs = self.successResultOf(server.getAttrs(b"sub/f", True))
-        self.assertEqual((attrs["size"], attrs["permissions"]), (5, 0o100644))
-        for d in [b"/", b"sub", b"empty"]:
-            attrs = self.successResultOf(server.getAttrs(d, True))
-            self.assertEqual(attrs["permissions"], 0o040755, d)
-        self.assertStatus(server.getAttrs(b"nope", True), FX_NO_SUCH_FILE)
-        listing = self.successResultOf(server.openDirectory(b"/"))
-        names = [(name, attrs["permissions"]) for name, _, attrs in listing]
-        self.assertEqual(
-            names, [(b"empty", 0o040755), (b"sub", 0o040755), (b"top", 0o100644)]
-        )
-        longNames = [long for _, long, _ in listing]
-        self.assertTrue(longNames[2].startswith(b"-rw-r--r--"))
-        self.assertTrue(longNames[2].endswith(b" top"))
-        self.assertEqual([n for n, _, _ in self.successResultOf(server.openDirectory(b"empty"))], [])
-        self.assertStatus(server.openDirectory(b"nope"), FX_NO_SUCH_FILE)
-
-    def test_otherUsersInvisible(self) -> None:
-        """
-        Another user's objects cannot be listed, stated or overwritten:
-        their paths resolve inside this user's home.
-        """
-        server, store = makeServer()
-        store.objects["bob/private"] = (b"secret", 0)
-        self.assertStatus(server.getAttrs(b"/../bob/private", True), FX_NO_SUCH_FILE)
-        self.assertStatus(server.openDirectory(b"/../bob"), FX_NO_SUCH_FILE)
-        self.upload(server, b"../bob/private", b"mine")
-        self.assertEqual(store.objects["bob/private"][0], b"secret")
-        self.assertEqual(store.objects["alice/bob/private"][0], b"mine")
-
-    def test_mkdir(self) -> None:
-        """
-        C{mkdir} writes a C{dir/} marker; making it again, or over a file,
-        fails.
-        """
-        server, store = makeServer()
-        self.successResultOf(server.makeDirectory(b"d", {}))
-        self.assertEqual(store.objects["alice/d/"][0], b"")
-        self.assertStatus(server.makeDirectory(b"d", {}), FX_FAILURE)
-        self.upload(server, b"f", b"1")
-        self.assertStatus(server.makeDirectory(b"f", {}), FX_FAILURE)
-
-    def test_remove(self) -> None:
-        """
-        C{remove} deletes an object; a missing one is C{NO_SUCH_FILE}.
-        """
-        server, store = makeServer()
-        self.upload(server, b"f", b"1")
-        self.successResultOf(server.removeFile(b"f"))
-        self.assertEqual(store.objects, {})
-        self.assertStatus(server.removeFile(b"f"), FX_NO_SUCH_FILE)
-
-    def test_unsupported(self) -> None:
-        """
-        Operations left for later answer C{OP_UNSUPPORTED} with a reason.
-        """
-        server, _ = makeServer()
-        self.assertStatus(server.renameFile(b"a", b"b"), FX_OP_UNSUPPORTED)
-        self.assertStatus(server.removeDirectory(b"a"), FX_OP_UNSUPPORTED)
-        self.assertStatus(server.readLink(b"a"), FX_OP_UNSUPPORTED)
-        self.assertStatus(server.makeLink(b"a", b"b"), FX_OP_UNSUPPORTED)
-        self.assertStatus(server.extendedRequest(b"x@y", b""), FX_OP_UNSUPPORTED)
-        self.successResultOf(server.setAttrs(b"a", {"mtime": 1, "atime": 1}))
-
-    def test_statOneRequest(self) -> None:
-        """
-        C{stat} of a file, of a directory and of a missing name each cost
-        one S3 request (a listing of the key as a prefix), even when
-        siblings extend the name; a file wins over a directory of the same
-        name.
-        """
-        server, store = makeServer()
-        for key in ["alice/d.txt", "alice/d-1", "alice/d/inner", "alice/f", "alice/f/x"]:
-            store.objects[key] = (b"abc", 7)
-        for path, mode in [(b"d", 0o40755), (b"d.txt", 0o100644), (b"f", 0o100644)]:
-            store.calls.clear()
-            attrs = self.successResultOf(server.getAttrs(path, True))
-            self.assertEqual(attrs["permissions"], mode, path)
-            self.assertEqual(store.calls, ["listDirectory"])
-        store.calls.clear()
-        self.assertStatus(server.getAttrs(b"nothing", True), FX_NO_SUCH_FILE)
-        self.assertEqual(store.calls, ["listDirectory"])
-
-    def test_statManySiblings(self) -> None:
-        """
-        When more names than one listing page sort between a directory's
-        name and its C{name/} prefix, C{stat} still finds the directory.
-        """
-        server, store = makeServer()
-        for i in range(1005):
-            store.objects[f"alice/d.{i:04d}"] = (b"", 0)
-        store.objects["alice/d/inner"] = (b"", 0)
-        attrs = self.successResultOf(server.getAttrs(b"d", True))
-        self.assertEqual(attrs["permissions"], 0o40755)
-        self.assertStatus(server.getAttrs(b"e", True), FX_NO_SUCH_FILE)
-
-    def test_unexpectedErrorIsSafe(self) -> None:
-        """
-        An unexpected exception becomes C{FX_FAILURE} with a generic
-        message and is logged with its traceback.
-        """
-        server, store = makeServer()
-        store.failNext("listDirectory", RuntimeError("secret internals"))
-        e = self.assertStatus(server.getAttrs(b"x", True), FX_FAILURE)
-        self.assertNotIn("secret", e.message)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-    def test_badPath(self) -> None:
-        """
-        A path with NUL gets a clear status, not a failure of the server.
-        """
-        server, _ = makeServer()
-        e = self.failureResultOf(server.openFile(b"a\x00b", WRITE, {}), SFTPError).value
-        self.assertIn("NUL", e.message)

@@ -13,8 +13,10 @@ from twisted.conch.ssh.common import NS
 from twisted.conch.ssh.filetransfer import (
     FX_BAD_MESSAGE,
     FX_FAILURE,
+    FX_NO_SUCH_FILE,
     FX_OP_UNSUPPORTED,
     FXF_CREAT,
+    FXF_READ,
     FXF_TRUNC,
     FXF_WRITE,
     ClientFile,
@@ -45,6 +47,7 @@ from twisted_s3sftp.ssh import (
     USER_SIGNATURE_ALGORITHMS,
 )
 from twisted_s3sftp.flow import BASE_WINDOW, ChannelWindow, MemoryLimit
+from twisted_s3sftp.protocol import MAX_HANDLES, MAX_OUTGOING, MAX_READ
 from twisted_s3sftp.upload import MIN_PART_SIZE, MiB, UploadPolicy
 
 PART = MIN_PART_SIZE
@@ -171,6 +174,107 @@ class LoopbackTests(SynchronousTestCase):
         self.server.dataReceived(struct.pack("!LBL", 2**30, 6, 1) + b"x" * 100)
         self.assertTrue(self.serverTransport.disconnecting)
         self.assertEqual(self.server.buf, b"")
+
+
+class ProtocolTests(LoopbackTests):
+    """
+    What L{S3FileTransferServer} adds to Conch's protocol for issue 4:
+    extensions, paged READDIR, the handle cap and bounded READ replies.
+    """
+
+    def test_extensionsAnnounced(self) -> None:
+        """
+        The VERSION reply lists posix-rename, statvfs and limits.
+        """
+        announced: dict[bytes, bytes] = {}
+        self.client.gotServerVersion = lambda version, ext: announced.update(ext)
+        self.client.connectionMade()
+        self.pump.flush()
+        self.assertEqual(
+            set(announced),
+            {b"posix-rename@openssh.com", b"statvfs@openssh.com", b"limits@openssh.com"},
+        )
+
+    def test_posixRename(self) -> None:
+        """
+        C{posix-rename@openssh.com} is answered with a status (not an
+        extended reply) and replaces the target; limits and statvfs get
+        extended replies.
+        """
+        self.store.objects["alice/a"] = (b"new", 0)
+        self.store.objects["alice/b"] = (b"old", 0)
+        self.result(self.client.extendedRequest(b"posix-rename@openssh.com", NS(b"a") + NS(b"b")))
+        self.assertEqual(self.store.objects, {"alice/b": (b"new", 0)})
+        limits = self.result(self.client.extendedRequest(b"limits@openssh.com", b""))
+        self.assertEqual(struct.unpack("!4Q", limits)[3], MAX_HANDLES)
+        vfs = self.result(self.client.extendedRequest(b"statvfs@openssh.com", NS(b"/")))
+        self.assertEqual(len(vfs), 88)
+        self.assertEqual(
+            self.status(self.client.extendedRequest(b"posix-rename@openssh.com", NS(b"x") + NS(b"y"))).code,
+            FX_NO_SUCH_FILE,
+        )
+
+    def test_readdirPaged(self) -> None:
+        """
+        A directory of long names larger than one S3 page is listed
+        completely, each reply well under 256 KiB, then C{FX_EOF}.
+        """
+        names = {f"{i:04d}".encode() + b"n" * 400 for i in range(1200)}
+        for name in names:
+            self.store.objects["alice/d/" + name.decode()] = (b"", 0)
+        directory = self.result(self.client.openDirectory(b"d"))
+        sent: list[int] = []
+        original = self.server.sendPacket
+        self.server.sendPacket = lambda kind, data: (sent.append(len(data)), original(kind, data))[1]
+        seen: list[bytes] = []
+        while True:
+            outcome: list[Any] = []
+            directory.read().addBoth(outcome.append)
+            self.pump.flush()
+            if isinstance(outcome[0], Failure):
+                outcome[0].trap(EOFError)
+                break
+            seen.extend(name for name, _, _ in outcome[0])
+        self.assertEqual(sorted(seen), sorted(names))
+        self.assertLess(max(sent), 128 * 1024)
+
+    def test_handleCap(self) -> None:
+        """
+        A session can hold at most L{MAX_HANDLES} open files and
+        directories; one more gets a failure until one is closed.
+        """
+        handles = [self.result(self.client.openDirectory(b"/")) for _ in range(MAX_HANDLES)]
+        e = self.status(self.client.openDirectory(b"/"))
+        self.assertEqual(e.code, FX_FAILURE)
+        self.assertIn("too many", e.message)
+        self.result(handles[0].close())
+        self.result(self.client.openDirectory(b"/"))
+
+    def test_readRepliesBounded(self) -> None:
+        """
+        However many READs a client pipelines, the server handles only as
+        many as L{MAX_OUTGOING} bytes of replies at a time; the rest stay
+        unread (and uncredited to the window) until replies go out, and
+        every READ is answered, capped at L{MAX_READ} bytes.
+        """
+        data = bytes(range(256)) * (24 * MiB // 256)
+        self.store.objects["alice/big"] = (data, 0)
+        f = self.result(self.client.openFile(b"big", FXF_READ, {}))
+        self.store.holding.add("getObject")
+        step = 256 * 1024
+        reads = [f.readChunk(o, step) for o in range(0, len(data), step)]
+        self.pump.flush()
+        self.assertLessEqual(self.server._readingBytes, MAX_OUTGOING + MAX_READ)
+        self.assertTrue(self.server.buf)
+        for _ in range(1000):
+            if all(r.called for r in reads):
+                break
+            self.store.release()
+            self.pump.flush()
+        for offset, r in zip(range(0, len(data), step), reads):
+            self.assertEqual(self.successResultOf(r), data[offset : offset + MAX_READ])
+        self.assertEqual(self.server._readingBytes, 0)
+        self.assertEqual(self.server._pending, 0)
 
 
 class SessionTests(SynchronousTestCase):

@@ -64,6 +64,24 @@ class ObjectListing:
     token: str | None = None
 
 
+def modificationTime(info: ObjectInfo) -> int:
+    """
+    The time a file reports: the one a client set, kept in the object's
+    C{mtime} metadata (seconds since the epoch, as rclone and Cyberduck
+    write it, possibly with a fraction), or else when S3 stored it.
+
+    @param info: from a HEAD, which reports metadata.
+    @return: seconds since the epoch.
+    """
+    value = info.metadata.get("mtime")
+    if value is not None:
+        try:
+            return int(float(value))
+        except (ValueError, OverflowError):
+            pass
+    return info.mtime
+
+
 def fileAttributes(size: int, mtime: int) -> dict[str, int]:
     """
     @return: the SFTP attributes of a file of C{size} bytes.
@@ -126,8 +144,8 @@ def directoryEntries(
 
     @param prefix: the listed prefix, ending in C{/} (or the empty home).
     @param listing: what the store returned for it.
-    @param now: the current time, given to directories whose time the
-        store does not report.
+    @param now: the current time, given to sub-directories: a listing
+        does not report their markers' times.
     @return: C{(name, attributes)} pairs.
     """
     entries: list[tuple[str, dict[str, int]]] = []

@@ -16,7 +16,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from .errors import GatewayError, StoreError
+from .errors import Changed, EndOfFile, GatewayError, StoreError
 from .interfaces import IObjectStore
 from .listing import ObjectInfo, ObjectListing
 from .upload import MIN_PART_SIZE, StoredPart
@@ -107,31 +107,46 @@ class MemoryObjectStore:
         def run() -> ObjectInfo | None:
             if key not in self.objects:
                 return None
-            data, mtime = self.objects[key]
-            return ObjectInfo(key, len(data), mtime)
+            return self._info(key, withMetadata=True)
 
         return self._call("headObject", run)
 
-    def listDirectory(self, prefix: str, limit: int) -> Deferred[object]:
+    def listDirectory(
+        self, prefix: str, limit: int, token: str | None = None
+    ) -> Deferred[object]:
         def run() -> ObjectListing:
             objects: list[ObjectInfo] = []
             prefixes: list[str] = []
+            last = ""
             for key in sorted(self.objects):
                 if not key.startswith(prefix):
                     continue
                 rest = key[len(prefix) :]
-                if "/" in rest:
-                    sub = prefix + rest.split("/", 1)[0] + "/"
-                    if sub not in prefixes:
-                        prefixes.append(sub)
-                else:
-                    data, mtime = self.objects[key]
-                    objects.append(ObjectInfo(key, len(data), mtime))
+                isPrefix = "/" in rest
+                entry = prefix + rest.split("/", 1)[0] + "/" if isPrefix else key
+                if token is not None and entry <= token or entry == last:
+                    continue
                 if len(objects) + len(prefixes) >= limit:
-                    break
+                    return ObjectListing(objects, prefixes, token=last)
+                last = entry
+                if isPrefix:
+                    prefixes.append(entry)
+                else:
+                    objects.append(self._info(key))
             return ObjectListing(objects, prefixes)
 
         return self._call("listDirectory", run)
+
+    def getObject(self, key: str, start: int, length: int, etag: str) -> Deferred[object]:
+        def run() -> bytes:
+            if key not in self.objects or self._info(key).etag != etag:
+                raise Changed("the file changed while it was being read")
+            data = self.objects[key][0]
+            if start >= len(data):
+                raise EndOfFile("end of file")
+            return data[start : start + length]
+
+        return self._call("getObject", run)
 
     def putObject(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None
@@ -182,15 +197,21 @@ class MemoryObjectStore:
 
         return self._call("completeMultipartUpload", run)
 
-    def replaceMetadata(
-        self, key: str, etag: str, size: int, metadata: dict[str, str]
+    def copyObject(
+        self,
+        source: str,
+        destination: str,
+        etag: str,
+        size: int,
+        metadata: dict[str, str],
     ) -> Deferred[object]:
         def run() -> None:
-            if key not in self.objects or self._etag(self.objects[key][0]) != etag:
-                raise StoreError("precondition failed", "PreconditionFailed")
-            self.metadata[key] = dict(metadata)
+            if source not in self.objects or self._info(source).etag != etag:
+                raise Changed("the file changed meanwhile")
+            self.objects[destination] = (self.objects[source][0], int(self.now()))
+            self.metadata[destination] = dict(metadata)
 
-        return self._call("replaceMetadata", run)
+        return self._call("copyObject", run)
 
     def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[object]:
         def run() -> None:
@@ -208,7 +229,12 @@ class MemoryObjectStore:
 
     @staticmethod
     def _etag(data: bytes) -> str:
-        return hashlib.md5(data).hexdigest()
+        return f'"{hashlib.md5(data).hexdigest()}"'
+
+    def _info(self, key: str, withMetadata: bool = False) -> ObjectInfo:
+        data, mtime = self.objects[key]
+        metadata = dict(self.metadata.get(key, {})) if withMetadata else {}
+        return ObjectInfo(key, len(data), mtime, self._etag(data), metadata)
 
     def _upload(self, key: str, uploadId: str) -> dict[int, bytes]:
         upload = self.uploads.get(uploadId)

@@ -1,88 +1,81 @@
 """
-The SFTP operations, over an L{IObjectStore}: Conch's C{ISFTPServer} and
-C{ISFTPFile}.
+The SFTP operations of one user's session over an L{IObjectStore}: Conch's
+C{ISFTPServer}.
 
 This module only translates.  Paths go through L{twisted_s3sftp.paths},
-uploads through L{twisted_s3sftp.upload}, attributes through
-L{twisted_s3sftp.listing}, and every error through L{sftpError}, the one
-place where an exception becomes an SFTP status.
+attributes through L{twisted_s3sftp.listing}, files open for writing are
+L{twisted_s3sftp.uploading.UploadFile}, for reading
+L{twisted_s3sftp.downloading.DownloadFile}, directories
+L{twisted_s3sftp.directory.DirectoryListing}, and every error goes through
+L{twisted_s3sftp.operation.sftpError}, the one place where an exception
+becomes an SFTP status.
 
-What is offered here is what uploading needs: C{realpath}, C{stat},
-C{opendir}/C{readdir}, C{mkdir}, C{remove}, and opening a file for
-writing.  Attribute changes (C{put -p}) are accepted and ignored.  Reading
-files back, renaming and removing directories answer C{OP_UNSUPPORTED}
-with a reason.
+How a file system maps onto S3 (the README has the user's view):
 
-Upload life cycle (see L{UploadFile}): the object appears only when the
-client's CLOSE succeeds.  A failed WRITE, a failed S3 call or a lost
-connection aborts the upload instead, and the CLOSE that OpenSSH still
-sends afterwards fails (conch-pitfalls items 1 and 2).
-
-Memory: opening a file for writing reserves the upload's share of the
-server's memory limit (L{UploadBudget}), waiting in line for up to
-C{memoryWait} seconds when it is used up; the share widens the SSH
-channel's window, and the upload credits the window back as its bytes
-leave memory (L{twisted_s3sftp.flow}).
+  - A file is an object; a directory is a key prefix.  C{mkdir} writes a
+    zero-byte C{dir/} marker so that an empty directory exists for every
+    server on the bucket; a prefix with objects under it is a directory
+    whether or not it has one.  Parent directories are not checked when a
+    file is uploaded: S3 has none to check.
+  - C{rmdir} removes only an empty directory (its marker).
+  - C{rename} of a file is a server-side copy and a delete; plain SFTP
+    C{rename} refuses to replace an existing file, C{posix-rename} replaces
+    it.  An empty directory can be renamed; a non-empty one cannot: S3
+    would have to copy every object under it, and a failure half-way would
+    leave two half-directories.
+  - Times set with C{setstat} are kept in the object's C{mtime} metadata
+    (a server-side copy of the object onto itself, once stored); modes and
+    owners are accepted and ignored; sizes cannot change.
+  - Appending, and writing into an existing object without truncating it
+    (a resumed upload), are refused: an S3 object cannot be changed once
+    stored.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from functools import wraps
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING
 
 from attrs import define, field
-from twisted.conch.interfaces import ISFTPFile, ISFTPServer
-from twisted.conch.ssh.filetransfer import FXF_APPEND, FXF_WRITE, SFTPError
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.conch.interfaces import ISFTPServer
+from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.filetransfer import (
+    FXF_APPEND,
+    FXF_CREAT,
+    FXF_EXCL,
+    FXF_TRUNC,
+    FXF_WRITE,
+)
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .directory import DirectoryListing
+from .downloading import DownloadFile, downloadReservation
 from .errors import (
-    FX_FAILURE,
+    FileExists,
     GatewayError,
     NoSuchFile,
     NotSupported,
-    UploadFailed,
-    statusFor,
+    PermissionDenied,
 )
-from .flow import (
-    BASE_WINDOW,
-    ChannelWindow,
-    FreeWindow,
-    MemoryLimit,
-    uploadReservation,
-)
+from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, uploadReservation
 from .interfaces import IObjectStore
 from .listing import (
     ObjectInfo,
     directoryAttributes,
-    directoryEntries,
     fileAttributes,
-    longName,
+    modificationTime,
 )
+from .operation import sftpOperation
 from .paths import directoryPrefix, normalise, objectKey
-from .upload import (
-    FinalPart,
-    Part,
-    PartPlanner,
-    PartSchedule,
-    SinglePut,
-    StoredPart,
-    UploadPolicy,
-)
+from .protocol import EXTENSIONS, limitsReply, statvfsReply
+from .upload import PartPlanner, PartSchedule
+from .uploading import MemoryBudget, UploadFile
 
 if TYPE_CHECKING:
     from .ssh import S3User
 
 log = Logger()
-
-T = TypeVar("T")
-
-#: The most entries one directory listing returns.
-MAX_LISTING = 100_000
 
 #: Entries asked for when looking a path up (one S3 list page).
 LOOKUP_PAGE = 1000
@@ -90,494 +83,8 @@ LOOKUP_PAGE = 1000
 #: What L{S3SFTPServer._lookup} returns for a directory.
 _DIRECTORY = object()
 
-
-def sftpError(failure: Failure, operation: str, subject: str) -> Failure:
-    """
-    Turn any failure of an SFTP operation into the status the client gets.
-
-    Expected errors (L{GatewayError}) keep their code and message; anything
-    else is logged with its traceback and context and answered with
-    C{FX_FAILURE} and a message that reveals nothing.
-
-    @param failure: the operation's failure.
-    @param operation: the operation's name, for the log and the message.
-    @param subject: what it was applied to (a path, a key), for the log.
-    @return: a failure wrapping an ASCII-only L{SFTPError}.
-    """
-    status = statusFor(failure.value)
-    if status is None:
-        log.failure(
-            "Unexpected error in {operation} on {subject}",
-            failure,
-            operation=operation,
-            subject=subject,
-        )
-        status = (FX_FAILURE, f"{operation} failed (internal error)")
-    return Failure(SFTPError(*status))
-
-
-def sftpOperation(
-    operation: str,
-) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Deferred[T]]]:
-    """
-    Decorate an C{async} SFTP method: run it as a Deferred and translate
-    its failure with L{sftpError}.
-
-    @param operation: the name used in logs and messages.
-    """
-
-    def decorator(method: Callable[..., Awaitable[T]]) -> Callable[..., Deferred[T]]:
-        @wraps(method)
-        def wrapper(self: object, *args: Any) -> Deferred[T]:
-            d = Deferred.fromCoroutine(method(self, *args))  # type: ignore[arg-type]
-            if args and isinstance(args[0], bytes):
-                subject = args[0].decode("utf-8", "replace")
-            else:
-                subject = getattr(self, "key", type(self).__name__)
-            return d.addErrback(sftpError, operation, subject)
-
-        return wrapper
-
-    return decorator
-
-
-@define(eq=False)
-class DirectoryListing:
-    """
-    A listing Conch hands out in READDIR batches: an iterable of
-    C{(name, longname, attrs)} with a C{close} method.
-
-    The whole listing is fetched before Conch sees it: Conch cannot iterate
-    Deferreds (conch-pitfalls item 9).
-    """
-
-    entries: list[tuple[bytes, bytes, dict[str, int]]]
-
-    def __iter__(self) -> Iterator[tuple[bytes, bytes, dict[str, int]]]:
-        return iter(self.entries)
-
-    def close(self) -> None:
-        self.entries = []
-
-
-@define(eq=False)
-class UploadBudget:
-    """
-    The memory one upload has reserved from the server's L{MemoryLimit},
-    and the SSH channel window it credits as bytes leave memory.
-
-    @ivar memory: the server-wide limit.
-    @ivar window: the channel the upload's writes arrive on.
-    @ivar clock: for the wait timeout.
-    @ivar wait: seconds to wait for memory before giving up.
-    @ivar reserved: bytes reserved now.
-    """
-
-    memory: MemoryLimit
-    window: ChannelWindow | FreeWindow
-    clock: IReactorTime
-    wait: float
-    reserved: int = field(default=0, init=False)
-    _closed: bool = field(default=False, init=False)
-
-    async def reserve(self, minimum: int, wanted: int) -> None:
-        """
-        Make sure at least C{minimum} bytes are reserved, and up to
-        C{wanted} if they are free; widen the channel window to match.
-
-        @raise UploadFailed: if C{minimum} is not free within L{wait}
-            seconds.
-        """
-        if self.reserved >= minimum:
-            return
-        take = wanted - self.reserved
-        if not self.memory.tryReserve(take):
-            take = minimum - self.reserved
-            await self._waitFor(take)
-            if self._closed:
-                # The upload ended while it waited.
-                self.memory.free(take)
-                return
-            extra = min(wanted - minimum, self.memory.available)
-            if extra > 0 and self.memory.tryReserve(extra):
-                take += extra
-        self.reserved += take
-        self.window.resize(take)
-
-    def release(self, amount: int) -> None:
-        """
-        C{amount} bytes of the upload's writes have left memory.
-        """
-        self.window.credit(amount)
-
-    def close(self) -> None:
-        """
-        Give the reservation back; anything granted later is returned at
-        once.
-        """
-        self._closed = True
-        reserved, self.reserved = self.reserved, 0
-        self.window.resize(-reserved)
-        self.memory.free(reserved)
-
-    async def _waitFor(self, amount: int) -> None:
-        granted: Deferred[None] = Deferred()
-        withdraw = self.memory.reserveLater(amount, lambda: granted.callback(None))
-        if granted.called:
-            return
-
-        def giveUp() -> None:
-            withdraw()
-            granted.errback(
-                UploadFailed("server busy: its memory limit is reached, try again later")
-            )
-
-        timer = self.clock.callLater(self.wait, giveUp)
-        try:
-            await granted
-        finally:
-            if timer.active():
-                timer.cancel()
-
-
-@implementer(ISFTPFile)
-@define(eq=False)
-class UploadFile:
-    """
-    One file open for writing: a stream of writes becoming one S3 object.
-
-    Writes are cut into parts by a L{PartPlanner} and answered as soon as
-    they are in memory; up to C{policy.concurrency} parts are in flight to
-    S3 at once.  What keeps memory bounded is the SSH window: the bytes of
-    a write are credited back to the client (L{UploadBudget.release}) only
-    once they are stored or dropped.  A failure of any part fails the next
-    WRITE and the CLOSE, and aborts the upload.
-
-    L{close} publishes the object, with the file's SHA-256 in its metadata
-    (C{x-amz-meta-sha256}); L{abort} discards it.  Once either has begun
-    the other is refused, and both may be called repeatedly.
-
-    @ivar store: where the object goes.
-    @ivar key: its key.
-    @ivar planner: cuts the writes into parts.
-    @ivar budget: the memory reserved for this upload.
-    @ivar policy: part size growth, limits and concurrency.
-    @ivar owner: the user, for the log.
-    @ivar now: the clock, for C{fstat}.
-    @ivar closeRequested: set when the client sent CLOSE for this file, as
-        opposed to the connection being lost.
-    """
-
-    store: IObjectStore
-    key: str
-    planner: PartPlanner
-    budget: UploadBudget
-    policy: UploadPolicy
-    owner: str
-    now: Callable[[], float]
-    closeRequested: bool = False
-    _failure: GatewayError | None = field(default=None, init=False)
-    _uploadId: str | None = field(default=None, init=False)
-    _creating: bool = field(default=False, init=False)
-    _queue: deque[Part] = field(factory=deque, init=False)
-    _inFlight: int = field(default=0, init=False)
-    _partBytes: int = field(default=0, init=False)
-    _charged: int = field(default=0, init=False)
-    _stored: list[StoredPart] = field(factory=list, init=False)
-    _idle: list[Deferred[None]] = field(factory=list, init=False)
-    _partSizeReserved: int = field(init=False)
-    _closing: Deferred[None] | None = field(default=None, init=False)
-    _aborting: Deferred[None] | None = field(default=None, init=False)
-    _completed: bool = field(default=False, init=False)
-    _ended: bool = field(default=False, init=False)
-
-    @_partSizeReserved.default
-    def _initialPartSize(self) -> int:
-        return self.planner.nextPartSize
-
-    @property
-    def completed(self) -> bool:
-        """
-        Whether the object was stored.
-        """
-        return self._completed
-
-    def writeChunk(self, offset: int, data: bytes) -> Deferred[None]:
-        """
-        Take one write into memory; answered at once unless the part size
-        grew and more memory must be reserved.
-
-        This is the one operation run for every 32 KiB uploaded, so it is
-        a plain method rather than a coroutine: it costs a tenth of the
-        server's CPU per byte otherwise.
-        """
-        # The channel window charged these bytes; they are credited back
-        # once they leave memory (_credit).
-        self._charged += len(data)
-        try:
-            if self._closing is not None:
-                raise UploadFailed("file is closing")
-            self._checkWritable()
-            try:
-                parts = self.planner.feed(offset, data)
-            except GatewayError as e:
-                self._fail(e)
-                raise
-            self._enqueue(parts)
-            self._checkWritable()
-        except GatewayError as e:
-            return self._refuse("write", e)
-        finally:
-            self._credit()
-        if self.planner.nextPartSize > self._partSizeReserved:
-            return self._grow()
-        return succeed(None)
-
-    def close(self) -> Deferred[None]:
-        """
-        Publish the object: the returned Deferred fires once S3 has it.
-
-        @return: a Deferred; it fails if the upload failed, was aborted, or
-            a close is already under way.
-        """
-        if self._closing is not None:
-            return self._refuse("close", UploadFailed("file is already closing"))
-        self._closing = self._close()
-        return self._closing
-
-    def abort(self, reason: str = "upload aborted") -> Deferred[None]:
-        """
-        Discard the upload: no object appears, no multipart upload is left.
-        Idempotent; a no-op once the object is stored.
-
-        @param reason: why, for the log.
-        @return: a Deferred that fires when S3 has discarded the parts.
-        """
-        self._fail(UploadFailed(reason))
-        assert self._aborting is not None
-        return self._aborting
-
-    @sftpOperation("read")
-    async def readChunk(self, offset: int, length: int) -> bytes:
-        raise NotSupported("file is open for writing only")
-
-    @sftpOperation("fstat")
-    async def getAttrs(self) -> dict[str, int]:
-        return fileAttributes(self.planner.received, int(self.now()))
-
-    @sftpOperation("fsetstat")
-    async def setAttrs(self, attrs: dict[str, int]) -> None:
-        # Permissions, owners and times are accepted and ignored, so that
-        # `put -p` works; S3 keeps none of them.
-        return None
-
-    @sftpOperation("close")
-    async def _close(self) -> None:
-        self._checkWritable()
-        try:
-            plan = self.planner.finish()
-            metadata = {"sha256": self.planner.sha256}
-            if isinstance(plan, SinglePut):
-                self._partBytes += len(plan.data)
-                try:
-                    await self.store.putObject(self.key, plan.data, metadata)
-                finally:
-                    self._partBytes -= len(plan.data)
-                    self._credit()
-            else:
-                await self._finishMultipart(plan, metadata)
-        except GatewayError as e:
-            self._fail(e)
-            raise UploadFailed(f"upload failed: {e.message}") from e
-        self._completed = True
-        self._end()
-        log.info(
-            "Stored {key} for {owner}: {size} bytes in {parts} part(s), "
-            "sha256 {sha256}",
-            key=self.key,
-            owner=self.owner,
-            size=self.planner.received,
-            parts=max(1, self.planner.partsPlanned),
-            sha256=self.planner.sha256,
-        )
-
-    async def _finishMultipart(self, plan: FinalPart, metadata: dict[str, str]) -> None:
-        self._enqueue([plan.part])
-        await self._settled()
-        self._checkWritable()
-        assert self._uploadId is not None
-        etag = await self.store.completeMultipartUpload(
-            self.key, self._uploadId, self._stored
-        )
-        # The upload id is spent: from here a failure deletes the object.
-        self._uploadId = None
-        # S3 fixes an upload's metadata when it begins, before the hash is
-        # known: record it with a copy of the object onto itself.
-        try:
-            await self.store.replaceMetadata(
-                self.key, etag, self.planner.received, metadata
-            )
-        except GatewayError:
-            try:
-                await self.store.deleteObject(self.key)
-            except GatewayError as e:
-                log.error(
-                    "Could not delete {key} after failing to record its "
-                    "checksum: {reason}",
-                    key=self.key,
-                    reason=e.message,
-                )
-            raise
-
-    @sftpOperation("write")
-    async def _grow(self) -> None:
-        """
-        The part size grew: reserve memory for the larger parts.
-        """
-        partSize = self.planner.nextPartSize
-        self._partSizeReserved = partSize
-        minimum, wanted = uploadReservation(
-            partSize, self.policy.concurrency, self.policy.bufferLimit
-        )
-        try:
-            await self.budget.reserve(minimum, wanted)
-        except GatewayError as e:
-            self._fail(e)
-            raise
-        self.planner.capacity = self.budget.reserved + BASE_WINDOW
-        self._checkWritable()
-
-    def _checkWritable(self) -> None:
-        if self._failure is not None:
-            raise UploadFailed(f"upload failed: {self._failure.message}")
-
-    def _credit(self) -> None:
-        """
-        Credit the channel window with the bytes of this upload's writes
-        that are no longer in memory.
-        """
-        inMemory = self.planner.held + self._partBytes
-        if self._charged > inMemory:
-            self.budget.release(self._charged - inMemory)
-            self._charged = inMemory
-
-    def _enqueue(self, parts: list[Part]) -> None:
-        for part in parts:
-            self._queue.append(part)
-            self._partBytes += len(part.data)
-        self._pump()
-
-    def _pump(self) -> None:
-        """
-        Start the multipart upload, or as many queued parts as may fly.
-        """
-        if self._failure is not None:
-            self._partBytes -= sum(len(part.data) for part in self._queue)
-            self._queue.clear()
-            self._credit()
-        elif self._uploadId is None:
-            if self._queue and not self._creating:
-                self._creating = True
-                Deferred.fromCoroutine(self._create())
-        else:
-            while self._queue and self._inFlight < self.policy.concurrency:
-                self._inFlight += 1
-                Deferred.fromCoroutine(self._send(self._queue.popleft()))
-        if not (self._queue or self._inFlight or self._creating):
-            idle, self._idle = self._idle, []
-            for waiter in idle:
-                waiter.callback(None)
-
-    async def _create(self) -> None:
-        try:
-            self._uploadId = await self.store.createMultipartUpload(self.key)
-        except Exception as e:
-            self._partFailed(e)
-        finally:
-            self._creating = False
-        self._pump()
-
-    async def _send(self, part: Part) -> None:
-        assert self._uploadId is not None
-        try:
-            stored = await self.store.uploadPart(
-                self.key, self._uploadId, part.number, part.data
-            )
-            self._stored.append(stored)
-        except Exception as e:
-            self._partFailed(e)
-        finally:
-            self._inFlight -= 1
-            self._partBytes -= len(part.data)
-            self._credit()
-        self._pump()
-
-    def _partFailed(self, error: Exception) -> None:
-        if not isinstance(error, GatewayError):
-            log.failure(
-                "Unexpected error uploading {key}", Failure(error), key=self.key
-            )
-            error = UploadFailed("internal error")
-        self._fail(error)
-
-    async def _settled(self) -> None:
-        """
-        Wait until no part is queued or in flight.
-        """
-        if self._queue or self._inFlight or self._creating:
-            waiter: Deferred[None] = Deferred()
-            self._idle.append(waiter)
-            await waiter
-
-    def _fail(self, error: GatewayError) -> None:
-        """
-        Record the first failure, drop what is held and start aborting.
-        """
-        if self._failure is not None or self._completed:
-            if self._aborting is None:
-                self._aborting = succeed(None)
-            return
-        self._failure = error
-        log.warn(
-            "Upload of {key} for {owner} failed after {size} bytes: {reason}",
-            key=self.key,
-            owner=self.owner,
-            size=self.planner.received,
-            reason=getattr(error, "storeCode", "") or error.message,
-        )
-        self.planner.discard()
-        self._pump()
-        self._aborting = Deferred.fromCoroutine(self._abortUpload())
-
-    async def _abortUpload(self) -> None:
-        await self._settled()
-        if self._uploadId is not None:
-            try:
-                await self.store.abortMultipartUpload(self.key, self._uploadId)
-            except GatewayError as e:
-                log.error(
-                    "Could not abort upload {uploadId} of {key}: {reason}; "
-                    "it stays until a lifecycle rule removes it",
-                    uploadId=self._uploadId,
-                    key=self.key,
-                    reason=e.message,
-                )
-        self._end()
-
-    def _end(self) -> None:
-        """
-        Give back the memory and any window still charged, once.
-        """
-        if self._ended:
-            return
-        self._ended = True
-        if self._charged:
-            self.budget.release(self._charged)
-            self._charged = 0
-        self.budget.close()
-
-    def _refuse(self, operation: str, error: GatewayError) -> Deferred[None]:
-        return fail(sftpError(Failure(error), operation, self.key))
+#: What L{S3SFTPServer._lookup} finds.
+Found = ObjectInfo | UploadFile | object | None
 
 
 @implementer(ISFTPServer)
@@ -603,74 +110,92 @@ class S3SFTPServer:
         return self.avatar.home
 
     def gotVersion(self, otherVersion: int, extData: dict[bytes, bytes]) -> dict[bytes, bytes]:
-        return {}
+        return dict(EXTENSIONS)
 
     @sftpOperation("realpath")
     async def realPath(self, path: bytes) -> bytes:
         return normalise(path).encode("utf-8")
 
     @sftpOperation("open")
-    async def openFile(self, filename: bytes, flags: int, attrs: dict[str, int]) -> UploadFile:
-        path = normalise(filename)
+    async def openFile(
+        self, filename: bytes, flags: int, attrs: dict[str, int]
+    ) -> UploadFile | DownloadFile:
+        virtual = normalise(filename)
+        key = objectKey(self._home, virtual)
         if not flags & FXF_WRITE:
-            raise NotSupported("downloads are not supported yet")
+            return await self._openDownload(virtual, key)
         if flags & FXF_APPEND:
-            raise NotSupported("appending to an S3 object is not supported")
-        key = objectKey(self._home, path)
+            raise NotSupported(
+                "appending is not supported: an S3 object cannot be changed "
+                "once stored; upload the whole file again"
+            )
+        if flags & FXF_EXCL or not flags & FXF_TRUNC or not flags & FXF_CREAT:
+            await self._checkTarget(virtual, flags)
         policy = self.avatar.policy
-        schedule = PartSchedule(policy.partSize, policy.limits)
-        budget = UploadBudget(
+        budget = MemoryBudget(
             self.avatar.memory, self.window, self.avatar.clock, policy.memoryWait
         )
         await budget.reserve(
             *uploadReservation(policy.partSize, policy.concurrency, policy.bufferLimit)
         )
-        log.info("Upload of {key} for {owner} opened", key=key, owner=self.avatar.username)
-        return UploadFile(
+        upload = UploadFile(
             store=self._store,
             key=key,
-            planner=PartPlanner(schedule, capacity=budget.reserved + BASE_WINDOW),
+            planner=PartPlanner(
+                PartSchedule(policy.partSize, policy.limits),
+                capacity=budget.reserved + BASE_WINDOW,
+            ),
             budget=budget,
             policy=policy,
             owner=self.avatar.username,
             now=self.avatar.clock.seconds,
+            uploads=self.avatar.uploads,
+            mtime=attrs.get("mtime"),
         )
+        self.avatar.uploads.add(upload)
+        log.info("Upload of {key} for {owner} opened", key=key, owner=self.avatar.username)
+        return upload
 
     @sftpOperation("stat")
     async def getAttrs(self, path: bytes, followLinks: bool) -> dict[str, int]:
         virtual = normalise(path)
-        now = int(self.avatar.clock.seconds())
-        found = await self._lookup(virtual)
+        found = await self._lookup(virtual, head=True)
         if found is None:
             raise NoSuchFile("no such file or directory")
-        if found is _DIRECTORY:
-            return directoryAttributes(now)
-        assert isinstance(found, ObjectInfo)
-        return fileAttributes(found.size, found.mtime)
+        if isinstance(found, UploadFile):
+            return found.attributes()
+        if isinstance(found, ObjectInfo):
+            return fileAttributes(found.size, modificationTime(found))
+        return directoryAttributes(await self._directoryTime(virtual))
 
     @sftpOperation("setstat")
     async def setAttrs(self, path: bytes, attrs: dict[str, int]) -> None:
-        # Accepted and ignored, as for an open file (UploadFile.setAttrs).
-        normalise(path)
+        virtual = normalise(path)
+        found = await self._lookup(virtual, head=True)
+        if found is None:
+            raise NoSuchFile("no such file or directory")
+        if isinstance(found, UploadFile):
+            found.changeAttributes(attrs)
+        elif isinstance(found, ObjectInfo):
+            await self._setFileAttributes(found, attrs)
+        # A directory's attributes are accepted and ignored.
 
     @sftpOperation("opendir")
     async def openDirectory(self, path: bytes) -> DirectoryListing:
         virtual = normalise(path)
         prefix = directoryPrefix(self._home, virtual)
-        listing = await self._store.listDirectory(prefix, MAX_LISTING)
-        if virtual != "/" and not (listing.objects or listing.prefixes):
-            raise NoSuchFile("no such directory")
-        now = self.avatar.clock.seconds()
-        return DirectoryListing(
-            [
-                (
-                    name.encode("utf-8"),
-                    longName(name, attrs, now).encode("utf-8"),
-                    attrs,
-                )
-                for name, attrs in directoryEntries(prefix, listing, now)
-            ]
+        listing = DirectoryListing(
+            self._store,
+            prefix,
+            self.avatar.clock.seconds,
+            first=[
+                (upload.key[len(prefix) :], upload.attributes())
+                for upload in self.avatar.uploads.under(prefix)
+            ],
         )
+        if not await listing.start() and virtual != "/":
+            raise NoSuchFile("no such directory")
+        return listing
 
     @sftpOperation("mkdir")
     async def makeDirectory(self, path: bytes, attrs: dict[str, int]) -> None:
@@ -682,20 +207,48 @@ class S3SFTPServer:
             raise GatewayError("a file with that name exists")
         await self._store.putObject(directoryPrefix(self._home, virtual), b"")
 
-    @sftpOperation("remove")
-    async def removeFile(self, path: bytes) -> None:
-        key = objectKey(self._home, normalise(path))
-        if await self._store.headObject(key) is None:
-            raise NoSuchFile("no such file")
-        await self._store.deleteObject(key)
-
     @sftpOperation("rmdir")
     async def removeDirectory(self, path: bytes) -> None:
-        raise NotSupported("removing directories is not supported yet")
+        virtual = normalise(path)
+        if virtual == "/":
+            raise PermissionDenied("the home directory cannot be removed")
+        prefix = directoryPrefix(self._home, virtual)
+        hasMarker = await self._checkEmpty(prefix)
+        if not hasMarker:
+            found = await self._lookup(virtual)
+            if found is None:
+                raise NoSuchFile("no such directory")
+            raise GatewayError("not a directory")
+        await self._store.deleteObject(prefix)
+
+    @sftpOperation("remove")
+    async def removeFile(self, path: bytes) -> None:
+        virtual = normalise(path)
+        key = objectKey(self._home, virtual)
+        upload = self.avatar.uploads.get(key)
+        if upload is not None:
+            # The upload is discarded; a CLOSE of it then fails.
+            await upload.abort("the file was removed")
+            if upload.closing is not None:
+                await _settled(upload.closing)
+        info = await self._store.headObject(key)
+        if info is not None:
+            await self._store.deleteObject(key)
+        elif upload is None:
+            if await self._lookup(virtual) is _DIRECTORY:
+                raise GatewayError("is a directory (use rmdir)")
+            raise NoSuchFile("no such file")
 
     @sftpOperation("rename")
     async def renameFile(self, oldPath: bytes, newPath: bytes) -> None:
-        raise NotSupported("rename is not supported yet")
+        await self._rename(normalise(oldPath), normalise(newPath), overwrite=False)
+
+    @sftpOperation("posix-rename")
+    async def posixRename(self, oldPath: bytes, newPath: bytes) -> None:
+        """
+        C{posix-rename@openssh.com}: rename, replacing an existing file.
+        """
+        await self._rename(normalise(oldPath), normalise(newPath), overwrite=True)
 
     @sftpOperation("readlink")
     async def readLink(self, path: bytes) -> bytes:
@@ -707,13 +260,154 @@ class S3SFTPServer:
 
     @sftpOperation("extended")
     async def extendedRequest(self, extendedName: bytes, extendedData: bytes) -> bytes:
+        if extendedName == b"statvfs@openssh.com":
+            path, _ = getNS(extendedData)
+            normalise(path)
+            return statvfsReply()
+        if extendedName == b"limits@openssh.com":
+            return limitsReply()
         raise NotSupported("unsupported extension")
 
-    async def _lookup(self, virtual: str) -> ObjectInfo | object | None:
+    async def _openDownload(self, virtual: str, key: str) -> DownloadFile:
+        info = await self._store.headObject(key)
+        if info is None:
+            if await self._lookup(virtual) is _DIRECTORY:
+                raise GatewayError("is a directory")
+            raise NoSuchFile("no such file")
+        budget = MemoryBudget(
+            self.avatar.memory,
+            FreeWindow(),
+            self.avatar.clock,
+            self.avatar.policy.memoryWait,
+        )
+        await budget.reserve(downloadReservation(), downloadReservation())
+        log.info(
+            "Download of {key} for {owner} opened", key=key, owner=self.avatar.username
+        )
+        return DownloadFile(self._store, info, budget)
+
+    async def _checkTarget(self, virtual: str, flags: int) -> None:
+        """
+        Check what an OPEN for writing would replace, when its flags make
+        that matter: C{EXCL}, no C{TRUNC} (a resume) or no C{CREAT}.
+        """
+        found = await self._lookup(virtual)
+        if found is _DIRECTORY:
+            raise GatewayError("is a directory")
+        if found is None:
+            if not flags & FXF_CREAT:
+                raise NoSuchFile("no such file")
+            return
+        if flags & FXF_EXCL:
+            raise FileExists("file already exists")
+        if not flags & FXF_TRUNC:
+            raise NotSupported(
+                "writing into an existing file (resuming) is not supported: "
+                "an S3 object cannot be changed once stored; upload the "
+                "whole file again"
+            )
+
+    async def _setFileAttributes(self, info: ObjectInfo, attrs: dict[str, int]) -> None:
+        if "size" in attrs and attrs["size"] != info.size:
+            raise NotSupported(
+                "changing a file's size is not supported: S3 objects cannot "
+                "be truncated or extended"
+            )
+        mtime = attrs.get("mtime")
+        if mtime is not None and mtime != modificationTime(info):
+            await self._store.copyObject(
+                info.key,
+                info.key,
+                info.etag,
+                info.size,
+                info.metadata | {"mtime": str(mtime)},
+            )
+
+    async def _rename(self, old: str, new: str, overwrite: bool) -> None:
+        if "/" in (old, new):
+            raise PermissionDenied("the home directory cannot be renamed")
+        found = await self._lookup(old, head=True)
+        if found is None:
+            raise NoSuchFile("no such file or directory")
+        if isinstance(found, UploadFile):
+            raise GatewayError("the file is still being uploaded")
+        if old == new:
+            return
+        target = await self._lookup(new)
+        if found is _DIRECTORY:
+            await self._renameDirectory(old, new, target)
+            return
+        assert isinstance(found, ObjectInfo)
+        if target is _DIRECTORY:
+            raise GatewayError("a directory with the new name exists")
+        if isinstance(target, UploadFile):
+            raise GatewayError("a file with the new name is being uploaded")
+        if target is not None and not overwrite:
+            raise GatewayError("a file with the new name exists")
+        newKey = objectKey(self._home, new)
+        await self._store.copyObject(
+            found.key, newKey, found.etag, found.size, found.metadata
+        )
+        await self._store.deleteObject(found.key)
+        log.info(
+            "Renamed {old} to {new} for {owner}",
+            old=found.key,
+            new=newKey,
+            owner=self.avatar.username,
+        )
+
+    async def _renameDirectory(self, old: str, new: str, target: Found) -> None:
+        if (new + "/").startswith(old + "/"):
+            raise GatewayError("a directory cannot be moved into itself")
+        if target is not None:
+            raise GatewayError("a file or directory with the new name exists")
+        oldPrefix = directoryPrefix(self._home, old)
+        newPrefix = directoryPrefix(self._home, new)
+        await self._checkEmpty(
+            oldPrefix,
+            NotSupported(
+                "renaming a directory that is not empty is not supported: S3 "
+                "would have to copy every file in it"
+            ),
+        )
+        await self._store.putObject(newPrefix, b"")
+        await self._store.deleteObject(oldPrefix)
+
+    async def _checkEmpty(
+        self, prefix: str, error: GatewayError | None = None
+    ) -> bool:
+        """
+        @param prefix: a directory's prefix.
+        @param error: raised if anything is in it.
+        @return: whether it has a marker object.
+        @raise GatewayError: C{error}, or "directory not empty".
+        """
+        listing = await self._store.listDirectory(prefix, 2)
+        marker = any(info.key == prefix for info in listing.objects)
+        others = len(listing.objects) + len(listing.prefixes) - marker
+        if others or any(True for _ in self.avatar.uploads.under(prefix)):
+            raise error or GatewayError("directory not empty")
+        return marker
+
+    async def _directoryTime(self, virtual: str) -> int:
+        """
+        @return: when the directory's marker was stored, or the current
+            time for the home or a directory without one.
+        """
+        if virtual != "/":
+            prefix = directoryPrefix(self._home, virtual)
+            listing = await self._store.listDirectory(prefix, 1)
+            for info in listing.objects:
+                if info.key == prefix:
+                    return info.mtime
+        return int(self.avatar.clock.seconds())
+
+    async def _lookup(self, virtual: str, head: bool = False) -> Found:
         """
         Find what a path names, in one S3 request in all but rare cases.
 
-        A listing of the key itself as a prefix (with C{/} as delimiter)
+        An upload under way on this server is found first.  Otherwise a
+        listing of the key itself as a prefix (with C{/} as delimiter)
         holds the object of that exact key, if there is one, as its first
         entry, and the key's C{dir/} prefix if it is a directory, unless
         more than L{LOOKUP_PAGE} siblings sort between them (names that
@@ -721,19 +415,38 @@ class S3SFTPServer:
         then is a second request made.  A file wins over a directory of
         the same name.
 
-        @return: the file's L{ObjectInfo}, L{_DIRECTORY}, or L{None}.
+        @param head: whether a file's metadata is wanted (a HEAD request).
+        @return: the L{UploadFile}, the file's L{ObjectInfo}, L{_DIRECTORY},
+            or L{None}.
         """
         if virtual == "/":
             return _DIRECTORY
         key = objectKey(self._home, virtual)
+        upload = self.avatar.uploads.get(key)
+        if upload is not None:
+            return upload
         listing = await self._store.listDirectory(key, LOOKUP_PAGE)
         for info in listing.objects:
             if info.key == key:
-                return info
+                return await self._store.headObject(key) if head else info
         if key + "/" in listing.prefixes:
             return _DIRECTORY
-        if len(listing.objects) + len(listing.prefixes) >= LOOKUP_PAGE:
+        if listing.token is not None:
             directory = await self._store.listDirectory(key + "/", 1)
             if directory.objects or directory.prefixes:
                 return _DIRECTORY
         return None
+
+
+async def _settled(d: Deferred[None]) -> None:
+    """
+    Wait for C{d} to fire, whatever its outcome, without consuming it.
+    """
+    waiter: Deferred[None] = Deferred()
+
+    def fired(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    d.addBoth(fired)
+    await waiter

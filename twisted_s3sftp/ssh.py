@@ -17,7 +17,7 @@ this server (see C{conch-pitfalls.md}).
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Callable
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import IConchUser, ISFTPServer
@@ -29,6 +29,13 @@ from twisted.conch.ssh.filetransfer import (
     FX_FAILURE,
     FX_OK,
     FX_OP_UNSUPPORTED,
+    FXP_ATTRS,
+    FXP_DATA,
+    FXP_EXTENDED_REPLY,
+    FXP_HANDLE,
+    FXP_INIT,
+    FXP_NAME,
+    FXP_STATUS,
     FXP_WRITE,
     FileTransferServer,
 )
@@ -52,19 +59,22 @@ from zope.interface import Interface, implementer
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit
 from .interfaces import IObjectStore
 from .paths import homePrefix
-from .sftp import S3SFTPServer, UploadFile
+from .protocol import MAX_HANDLES, MAX_OUTGOING, MAX_PENDING, MAX_READ, MAX_SFTP_MESSAGE
+from .sftp import S3SFTPServer
 from .upload import UploadPolicy
+from .uploading import ActiveUploads, UploadFile
 
 log = Logger()
-
-#: The largest SFTP message accepted: OpenSSH's own limit (256 KiB) plus
-#: room for the header, as its sftp-server allows.
-MAX_SFTP_MESSAGE = 256 * 1024 + 1024
 
 #: Bytes read from a connection at a time (Twisted's default is 64 KiB):
 #: fewer, larger reads mean fewer reactor turns and fewer reply sends per
 #: byte uploaded.
 READ_SIZE = 256 * 1024
+
+#: The replies that answer a request (each request gets exactly one).
+_REPLIES = frozenset(
+    (FXP_STATUS, FXP_HANDLE, FXP_DATA, FXP_NAME, FXP_ATTRS, FXP_EXTENDED_REPLY)
+)
 
 #: Signature algorithms accepted for user keys (RFC 8308 server-sig-algs).
 USER_SIGNATURE_ALGORITHMS = (
@@ -95,36 +105,68 @@ class S3FileTransferServer(FileTransferServer):
 
     _window: ChannelWindow | FreeWindow | None = None
     _owned = 0
+    _pending = 0
+    _readingBytes = 0
+    _dispatching = False
+    _session: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         # The transport is the session's process protocol; its session
         # keeps the channel window the writes are credited to.
-        session = getattr(self.transport, "session", None)
-        self._window = getattr(session, "window", None) or FreeWindow()
+        self._session = getattr(self.transport, "session", None)
+        self._window = getattr(self._session, "window", None) or FreeWindow()
         self.client.window = self._window
+        self._reading: dict[bytes, int] = {}
+        if self._session is not None:
+            self._session.onWritable = self._process
 
     def dataReceived(self, data: bytes) -> None:
         if self._lost:
             return
-        buf = self.buf + data if self.buf else data
-        position = 0
-        while len(buf) - position >= 4:
-            (length,) = struct.unpack_from("!L", buf, position)
-            if length > MAX_SFTP_MESSAGE or length < 5:
-                log.warn(
-                    "Closing SFTP channel: client sent a {length}-byte message",
-                    length=length,
-                )
-                self.buf = b""
-                self.transport.loseConnection()
-                return
-            end = position + 4 + length
-            if len(buf) < end:
-                break
-            self._dispatch(buf[position + 4], buf, position + 5, end)
-            position = end
-        self.buf = buf[position:]
+        self.buf = self.buf + data if self.buf else data
+        self._process()
+
+    def _process(self) -> None:
+        """
+        Handle the complete messages received, unless too many requests
+        wait for replies or too many READ replies are under way
+        (L{MAX_PENDING}, L{MAX_OUTGOING}).  Messages left unread are not
+        credited to the channel window, which stops the client; reading
+        resumes as replies go out.
+        """
+        if self._dispatching or self._lost:
+            return
+        self._dispatching = True
+        try:
+            buf = self.buf
+            position = 0
+            while len(buf) - position >= 4 and not self._congested():
+                (length,) = struct.unpack_from("!L", buf, position)
+                if length > MAX_SFTP_MESSAGE or length < 5:
+                    log.warn(
+                        "Closing SFTP channel: client sent a {length}-byte message",
+                        length=length,
+                    )
+                    self.buf = buf = b""
+                    position = 0
+                    self.transport.loseConnection()
+                    break
+                end = position + 4 + length
+                if len(buf) < end:
+                    break
+                self._dispatch(buf[position + 4], buf, position + 5, end)
+                position = end
+            self.buf = buf[position:]
+        finally:
+            self._dispatching = False
+
+    def _congested(self) -> bool:
+        backlog = len(getattr(self._session, "buf", b""))
+        return (
+            self._pending >= MAX_PENDING
+            or self._readingBytes + backlog >= MAX_OUTGOING
+        )
 
     def _dispatch(self, kind: int, buf: bytes, start: int, end: int) -> None:
         """
@@ -133,6 +175,8 @@ class S3FileTransferServer(FileTransferServer):
         WRITE its upload has taken (the upload credits those).
         """
         self._owned = 0
+        if kind != FXP_INIT:
+            self._pending += 1
         requestId = buf[start : start + 4]
         packetType = self.packetTypes.get(kind)
         handler = getattr(self, f"packet_{packetType}", None) if packetType else None
@@ -178,16 +222,77 @@ class S3FileTransferServer(FileTransferServer):
         d.addCallback(self._cbStatus, requestId, b"write succeeded")
         d.addErrback(self._ebStatus, requestId, b"write failed")
 
+    def packet_OPEN(self, data: bytes) -> None:
+        if self._handlesFull(data[:4]):
+            return
+        super().packet_OPEN(data)
+
+    def packet_OPENDIR(self, data: bytes) -> None:
+        if self._handlesFull(data[:4]):
+            return
+        super().packet_OPENDIR(data)
+
+    def _handlesFull(self, requestId: bytes) -> bool:
+        if len(self.openFiles) + len(self.openDirs) < MAX_HANDLES:
+            return False
+        self._sendStatus(
+            requestId, FX_FAILURE, b"too many open files (%d)" % (MAX_HANDLES,)
+        )
+        return True
+
     def _cbOpenFile(self, fileObj: Any, requestId: bytes) -> None:
         # An OPEN may finish (after waiting for memory) once the connection
         # is gone: nobody can write or close that file, so discard it now
-        # rather than keep its memory reserved for ever.
-        if self._lost:
+        # rather than keep its memory reserved for ever.  The handle cap is
+        # checked again: OPENs may have been pipelined.
+        if self._lost or self._handlesFull(requestId):
             abort = getattr(fileObj, "abort", None)
             if abort is not None:
                 abort("connection lost before the file was opened")
             return
         super()._cbOpenFile(fileObj, requestId)
+
+    def _cbOpenDirectory(self, dirObj: Any, requestId: bytes) -> None:
+        if self._lost or self._handlesFull(requestId):
+            dirObj.close()
+            return
+        super()._cbOpenDirectory(dirObj, requestId)
+
+    def packet_READ(self, data: bytes) -> None:
+        handle, rest = getNS(data[4:])
+        (length,) = struct.unpack_from("!L", rest, 8)
+        length = min(length, MAX_READ)
+        self._reading[data[:4]] = length
+        self._readingBytes += length
+        super().packet_READ(data)
+
+    def packet_READDIR(self, data: bytes) -> None:
+        requestId = data[:4]
+        handle, _ = getNS(data[4:])
+        opened = self.openDirs.get(handle)
+        if opened is None:
+            self._sendStatus(requestId, FX_FAILURE, b"invalid handle")
+            return
+        readBatch = getattr(opened[0], "readBatch", None)
+        if readBatch is None:
+            super().packet_READDIR(data)
+            return
+        d = readBatch()
+        d.addCallback(self._cbSendDirectory, requestId)
+        d.addErrback(self._ebStatus, requestId, b"readdir failed")
+
+    def packet_EXTENDED(self, data: bytes) -> None:
+        requestId = data[:4]
+        name, extension = getNS(data[4:])
+        if name != b"posix-rename@openssh.com":
+            super().packet_EXTENDED(data)
+            return
+        # Answered with a status, not an extended reply.
+        old, rest = getNS(extension)
+        new, _ = getNS(rest)
+        d = maybeDeferred(self.client.posixRename, old, new)
+        d.addCallback(self._cbStatus, requestId, b"rename succeeded")
+        d.addErrback(self._ebStatus, requestId, b"rename failed")
 
     def packet_CLOSE(self, data: bytes) -> None:
         handle, _ = getNS(data[4:])
@@ -213,8 +318,14 @@ class S3FileTransferServer(FileTransferServer):
     def sendPacket(self, kind: int, data: bytes) -> None:
         # Replies that complete after the connection is gone are dropped:
         # writing them would only re-enter connectionLost.
-        if not self._lost:
-            super().sendPacket(kind, data)
+        if self._lost:
+            return
+        super().sendPacket(kind, data)
+        if kind in _REPLIES:
+            self._pending -= 1
+            self._readingBytes -= self._reading.pop(data[:4], 0)
+            if self.buf and not self._dispatching:
+                self._process()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         # Conch calls close() on every open file here, exactly as for a
@@ -270,7 +381,11 @@ class SFTPSession(SSHSession):
     (see L{S3Connection}): each upload widens it by the memory it reserved.
 
     @ivar window: the channel's flow control.
+    @ivar onWritable: called when the client's window lets held-back data
+        go out again (set by the SFTP protocol).
     """
+
+    onWritable: Callable[[], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -281,6 +396,10 @@ class SFTPSession(SSHSession):
         conn = self.conn
         if conn is not None and self in conn.channelsToRemoteChannel:
             conn.adjustWindow(self, amount)
+
+    def startWriting(self) -> None:
+        if self.onWritable is not None:
+            self.onWritable()
 
     def request_env(self, data: bytes) -> int:
         return 0
@@ -312,6 +431,7 @@ class S3User(ConchUser):
     @ivar policy: how uploads use memory and S3.
     @ivar memory: the server's memory limit, shared by all uploads.
     @ivar clock: the time source.
+    @ivar uploads: the server's uploads under way.
     """
 
     def __init__(
@@ -322,6 +442,7 @@ class S3User(ConchUser):
         policy: UploadPolicy,
         memory: MemoryLimit,
         clock: IReactorTime,
+        uploads: ActiveUploads | None = None,
     ) -> None:
         super().__init__()
         self.username = username
@@ -330,6 +451,7 @@ class S3User(ConchUser):
         self.policy = policy
         self.memory = memory
         self.clock = clock
+        self.uploads = ActiveUploads() if uploads is None else uploads
         self.channelLookup[b"session"] = SFTPSession
         self.subsystemLookup[b"sftp"] = S3FileTransferServer
 
@@ -352,6 +474,7 @@ class S3Realm:
     @ivar policy: how uploads use memory and S3.
     @ivar memory: the server's memory limit.
     @ivar clock: the time source.
+    @ivar uploads: the uploads under way, seen by every session.
     """
 
     def __init__(
@@ -367,6 +490,7 @@ class S3Realm:
         self.policy = policy
         self.memory = memory
         self.clock = clock
+        self.uploads = ActiveUploads()
 
     def requestAvatar(self, avatarId: bytes, mind: object, *interfaces: Any) -> Any:
         if IConchUser not in interfaces:
@@ -379,6 +503,7 @@ class S3Realm:
             self.policy,
             self.memory,
             self.clock,
+            self.uploads,
         )
         log.info("{username} logged in", username=username)
         return IConchUser, user, user.logout

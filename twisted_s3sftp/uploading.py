@@ -1,0 +1,537 @@
+"""
+Uploads: one file open for writing becomes one S3 object, all or nothing.
+
+L{UploadFile} cuts the writes into parts (L{twisted_s3sftp.upload}) and
+sends them to the store; L{MemoryBudget} is the memory it reserved and the
+SSH window it credits back (L{twisted_s3sftp.flow}); L{ActiveUploads}
+lists the uploads under way on this server, so that C{stat}, C{ls} and
+C{remove} see them.
+
+Life cycle: the object appears only when the client's CLOSE succeeds.  A
+failed WRITE, a failed S3 call, a C{remove} of the file or a lost
+connection aborts the upload instead, and the CLOSE that OpenSSH still
+sends afterwards fails (conch-pitfalls items 1 and 2).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterator
+
+from attrs import define, field
+from twisted.conch.interfaces import ISFTPFile
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .errors import GatewayError, NotSupported, UploadFailed
+from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit, uploadReservation
+from .interfaces import IObjectStore
+from .listing import fileAttributes
+from .operation import sftpError, sftpOperation
+from .upload import FinalPart, Part, PartPlanner, SinglePut, StoredPart, UploadPolicy
+
+log = Logger()
+
+
+@define(eq=False)
+class MemoryBudget:
+    """
+    The memory one open file has reserved from the server's
+    L{MemoryLimit}, and the SSH channel window it credits as bytes leave
+    memory (a L{FreeWindow} for downloads, which receive no data).
+
+    @ivar memory: the server-wide limit.
+    @ivar window: the channel the upload's writes arrive on.
+    @ivar clock: for the wait timeout.
+    @ivar wait: seconds to wait for memory before giving up.
+    @ivar reserved: bytes reserved now.
+    """
+
+    memory: MemoryLimit
+    window: ChannelWindow | FreeWindow
+    clock: IReactorTime
+    wait: float
+    reserved: int = field(default=0, init=False)
+    _closed: bool = field(default=False, init=False)
+
+    async def reserve(self, minimum: int, wanted: int) -> None:
+        """
+        Make sure at least C{minimum} bytes are reserved, and up to
+        C{wanted} if they are free; widen the channel window to match.
+
+        @raise UploadFailed: if C{minimum} is not free within L{wait}
+            seconds.
+        """
+        if self.reserved >= minimum:
+            return
+        take = wanted - self.reserved
+        if not self.memory.tryReserve(take):
+            take = minimum - self.reserved
+            await self._waitFor(take)
+            if self._closed:
+                # The upload ended while it waited.
+                self.memory.free(take)
+                return
+            extra = min(wanted - minimum, self.memory.available)
+            if extra > 0 and self.memory.tryReserve(extra):
+                take += extra
+        self.reserved += take
+        self.window.resize(take)
+
+    def release(self, amount: int) -> None:
+        """
+        C{amount} bytes of the upload's writes have left memory.
+        """
+        self.window.credit(amount)
+
+    def close(self) -> None:
+        """
+        Give the reservation back; anything granted later is returned at
+        once.
+        """
+        self._closed = True
+        reserved, self.reserved = self.reserved, 0
+        self.window.resize(-reserved)
+        self.memory.free(reserved)
+
+    async def _waitFor(self, amount: int) -> None:
+        granted: Deferred[None] = Deferred()
+        withdraw = self.memory.reserveLater(amount, lambda: granted.callback(None))
+        if granted.called:
+            return
+
+        def giveUp() -> None:
+            withdraw()
+            granted.errback(
+                UploadFailed("server busy: its memory limit is reached, try again later")
+            )
+
+        timer = self.clock.callLater(self.wait, giveUp)
+        try:
+            await granted
+        finally:
+            if timer.active():
+                timer.cancel()
+
+
+@implementer(ISFTPFile)
+@define(eq=False)
+class UploadFile:
+    """
+    One file open for writing: a stream of writes becoming one S3 object.
+
+    Writes are cut into parts by a L{PartPlanner} and answered as soon as
+    they are in memory; up to C{policy.concurrency} parts are in flight to
+    S3 at once.  What keeps memory bounded is the SSH window: the bytes of
+    a write are credited back to the client (L{MemoryBudget.release}) only
+    once they are stored or dropped.  A failure of any part fails the next
+    WRITE and the CLOSE, and aborts the upload.
+
+    L{close} publishes the object, with the file's SHA-256 in its metadata
+    (C{x-amz-meta-sha256}); L{abort} discards it.  Once either has begun
+    the other is refused, and both may be called repeatedly.
+
+    @ivar store: where the object goes.
+    @ivar key: its key.
+    @ivar planner: cuts the writes into parts.
+    @ivar budget: the memory reserved for this upload.
+    @ivar policy: part size growth, limits and concurrency.
+    @ivar owner: the user, for the log.
+    @ivar now: the clock, for C{fstat}.
+    @ivar uploads: the server's uploads under way, which this one leaves
+        when it ends.
+    @ivar mtime: the modification time a client set (C{fsetstat} or
+        C{setstat} during the upload), stored with the object as
+        C{x-amz-meta-mtime}, or L{None}.
+    @ivar closeRequested: set when the client sent CLOSE for this file, as
+        opposed to the connection being lost.
+    """
+
+    store: IObjectStore
+    key: str
+    planner: PartPlanner
+    budget: MemoryBudget
+    policy: UploadPolicy
+    owner: str
+    now: Callable[[], float]
+    uploads: ActiveUploads | None = None
+    mtime: int | None = None
+    closeRequested: bool = False
+    _failure: GatewayError | None = field(default=None, init=False)
+    _uploadId: str | None = field(default=None, init=False)
+    _creating: bool = field(default=False, init=False)
+    _queue: deque[Part] = field(factory=deque, init=False)
+    _inFlight: int = field(default=0, init=False)
+    _partBytes: int = field(default=0, init=False)
+    _charged: int = field(default=0, init=False)
+    _stored: list[StoredPart] = field(factory=list, init=False)
+    _idle: list[Deferred[None]] = field(factory=list, init=False)
+    _partSizeReserved: int = field(init=False)
+    _closing: Deferred[None] | None = field(default=None, init=False)
+    _aborting: Deferred[None] | None = field(default=None, init=False)
+    _completed: bool = field(default=False, init=False)
+    _ended: bool = field(default=False, init=False)
+
+    @_partSizeReserved.default
+    def _initialPartSize(self) -> int:
+        return self.planner.nextPartSize
+
+    @property
+    def completed(self) -> bool:
+        """
+        Whether the object was stored.
+        """
+        return self._completed
+
+    @property
+    def closing(self) -> Deferred[None] | None:
+        """
+        The outcome of the CLOSE under way, or L{None} before one.
+        """
+        return self._closing
+
+    def attributes(self) -> dict[str, int]:
+        """
+        @return: the file's attributes so far: the bytes received, and the
+            time set by the client or else the current time.
+        """
+        mtime = self.mtime if self.mtime is not None else int(self.now())
+        return fileAttributes(self.planner.received, mtime)
+
+    def changeAttributes(self, attrs: dict[str, int]) -> None:
+        """
+        Apply a C{setstat}: keep the modification time for the object;
+        ignore permissions and owners, which S3 does not keep.
+
+        @raise NotSupported: for a change of size (truncation).
+        """
+        if "size" in attrs and attrs["size"] != self.planner.received:
+            raise NotSupported(
+                "changing a file's size is not supported: S3 objects cannot "
+                "be truncated or extended"
+            )
+        if "mtime" in attrs:
+            self.mtime = attrs["mtime"]
+
+    def writeChunk(self, offset: int, data: bytes) -> Deferred[None]:
+        """
+        Take one write into memory; answered at once unless the part size
+        grew and more memory must be reserved.
+
+        This is the one operation run for every 32 KiB uploaded, so it is
+        a plain method rather than a coroutine: it costs a tenth of the
+        server's CPU per byte otherwise.
+        """
+        # The channel window charged these bytes; they are credited back
+        # once they leave memory (_credit).
+        self._charged += len(data)
+        try:
+            if self._closing is not None:
+                raise UploadFailed("file is closing")
+            self._checkWritable()
+            try:
+                parts = self.planner.feed(offset, data)
+            except GatewayError as e:
+                self._fail(e)
+                raise
+            self._enqueue(parts)
+            self._checkWritable()
+        except GatewayError as e:
+            return self._refuse("write", e)
+        finally:
+            self._credit()
+        if self.planner.nextPartSize > self._partSizeReserved:
+            return self._grow()
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        """
+        Publish the object: the returned Deferred fires once S3 has it.
+
+        @return: a Deferred; it fails if the upload failed, was aborted, or
+            a close is already under way.
+        """
+        if self._closing is not None:
+            return self._refuse("close", UploadFailed("file is already closing"))
+        self._closing = self._close()
+        return self._closing
+
+    def abort(self, reason: str = "upload aborted") -> Deferred[None]:
+        """
+        Discard the upload: no object appears, no multipart upload is left.
+        Idempotent; a no-op once the object is stored.
+
+        @param reason: why, for the log.
+        @return: a Deferred that fires when S3 has discarded the parts.
+        """
+        self._fail(UploadFailed(reason))
+        assert self._aborting is not None
+        return self._aborting
+
+    @sftpOperation("read")
+    async def readChunk(self, offset: int, length: int) -> bytes:
+        raise NotSupported("file is open for writing only")
+
+    @sftpOperation("fstat")
+    async def getAttrs(self) -> dict[str, int]:
+        return self.attributes()
+
+    @sftpOperation("fsetstat")
+    async def setAttrs(self, attrs: dict[str, int]) -> None:
+        self.changeAttributes(attrs)
+
+    @sftpOperation("close")
+    async def _close(self) -> None:
+        self._checkWritable()
+        try:
+            plan = self.planner.finish()
+            metadata = {"sha256": self.planner.sha256}
+            if self.mtime is not None:
+                metadata["mtime"] = str(self.mtime)
+            if isinstance(plan, SinglePut):
+                self._partBytes += len(plan.data)
+                try:
+                    await self.store.putObject(self.key, plan.data, metadata)
+                finally:
+                    self._partBytes -= len(plan.data)
+                    self._credit()
+            else:
+                await self._finishMultipart(plan, metadata)
+        except GatewayError as e:
+            self._fail(e)
+            raise UploadFailed(f"upload failed: {e.message}") from e
+        self._completed = True
+        self._end()
+        log.info(
+            "Stored {key} for {owner}: {size} bytes in {parts} part(s), "
+            "sha256 {sha256}",
+            key=self.key,
+            owner=self.owner,
+            size=self.planner.received,
+            parts=max(1, self.planner.partsPlanned),
+            sha256=self.planner.sha256,
+        )
+
+    async def _finishMultipart(self, plan: FinalPart, metadata: dict[str, str]) -> None:
+        self._enqueue([plan.part])
+        await self._settled()
+        self._checkWritable()
+        assert self._uploadId is not None
+        etag = await self.store.completeMultipartUpload(
+            self.key, self._uploadId, self._stored
+        )
+        # The upload id is spent: from here a failure deletes the object.
+        self._uploadId = None
+        # S3 fixes an upload's metadata when it begins, before the hash is
+        # known: record it with a copy of the object onto itself.
+        try:
+            await self.store.copyObject(
+                self.key, self.key, etag, self.planner.received, metadata
+            )
+        except GatewayError:
+            try:
+                await self.store.deleteObject(self.key)
+            except GatewayError as e:
+                log.error(
+                    "Could not delete {key} after failing to record its "
+                    "checksum: {reason}",
+                    key=self.key,
+                    reason=e.message,
+                )
+            raise
+
+    @sftpOperation("write")
+    async def _grow(self) -> None:
+        """
+        The part size grew: reserve memory for the larger parts.
+        """
+        partSize = self.planner.nextPartSize
+        self._partSizeReserved = partSize
+        minimum, wanted = uploadReservation(
+            partSize, self.policy.concurrency, self.policy.bufferLimit
+        )
+        try:
+            await self.budget.reserve(minimum, wanted)
+        except GatewayError as e:
+            self._fail(e)
+            raise
+        self.planner.capacity = self.budget.reserved + BASE_WINDOW
+        self._checkWritable()
+
+    def _checkWritable(self) -> None:
+        if self._failure is not None:
+            raise UploadFailed(f"upload failed: {self._failure.message}")
+
+    def _credit(self) -> None:
+        """
+        Credit the channel window with the bytes of this upload's writes
+        that are no longer in memory.
+        """
+        inMemory = self.planner.held + self._partBytes
+        if self._charged > inMemory:
+            self.budget.release(self._charged - inMemory)
+            self._charged = inMemory
+
+    def _enqueue(self, parts: list[Part]) -> None:
+        for part in parts:
+            self._queue.append(part)
+            self._partBytes += len(part.data)
+        self._pump()
+
+    def _pump(self) -> None:
+        """
+        Start the multipart upload, or as many queued parts as may fly.
+        """
+        if self._failure is not None:
+            self._partBytes -= sum(len(part.data) for part in self._queue)
+            self._queue.clear()
+            self._credit()
+        elif self._uploadId is None:
+            if self._queue and not self._creating:
+                self._creating = True
+                Deferred.fromCoroutine(self._create())
+        else:
+            while self._queue and self._inFlight < self.policy.concurrency:
+                self._inFlight += 1
+                Deferred.fromCoroutine(self._send(self._queue.popleft()))
+        if not (self._queue or self._inFlight or self._creating):
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                waiter.callback(None)
+
+    async def _create(self) -> None:
+        try:
+            self._uploadId = await self.store.createMultipartUpload(self.key)
+        except Exception as e:
+            self._partFailed(e)
+        finally:
+            self._creating = False
+        self._pump()
+
+    async def _send(self, part: Part) -> None:
+        assert self._uploadId is not None
+        try:
+            stored = await self.store.uploadPart(
+                self.key, self._uploadId, part.number, part.data
+            )
+            self._stored.append(stored)
+        except Exception as e:
+            self._partFailed(e)
+        finally:
+            self._inFlight -= 1
+            self._partBytes -= len(part.data)
+            self._credit()
+        self._pump()
+
+    def _partFailed(self, error: Exception) -> None:
+        if not isinstance(error, GatewayError):
+            log.failure(
+                "Unexpected error uploading {key}", Failure(error), key=self.key
+            )
+            error = UploadFailed("internal error")
+        self._fail(error)
+
+    async def _settled(self) -> None:
+        """
+        Wait until no part is queued or in flight.
+        """
+        if self._queue or self._inFlight or self._creating:
+            waiter: Deferred[None] = Deferred()
+            self._idle.append(waiter)
+            await waiter
+
+    def _fail(self, error: GatewayError) -> None:
+        """
+        Record the first failure, drop what is held and start aborting.
+        """
+        if self._failure is not None or self._completed:
+            if self._aborting is None:
+                self._aborting = succeed(None)
+            return
+        self._failure = error
+        log.warn(
+            "Upload of {key} for {owner} failed after {size} bytes: {reason}",
+            key=self.key,
+            owner=self.owner,
+            size=self.planner.received,
+            reason=getattr(error, "storeCode", "") or error.message,
+        )
+        self.planner.discard()
+        self._pump()
+        self._aborting = Deferred.fromCoroutine(self._abortUpload())
+
+    async def _abortUpload(self) -> None:
+        await self._settled()
+        if self._uploadId is not None:
+            try:
+                await self.store.abortMultipartUpload(self.key, self._uploadId)
+            except GatewayError as e:
+                log.error(
+                    "Could not abort upload {uploadId} of {key}: {reason}; "
+                    "it stays until a lifecycle rule removes it",
+                    uploadId=self._uploadId,
+                    key=self.key,
+                    reason=e.message,
+                )
+        self._end()
+
+    def _end(self) -> None:
+        """
+        Give back the memory and any window still charged, once.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        if self.uploads is not None:
+            self.uploads.discard(self)
+        if self._charged:
+            self.budget.release(self._charged)
+            self._charged = 0
+        self.budget.close()
+
+    def _refuse(self, operation: str, error: GatewayError) -> Deferred[None]:
+        return fail(sftpError(Failure(error), operation, self.key))
+
+
+@define(eq=False)
+class ActiveUploads:
+    """
+    The uploads under way on this server, by S3 key: what C{stat}, C{ls}
+    and C{remove} of a file being uploaded see.  Other servers on the same
+    bucket do not see them (their objects do not exist yet).
+
+    When two uploads of one key overlap, the later one is listed.
+    """
+
+    _byKey: dict[str, UploadFile] = field(factory=dict, init=False)
+
+    def add(self, upload: UploadFile) -> None:
+        """
+        List C{upload} until it ends.
+        """
+        self._byKey[upload.key] = upload
+
+    def discard(self, upload: UploadFile) -> None:
+        """
+        Stop listing C{upload}, if it is the one listed for its key.
+        """
+        if self._byKey.get(upload.key) is upload:
+            del self._byKey[upload.key]
+
+    def get(self, key: str) -> UploadFile | None:
+        """
+        @return: the upload under way to C{key}, or L{None}.
+        """
+        return self._byKey.get(key)
+
+    def under(self, prefix: str) -> Iterator[UploadFile]:
+        """
+        @param prefix: a directory prefix, ending in C{/} (or empty).
+        @return: the uploads to keys directly under C{prefix}.
+        """
+        for key, upload in list(self._byKey.items()):
+            if key.startswith(prefix) and "/" not in key[len(prefix) :]:
+                yield upload
