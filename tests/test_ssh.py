@@ -276,11 +276,51 @@ class ProtocolTests(LoopbackTests):
         self.assertEqual(self.server._readingBytes, 0)
         self.assertEqual(self.server._pending, 0)
 
+    def test_clientWindowBacklog(self) -> None:
+        """
+        READ replies held back by the client's own SSH window count
+        against L{MAX_OUTGOING}: the server stops reading requests while
+        they wait and reads on once the client's window lets them go.
+        """
+        self.store.objects["alice/f"] = (b"y" * MiB, 0)
+        f = self.result(self.client.openFile(b"f", FXF_READ, {}))
+
+        class Backlog:
+            buf = b"z" * MAX_OUTGOING
+
+        self.server._session = Backlog()
+        read = f.readChunk(0, 1000)
+        self.pump.flush()
+        self.assertNoResult(read)
+        self.assertTrue(self.server.buf)
+        Backlog.buf = b""
+        self.server._resume()
+        self.assertEqual(self.result(read), b"y" * 1000)
+
 
 class SessionTests(SynchronousTestCase):
     """
     L{SFTPSession} offers the SFTP subsystem and refuses the rest quietly.
     """
+
+    def test_windowOpenedNotifies(self) -> None:
+        """
+        When the client opens its window, the session sends what it held
+        back and only then tells the SFTP protocol it may read on.
+        """
+        sent: list[bytes] = []
+
+        class Connection:
+            def sendData(self, channel: object, data: bytes) -> None:
+                sent.append(data)
+
+        session = SFTPSession(conn=Connection())
+        session.remoteMaxPacket = 32768
+        session.buf = b"held"
+        seen: list[bytes] = []
+        session.onWritable = lambda: seen.append(session.buf)
+        session.addWindowBytes(1000)
+        self.assertEqual((sent, seen), ([b"held"], [b""]))
 
     def test_refused(self) -> None:
         """

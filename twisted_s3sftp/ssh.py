@@ -108,6 +108,7 @@ class S3FileTransferServer(FileTransferServer):
     _pending = 0
     _readingBytes = 0
     _dispatching = False
+    _paused = False
     _session: Any = None
 
     def connectionMade(self) -> None:
@@ -119,7 +120,7 @@ class S3FileTransferServer(FileTransferServer):
         self.client.window = self._window
         self._reading: dict[bytes, int] = {}
         if self._session is not None:
-            self._session.onWritable = self._process
+            self._session.onWritable = self._resume
 
     def dataReceived(self, data: bytes) -> None:
         if self._lost:
@@ -133,15 +134,19 @@ class S3FileTransferServer(FileTransferServer):
         wait for replies or too many READ replies are under way
         (L{MAX_PENDING}, L{MAX_OUTGOING}).  Messages left unread are not
         credited to the channel window, which stops the client; reading
-        resumes as replies go out.
+        resumes (L{_resume}) as replies go out.
         """
         if self._dispatching or self._lost:
             return
         self._dispatching = True
+        self._paused = False
         try:
             buf = self.buf
             position = 0
-            while len(buf) - position >= 4 and not self._congested():
+            while len(buf) - position >= 4:
+                if self._congested():
+                    self._paused = True
+                    break
                 (length,) = struct.unpack_from("!L", buf, position)
                 if length > MAX_SFTP_MESSAGE or length < 5:
                     log.warn(
@@ -157,9 +162,18 @@ class S3FileTransferServer(FileTransferServer):
                     break
                 self._dispatch(buf[position + 4], buf, position + 5, end)
                 position = end
-            self.buf = buf[position:]
+            if position:
+                self.buf = buf[position:]
         finally:
             self._dispatching = False
+
+    def _resume(self) -> None:
+        """
+        A reply went out, or the client's window opened: read on if
+        reading was paused.
+        """
+        if self._paused:
+            self._process()
 
     def _congested(self) -> bool:
         backlog = len(getattr(self._session, "buf", b""))
@@ -324,8 +338,7 @@ class S3FileTransferServer(FileTransferServer):
         if kind in _REPLIES:
             self._pending -= 1
             self._readingBytes -= self._reading.pop(data[:4], 0)
-            if self.buf and not self._dispatching:
-                self._process()
+            self._resume()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         # Conch calls close() on every open file here, exactly as for a
@@ -397,7 +410,10 @@ class SFTPSession(SSHSession):
         if conn is not None and self in conn.channelsToRemoteChannel:
             conn.adjustWindow(self, amount)
 
-    def startWriting(self) -> None:
+    def addWindowBytes(self, data: int) -> None:
+        # Notified after the held-back data went out, not before (as
+        # startWriting would be).
+        super().addWindowBytes(data)
         if self.onWritable is not None:
             self.onWritable()
 

@@ -9,6 +9,8 @@ C{weed} is an error, so CI cannot pass without running these tests.
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 import re
@@ -254,3 +256,26 @@ def assertStored(s3: Any, bucket: str, key: str, source: Path) -> None:
     expected = sha256(source.read_bytes())
     assert sha256(objectBytes(s3, bucket, key)) == expected
     assert s3.head_object(Bucket=bucket, Key=key)["Metadata"] == {"sha256": expected}
+
+
+@contextlib.contextmanager
+def paramikoSFTP(gateway: Gateway, user: str) -> Iterator[Any]:
+    """
+    A paramiko SFTP session to C{gateway} as C{user}, closed afterwards.
+    """
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(
+        "127.0.0.1",
+        port=gateway.port,
+        username=user,
+        pkey=paramiko.Ed25519Key.from_private_key_file(str(gateway.root / f"{user}_key")),
+        allow_agent=False,
+        look_for_keys=False,
+    )
+    try:
+        yield client.open_sftp()
+    finally:
+        client.close()
