@@ -26,7 +26,14 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .errors import GatewayError, NoSuchFile, PermissionDenied, StoreError
+from .errors import (
+    Changed,
+    EndOfFile,
+    GatewayError,
+    NoSuchFile,
+    PermissionDenied,
+    StoreError,
+)
 from .interfaces import IObjectStore
 from .listing import ObjectInfo, ObjectListing
 from .upload import MAX_PART_SIZE, StoredPart
@@ -36,6 +43,8 @@ T = TypeVar("T")
 _MISSING = {"NoSuchKey", "NotFound", "404", "NoSuchBucket"}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId",
            "SignatureDoesNotMatch"}
+_CHANGED = {"PreconditionFailed", "412"}
+_RANGE = {"InvalidRange", "416"}
 
 
 def makeClient(
@@ -83,16 +92,25 @@ def makeClient(
     )
 
 
-def translate(error: Exception) -> GatewayError:
+def translate(error: Exception, sourceGone: str | None = None) -> GatewayError:
     """
     Translate a boto3 exception into the gateway's own.
 
     @param error: what boto3 raised.
+    @param sourceGone: for a request that names an object's ETag (a
+        ranged read, a copy): the message of the L{Changed} raised when
+        that object is gone or no longer has it.
     @return: the matching L{GatewayError}; its message is safe to show a
         client and names S3's error code, never the bucket or credentials.
     """
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", "Unknown"))
+        if sourceGone is not None and code in _MISSING | _CHANGED:
+            return Changed(sourceGone)
+        if code in _CHANGED:
+            return Changed("the file changed meanwhile")
+        if code in _RANGE:
+            return EndOfFile("end of file")
         if code in _MISSING:
             return NoSuchFile("no such file")
         if code in _DENIED:
@@ -172,12 +190,12 @@ class S3ObjectStore:
     pool: ThreadPool
     maxCopySize: int = MAX_PART_SIZE
 
-    def _inThread(self, call: Callable[[], T]) -> Deferred[T]:
+    def _inThread(self, call: Callable[[], T], sourceGone: str | None = None) -> Deferred[T]:
         def translated() -> T:
             try:
                 return call()
             except (ClientError, BotoCoreError) as e:
-                raise translate(e) from e
+                raise translate(e, sourceGone) from e
 
         return deferToThreadPool(self.reactor, self.pool, translated)
 
@@ -193,22 +211,29 @@ class S3ObjectStore:
                 key,
                 int(response["ContentLength"]),
                 int(response["LastModified"].timestamp()),
+                str(response.get("ETag", "")),
+                dict(response.get("Metadata", {})),
             )
 
         return self._inThread(head)
 
-    def listDirectory(self, prefix: str, limit: int) -> Deferred[ObjectListing]:
+    def listDirectory(
+        self, prefix: str, limit: int, token: str | None = None
+    ) -> Deferred[ObjectListing]:
         def listing() -> ObjectListing:
+            # Each request asks for no more than is still wanted, so the
+            # continuation token S3 returns is exactly where the next call
+            # must start: nothing is skipped or listed twice.
             objects: list[ObjectInfo] = []
             prefixes: list[str] = []
-            token: dict[str, str] = {}
+            nextToken = token
             while len(objects) + len(prefixes) < limit:
                 page = self.client.list_objects_v2(
                     Bucket=self.bucket,
                     Prefix=prefix,
                     Delimiter="/",
                     MaxKeys=min(1000, limit - len(objects) - len(prefixes)),
-                    **token,
+                    **({"ContinuationToken": nextToken} if nextToken else {}),
                 )
                 for item in page.get("Contents", ()):
                     objects.append(
@@ -216,15 +241,32 @@ class S3ObjectStore:
                             item["Key"],
                             int(item["Size"]),
                             int(item["LastModified"].timestamp()),
+                            str(item.get("ETag", "")),
                         )
                     )
                 prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
-                if not page.get("IsTruncated"):
+                nextToken = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+                if nextToken is None:
                     break
-                token = {"ContinuationToken": page["NextContinuationToken"]}
-            return ObjectListing(objects, prefixes)
+            return ObjectListing(objects, prefixes, nextToken)
 
         return self._inThread(listing)
+
+    def getObject(self, key: str, start: int, length: int, etag: str) -> Deferred[bytes]:
+        def get() -> bytes:
+            response = self.client.get_object(
+                Bucket=self.bucket,
+                Key=key,
+                Range=f"bytes={start}-{start + length - 1}",
+                IfMatch=etag,
+            )
+            body = response["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+
+        return self._inThread(get, "the file changed while it was being read")
 
     def putObject(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None
@@ -285,26 +327,31 @@ class S3ObjectStore:
             )
         )
 
-    def replaceMetadata(
-        self, key: str, etag: str, size: int, metadata: dict[str, str]
+    def copyObject(
+        self,
+        source: str,
+        destination: str,
+        etag: str,
+        size: int,
+        metadata: dict[str, str],
     ) -> Deferred[None]:
-        source = {"Bucket": self.bucket, "Key": key}
+        copySource = {"Bucket": self.bucket, "Key": source}
 
         def copy() -> None:
-            # Copy the object onto itself with new metadata, only if it is
-            # still the object just completed (CopySourceIfMatch).
+            # Copied only if the source is still the object the caller saw
+            # (CopySourceIfMatch).
             if size <= self.maxCopySize:
                 self.client.copy_object(
                     Bucket=self.bucket,
-                    Key=key,
-                    CopySource=source,
+                    Key=destination,
+                    CopySource=copySource,
                     CopySourceIfMatch=etag,
                     MetadataDirective="REPLACE",
                     Metadata=metadata,
                 )
                 return
             uploadId = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, Metadata=metadata
+                Bucket=self.bucket, Key=destination, Metadata=metadata
             )["UploadId"]
             try:
                 parts = []
@@ -312,10 +359,10 @@ class S3ObjectStore:
                     stop = min(size, start + self.maxCopySize) - 1
                     response = self.client.upload_part_copy(
                         Bucket=self.bucket,
-                        Key=key,
+                        Key=destination,
                         UploadId=uploadId,
                         PartNumber=number,
-                        CopySource=source,
+                        CopySource=copySource,
                         CopySourceIfMatch=etag,
                         CopySourceRange=f"bytes={start}-{stop}",
                     )
@@ -324,17 +371,17 @@ class S3ObjectStore:
                     )
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
-                    Key=key,
+                    Key=destination,
                     UploadId=uploadId,
                     MultipartUpload={"Parts": parts},
                 )
             except Exception:
                 self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=uploadId
+                    Bucket=self.bucket, Key=destination, UploadId=uploadId
                 )
                 raise
 
-        return self._inThread(copy)
+        return self._inThread(copy, "the file changed meanwhile")
 
     def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[None]:
         return self._inThread(

@@ -152,7 +152,11 @@ class LocalS3:
             f"-s3.config={identities}",
             "-master.telemetry=false",
             "-master.volumeSizeLimitMB=1024",
-            "-volume.max=0",
+            # Every bucket is a collection that takes 7 volumes at once;
+            # with "0" the count is derived from free disk space (one per
+            # GiB), which the test session's buckets exhausted.  Volumes
+            # are sparse files, so a fixed, generous count costs nothing.
+            "-volume.max=2000",
             "-volume.preStopSeconds=1",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
