@@ -148,6 +148,37 @@ class DirectoryTests(SFTPTestCase):
         ((_, _, attrs),) = readAll(self, listing)
         self.assertEqual(attrs["mtime"], 1_700_000_500)
 
+    def test_listingTimes(self) -> None:
+        """
+        Files are listed with the time C{stat} reports: the stored one
+        when a client set it, otherwise when S3 stored the object (one
+        HEAD per file listed).
+        """
+        server, store = makeServer()
+        store.objects["alice/d/kept"] = (b"abc", 50)
+        store.metadata["alice/d/kept"] = {"mtime": "1234.5"}
+        store.objects["alice/d/plain"] = (b"abc", 60)
+        store.objects["alice/d/sub/x"] = (b"", 70)
+        listing = self.successResultOf(server.openDirectory(b"d"))
+        store.calls.clear()
+        times = {name: attrs["mtime"] for name, _, attrs in readAll(self, listing)}
+        self.assertEqual(times[b"kept"], 1234)
+        self.assertEqual(times[b"plain"], 60)
+        self.assertEqual(store.calls.count("headObject"), 2)
+        self.assertEqual(self.successResultOf(server.getAttrs(b"d/kept", True))["mtime"], 1234)
+
+    def test_listingFailure(self) -> None:
+        """
+        A failed S3 request while listing fails the READDIR with the
+        store's error, not an internal one.
+        """
+        server, store = makeServer()
+        store.objects["alice/d/f"] = (b"abc", 50)
+        listing = self.successResultOf(server.openDirectory(b"d"))
+        store.failNext("headObject")
+        e = self.assertStatus(listing.readBatch(), FX_FAILURE)
+        self.assertIn("injected", e.message)
+
     def test_rmdir(self) -> None:
         """
         C{rmdir} removes an empty directory's marker; a directory with

@@ -19,6 +19,7 @@ from twisted.conch.ssh.filetransfer import (
     FXF_READ,
     FXF_TRUNC,
     FXF_WRITE,
+    FXP_WRITE,
     ClientFile,
     FileTransferClient,
     SFTPError,
@@ -164,6 +165,37 @@ class LoopbackTests(SynchronousTestCase):
         bogus = ClientFile(self.client, b"no-such-handle")
         self.assertEqual(self.status(bogus.writeChunk(0, b"x")).code, FX_FAILURE)
         self.assertEqual(self.status(bogus.readChunk(0, 10)).code, FX_FAILURE)
+
+    def rawWrite(self, handle: bytes, data: bytes, declared: int, requestId: int) -> Deferred[Any]:
+        """
+        Send a WRITE whose data field declares C{declared} bytes and is
+        followed by C{data}, as a client with its own framing would.
+
+        @return: a Deferred for the reply.
+        """
+        reply: Deferred[Any] = Deferred()
+        self.client.openRequests[requestId] = reply
+        message = (
+            struct.pack("!BL", FXP_WRITE, requestId)
+            + handle
+            + struct.pack("!QL", 0, declared)
+            + data
+        )
+        self.server.dataReceived(struct.pack("!L", len(message)) + message)
+        return reply
+
+    def test_paddedWrite(self) -> None:
+        """
+        Bytes after a WRITE's data are ignored, as OpenSSH's sftp-server
+        ignores them (rclone's Go library pads WRITEs to its buffer); a
+        WRITE declaring more data than its message holds is
+        C{BAD_MESSAGE}.
+        """
+        f = self.result(self.client.openFile(b"padded", WRITE, {}))
+        self.result(self.rawWrite(f.handle, b"abc" + b"\0" * 100, 3, 900))
+        self.assertEqual(self.status(self.rawWrite(f.handle, b"abc", 50, 901)).code, FX_BAD_MESSAGE)
+        self.result(f.close())
+        self.assertEqual(self.store.objects["alice/padded"][0], b"abc")
 
     def test_oversizedMessage(self) -> None:
         """

@@ -12,6 +12,13 @@ the listing is held at a time, however large the directory.
 Uploads under way into the directory are listed first, with the bytes
 received so far; an object of the same name (the file they will replace)
 is then left out.
+
+Files are listed with the same time C{stat} reports: the one a client set
+(C{x-amz-meta-mtime}) when there is one.  An S3 listing does not carry
+metadata, so each batch's files are looked up with HEAD requests,
+L{HEAD_CONCURRENCY} at a time.  That costs one request per file listed,
+and it is what lets C{rclone sync} and C{lftp mirror} see the times they
+set and skip unchanged files instead of sending them again.
 """
 
 from __future__ import annotations
@@ -20,11 +27,11 @@ from collections import deque
 from typing import Callable, Iterator
 
 from attrs import define, field
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import DeferredLock, DeferredSemaphore, gatherResults
 
 from .errors import EndOfFile
 from .interfaces import IObjectStore
-from .listing import directoryEntries, longName
+from .listing import ObjectInfo, directoryEntries, longName, modificationTime
 from .operation import sftpOperation
 
 #: Entries asked of the store at a time (one S3 page).
@@ -37,26 +44,22 @@ BATCH_BYTES = 64 * 1024
 #: The most entries in one READDIR reply.
 BATCH_ENTRIES = 500
 
-#: What an entry's attributes and length fields take in a reply, at most.
-_ENTRY_OVERHEAD = 4 + 4 + 4 + 8 + 8 + 4 + 8
+#: HEAD requests one listing makes at once, for its files' stored times.
+HEAD_CONCURRENCY = 16
+
+#: What an entry's attributes and length fields take in a reply, at most,
+#: and what its long name adds to its name (a long name is at most 80
+#: bytes longer).
+_ENTRY_OVERHEAD = 4 + 4 + 4 + 8 + 8 + 4 + 8 + 80
 
 Entry = tuple[bytes, bytes, dict[str, int]]
 
 
-def encodeEntries(
-    entries: list[tuple[str, dict[str, int]]], now: float
-) -> Iterator[Entry]:
+def encodeEntry(name: str, attrs: dict[str, int], now: float) -> Entry:
     """
-    @param entries: C{(name, attributes)} pairs.
-    @param now: the current time, for the long names.
-    @return: the C{(name, longname, attrs)} triples a NAME reply carries.
+    @return: the C{(name, longname, attrs)} triple a NAME reply carries.
     """
-    for name, attrs in entries:
-        yield (
-            name.encode("utf-8"),
-            longName(name, attrs, now).encode("utf-8"),
-            attrs,
-        )
+    return (name.encode("utf-8"), longName(name, attrs, now).encode("utf-8"), attrs)
 
 
 @define(eq=False)
@@ -74,7 +77,7 @@ class DirectoryListing:
     prefix: str
     now: Callable[[], float]
     first: list[tuple[str, dict[str, int]]] = field(factory=list)
-    _pending: deque[Entry] = field(factory=deque, init=False)
+    _pending: deque[tuple[str, dict[str, int], bool]] = field(factory=deque, init=False)
     _hidden: set[str] = field(factory=set, init=False)
     _token: str | None = field(default=None, init=False)
     _done: bool = field(default=False, init=False)
@@ -82,7 +85,7 @@ class DirectoryListing:
 
     def __attrs_post_init__(self) -> None:
         self._hidden = {name for name, _ in self.first}
-        self._pending.extend(encodeEntries(self.first, self.now()))
+        self._pending.extend((name, attrs, False) for name, attrs in self.first)
 
     def __iter__(self) -> Iterator[Entry]:
         # Conch takes an iterator when the directory is opened; batches
@@ -112,16 +115,18 @@ class DirectoryListing:
                 await self._fetch()
             if not self._pending:
                 raise EndOfFile("end of directory")
-            batch: list[Entry] = []
+            batch: list[tuple[str, dict[str, int], bool]] = []
             size = 0
             while self._pending and len(batch) < BATCH_ENTRIES:
-                name, long, attrs = self._pending[0]
-                cost = len(name) + len(long) + _ENTRY_OVERHEAD
+                name = self._pending[0][0]
+                cost = 2 * len(name.encode("utf-8")) + _ENTRY_OVERHEAD
                 if batch and size + cost > BATCH_BYTES:
                     break
                 batch.append(self._pending.popleft())
                 size += cost
-            return batch
+            await self._storedTimes(batch)
+            now = self.now()
+            return [encodeEntry(name, attrs, now) for name, attrs, _ in batch]
         finally:
             self._lock.release()
 
@@ -132,6 +137,23 @@ class DirectoryListing:
         self._pending.clear()
         self._done = True
 
+    async def _storedTimes(self, batch: list[tuple[str, dict[str, int], bool]]) -> None:
+        """
+        Give the files of C{batch} the times their metadata holds.
+        """
+        semaphore = DeferredSemaphore(HEAD_CONCURRENCY)
+
+        def head(name: str) -> object:
+            return semaphore.run(self.store.headObject, self.prefix + name)
+
+        files = [(name, attrs) for name, attrs, isObject in batch if isObject]
+        infos = await gatherResults(
+            [head(name) for name, _ in files], consumeErrors=True
+        ).addErrback(lambda failure: failure.value.subFailure)
+        for (_, attrs), info in zip(files, infos):
+            if isinstance(info, ObjectInfo):
+                attrs["mtime"] = attrs["atime"] = modificationTime(info)
+
     async def _fetch(self) -> bool:
         """
         Fetch the next page into L{_pending}.
@@ -141,11 +163,8 @@ class DirectoryListing:
         listing = await self.store.listDirectory(self.prefix, PAGE, self._token)
         self._token = listing.token
         self._done = listing.token is None
-        now = self.now()
-        entries = [
-            entry
-            for entry in directoryEntries(self.prefix, listing, now)
-            if entry[0] not in self._hidden
-        ]
-        self._pending.extend(encodeEntries(entries, now))
+        for name, attrs in directoryEntries(self.prefix, listing, self.now()):
+            if name not in self._hidden:
+                isObject = not attrs["permissions"] & 0o040000
+                self._pending.append((name, attrs, isObject))
         return bool(listing.objects or listing.prefixes)

@@ -220,8 +220,15 @@ class S3FileTransferServer(FileTransferServer):
         handle = bytes(message[8 : 8 + handleLength])
         offset, dataLength = struct.unpack_from("!QL", message, 8 + handleLength)
         data = message[20 + handleLength :]
-        if len(data) != dataLength:
-            raise ValueError("WRITE data length does not match the message")
+        if len(data) < dataLength:
+            raise ValueError(
+                f"WRITE data length {dataLength} exceeds the message"
+                f" ({len(data)} bytes left)"
+            )
+        # Bytes after the data are ignored, as OpenSSH's sftp-server does:
+        # the Go SFTP library (rclone 1.60) sends WRITEs padded to its
+        # buffer size.
+        data = data[:dataLength]
         fileObj = self.openFiles.get(handle)
         if fileObj is None:
             self._ebWrite(Failure(KeyError(handle)), requestId)
