@@ -443,10 +443,9 @@ class FileTests(SFTPTestCase):
     def test_openFlags(self) -> None:
         """
         EXCL on an existing file (or one being uploaded) gets
-        C{FILE_ALREADY_EXISTS}; writing into an existing file without
-        TRUNC (a resume) gets C{OP_UNSUPPORTED} saying why, but is fine
-        for a new file; without CREAT a missing file is C{NO_SUCH_FILE};
-        a directory cannot be opened for writing.
+        C{FILE_ALREADY_EXISTS}; without CREAT a missing file is
+        C{NO_SUCH_FILE}; a directory cannot be opened for writing, nor a
+        missing file or a directory for reading.
         """
         server, store = makeServer()
         self.upload(server, b"f", b"old")
@@ -454,8 +453,6 @@ class FileTests(SFTPTestCase):
         up = self.successResultOf(server.openFile(b"new", WRITE | FXF_EXCL, {}))
         self.assertStatus(server.openFile(b"new", WRITE | FXF_EXCL, {}), FX_FILE_ALREADY_EXISTS)
         self.successResultOf(up.close())
-        e = self.assertStatus(server.openFile(b"f", FXF_WRITE | FXF_CREAT, {}), FX_OP_UNSUPPORTED)
-        self.assertIn("resum", e.message)
         g = self.successResultOf(server.openFile(b"g", FXF_WRITE | FXF_CREAT, {}))
         self.successResultOf(g.close())
         self.assertStatus(server.openFile(b"h", FXF_WRITE | FXF_TRUNC, {}), FX_NO_SUCH_FILE)
@@ -464,6 +461,36 @@ class FileTests(SFTPTestCase):
         self.assertStatus(server.openFile(b"missing", FXF_READ, {}), FX_NO_SUCH_FILE)
         self.assertStatus(server.openFile(b"d", FXF_READ, {}), FX_FAILURE)
         self.assertEqual(store.objects["alice/f"][0], b"old")
+
+    def test_withoutTruncate(self) -> None:
+        """
+        An existing file opened without TRUNC: writing from its start and
+        setting the size written (OpenSSH's C{scp}), or writing at least
+        as much as it held, replaces it; a first WRITE further on (a
+        resume) gets C{OP_UNSUPPORTED} saying why; overwriting only its
+        start fails at CLOSE, since the object cannot keep its old end.
+        """
+        server, store = makeServer()
+        open = FXF_WRITE | FXF_CREAT
+        self.upload(server, b"f", b"0123456789")
+        f = self.successResultOf(server.openFile(b"f", open, {}))
+        e = self.assertStatus(f.writeChunk(10, b"more"), FX_OP_UNSUPPORTED)
+        self.assertIn("resum", e.message)
+        self.assertStatus(f.close(), FX_FAILURE)
+        f = self.successResultOf(server.openFile(b"f", open, {}))
+        self.successResultOf(f.writeChunk(0, b"abc"))
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertEqual(store.objects["alice/f"][0], b"0123456789")
+        f = self.successResultOf(server.openFile(b"f", open, {}))
+        self.successResultOf(f.writeChunk(0, b"abc"))
+        self.successResultOf(f.setAttrs({"size": 3}))
+        self.successResultOf(f.close())
+        self.assertEqual(store.objects["alice/f"][0], b"abc")
+        f = self.successResultOf(server.openFile(b"f", open, {}))
+        self.successResultOf(f.writeChunk(0, b"ABCD"))
+        self.successResultOf(f.close())
+        self.assertEqual(store.objects["alice/f"][0], b"ABCD")
+        self.assertEqual(store.uploads, {})
 
     def test_unsupported(self) -> None:
         """

@@ -354,6 +354,28 @@ class SessionTests(SynchronousTestCase):
         session.addWindowBytes(1000)
         self.assertEqual((sent, seen), ([b"held"], [b""]))
 
+    def test_exitStatusAtEOF(self) -> None:
+        """
+        When the client ends the SFTP subsystem (EOF), the channel reports
+        exit status 0 before closing, as sshd does: OpenSSH's C{scp}
+        fails otherwise.
+        """
+        events: list[tuple[Any, ...]] = []
+
+        class Connection:
+            def sendRequest(self, channel: object, kind: bytes, data: bytes) -> None:
+                events.append(("request", kind, data))
+
+            def sendClose(self, channel: object) -> None:
+                events.append(("close",))
+
+        session = SFTPSession(conn=Connection())
+        session.client = object()
+        session.eofReceived()
+        self.assertEqual(
+            events, [("request", b"exit-status", b"\0\0\0\0"), ("close",)]
+        )
+
     def test_refused(self) -> None:
         """
         C{env}, C{pty-req}, C{window-change}, C{shell} and C{exec} are

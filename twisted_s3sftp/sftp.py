@@ -26,9 +26,10 @@ How a file system maps onto S3 (the README has the user's view):
   - Times set with C{setstat} are kept in the object's C{mtime} metadata
     (a server-side copy of the object onto itself, once stored); modes and
     owners are accepted and ignored; sizes cannot change.
-  - Appending, and writing into an existing object without truncating it
-    (a resumed upload), are refused: an S3 object cannot be changed once
-    stored.
+  - Appending, and writing into an existing object from anywhere but its
+    start (a resumed upload), are refused: an S3 object cannot be changed
+    once stored.  Opening an existing file without truncating it and
+    writing it from the start (OpenSSH's C{scp}) replaces it.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from .operation import sftpOperation
 from .paths import directoryPrefix, normalise, objectKey
 from .protocol import EXTENSIONS, limitsReply, statvfsReply
 from .upload import PartPlanner, PartSchedule
-from .uploading import MemoryBudget, UploadFile
+from .uploading import TRUNCATE_REFUSED, MemoryBudget, UploadFile
 
 if TYPE_CHECKING:
     from .ssh import S3User
@@ -129,8 +130,9 @@ class S3SFTPServer:
                 "appending is not supported: an S3 object cannot be changed "
                 "once stored; upload the whole file again"
             )
+        replaces = None
         if flags & FXF_EXCL or not flags & FXF_TRUNC or not flags & FXF_CREAT:
-            await self._checkTarget(virtual, flags)
+            replaces = await self._checkTarget(virtual, flags)
         policy = self.avatar.policy
         budget = MemoryBudget(
             self.avatar.memory, self.window, self.avatar.clock, policy.memoryWait
@@ -151,6 +153,7 @@ class S3SFTPServer:
             now=self.avatar.clock.seconds,
             uploads=self.avatar.uploads,
             mtime=attrs.get("mtime"),
+            replaces=replaces,
         )
         self.avatar.uploads.add(upload)
         log.info("Upload of {key} for {owner} opened", key=key, owner=self.avatar.username)
@@ -286,10 +289,14 @@ class S3SFTPServer:
         )
         return DownloadFile(self._store, info, budget)
 
-    async def _checkTarget(self, virtual: str, flags: int) -> None:
+    async def _checkTarget(self, virtual: str, flags: int) -> int | None:
         """
         Check what an OPEN for writing would replace, when its flags make
-        that matter: C{EXCL}, no C{TRUNC} (a resume) or no C{CREAT}.
+        that matter: C{EXCL}, no C{CREAT}, or no C{TRUNC} (OpenSSH's
+        C{scp} writes "in place" and sets the size at the end; a resume
+        writes from the old end, which the upload then refuses).
+
+        @return: without C{TRUNC}, the size of the file replaced, if any.
         """
         found = await self._lookup(virtual)
         if found is _DIRECTORY:
@@ -297,22 +304,19 @@ class S3SFTPServer:
         if found is None:
             if not flags & FXF_CREAT:
                 raise NoSuchFile("no such file")
-            return
+            return None
         if flags & FXF_EXCL:
             raise FileExists("file already exists")
-        if not flags & FXF_TRUNC:
-            raise NotSupported(
-                "writing into an existing file (resuming) is not supported: "
-                "an S3 object cannot be changed once stored; upload the "
-                "whole file again"
-            )
+        if flags & FXF_TRUNC:
+            return None
+        if isinstance(found, UploadFile):
+            return found.planner.received
+        assert isinstance(found, ObjectInfo)
+        return found.size
 
     async def _setFileAttributes(self, info: ObjectInfo, attrs: dict[str, int]) -> None:
         if "size" in attrs and attrs["size"] != info.size:
-            raise NotSupported(
-                "changing a file's size is not supported: S3 objects cannot "
-                "be truncated or extended"
-            )
+            raise NotSupported(TRUNCATE_REFUSED)
         mtime = attrs.get("mtime")
         if mtime is not None and mtime != modificationTime(info):
             await self._store.copyObject(

@@ -417,6 +417,15 @@ class SFTPSession(SSHSession):
         if conn is not None and self in conn.channelsToRemoteChannel:
             conn.adjustWindow(self, amount)
 
+    def eofReceived(self) -> None:
+        # Conch closes a subsystem's channel at the client's EOF without an
+        # exit status, which OpenSSH's ssh reports as a failure (scp then
+        # exits 1).  Report success first, as sshd does when its
+        # sftp-server ends.
+        if self.session is None and self.client is not None and self.conn is not None:
+            self.conn.sendRequest(self, b"exit-status", struct.pack(">L", 0))
+        super().eofReceived()
+
     def addWindowBytes(self, data: int) -> None:
         # Notified after the held-back data went out, not before (as
         # startWriting would be).

@@ -35,6 +35,18 @@ from .upload import FinalPart, Part, PartPlanner, SinglePut, StoredPart, UploadP
 
 log = Logger()
 
+#: Why writing into an existing object at an offset is refused.
+RESUME_REFUSED = (
+    "writing into an existing file (resuming an upload) is not supported: an "
+    "S3 object cannot be changed once stored; upload the whole file again"
+)
+
+#: Why a change of size is refused.
+TRUNCATE_REFUSED = (
+    "changing a file's size is not supported: S3 objects cannot be "
+    "truncated or extended"
+)
+
 
 @define(eq=False)
 class MemoryBudget:
@@ -146,6 +158,12 @@ class UploadFile:
     @ivar mtime: the modification time a client set (C{fsetstat} or
         C{setstat} during the upload), stored with the object as
         C{x-amz-meta-mtime}, or L{None}.
+    @ivar replaces: for a file opened without C{TRUNC} over an existing
+        object, that object's size; L{None} otherwise.  Such an upload
+        must write from offset 0 (a WRITE further on is a resume, refused),
+        and must either write at least as much as the object held or set
+        the size it wrote (as OpenSSH's C{scp} does), or its CLOSE fails:
+        the object cannot keep its old tail.
     @ivar closeRequested: set when the client sent CLOSE for this file, as
         opposed to the connection being lost.
     """
@@ -159,7 +177,10 @@ class UploadFile:
     now: Callable[[], float]
     uploads: ActiveUploads | None = None
     mtime: int | None = None
+    replaces: int | None = None
     closeRequested: bool = False
+    _written: bool = field(default=False, init=False)
+    _sizeSet: bool = field(default=False, init=False)
     _failure: GatewayError | None = field(default=None, init=False)
     _uploadId: str | None = field(default=None, init=False)
     _creating: bool = field(default=False, init=False)
@@ -208,11 +229,10 @@ class UploadFile:
 
         @raise NotSupported: for a change of size (truncation).
         """
-        if "size" in attrs and attrs["size"] != self.planner.received:
-            raise NotSupported(
-                "changing a file's size is not supported: S3 objects cannot "
-                "be truncated or extended"
-            )
+        if "size" in attrs:
+            if attrs["size"] != self.planner.received:
+                raise NotSupported(TRUNCATE_REFUSED)
+            self._sizeSet = True
         if "mtime" in attrs:
             self.mtime = attrs["mtime"]
 
@@ -233,6 +253,10 @@ class UploadFile:
                 raise UploadFailed("file is closing")
             self._checkWritable()
             try:
+                if not self._written:
+                    self._written = True
+                    if offset and self.replaces is not None:
+                        raise NotSupported(RESUME_REFUSED)
                 parts = self.planner.feed(offset, data)
             except GatewayError as e:
                 self._fail(e)
@@ -287,6 +311,16 @@ class UploadFile:
     async def _close(self) -> None:
         self._checkWritable()
         try:
+            if (
+                self.replaces is not None
+                and self.planner.received < self.replaces
+                and not self._sizeSet
+            ):
+                raise NotSupported(
+                    "only the start of an existing file was overwritten, and "
+                    "an S3 object cannot keep its old end: open the file "
+                    "with truncation to replace it"
+                )
             plan = self.planner.finish()
             metadata = {"sha256": self.planner.sha256}
             if self.mtime is not None:
