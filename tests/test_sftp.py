@@ -12,7 +12,6 @@ from typing import Any
 from twisted.conch.interfaces import ISFTPFile, ISFTPServer
 from twisted.conch.ssh.filetransfer import (
     FX_FAILURE,
-    FX_NO_SUCH_FILE,
     FX_OP_UNSUPPORTED,
     FXF_APPEND,
     FXF_CREAT,

@@ -19,7 +19,9 @@ from twisted.conch.ssh.filetransfer import (
     FXF_READ,
     FXF_TRUNC,
     FXF_WRITE,
+    FXP_FSETSTAT,
     FXP_WRITE,
+    ClientDirectory,
     ClientFile,
     FileTransferClient,
     SFTPError,
@@ -48,7 +50,7 @@ from twisted_s3sftp.ssh import (
     USER_SIGNATURE_ALGORITHMS,
 )
 from twisted_s3sftp.flow import BASE_WINDOW, ChannelWindow, MemoryLimit
-from twisted_s3sftp.protocol import MAX_HANDLES, MAX_OUTGOING, MAX_READ
+from twisted_s3sftp.protocol import MAX_HANDLES, MAX_OUTGOING, MAX_READ, MAX_WRITE
 from twisted_s3sftp.upload import MIN_PART_SIZE, MiB, UploadPolicy
 
 PART = MIN_PART_SIZE
@@ -196,6 +198,40 @@ class LoopbackTests(SynchronousTestCase):
         self.assertEqual(self.status(self.rawWrite(f.handle, b"abc", 50, 901)).code, FX_BAD_MESSAGE)
         self.result(f.close())
         self.assertEqual(self.store.objects["alice/padded"][0], b"abc")
+
+    def test_unknownHandles(self) -> None:
+        """
+        Every request naming a handle that does not exist (FSTAT,
+        FSETSTAT, READDIR, CLOSE, READ, WRITE) gets a failure status, and
+        nothing is logged as an error.
+        """
+        bogus = ClientFile(self.client, b"no-such-handle")
+        for name, request in [
+            ("fstat", lambda: bogus.getAttrs()),
+            # Conch's own ClientFile.setAttrs sends an FSTAT.
+            ("fsetstat", lambda: self.client._sendRequest(
+                FXP_FSETSTAT, bogus.handle + self.client._packAttributes({"size": 1}))),
+            ("close", lambda: ClientFile(self.client, b"no-such-handle").close()),
+            ("read", lambda: bogus.readChunk(0, 1)),
+            ("write", lambda: bogus.writeChunk(0, b"x")),
+            ("readdir", lambda: ClientDirectory(self.client, b"no-such-handle").read()),
+        ]:
+            code = self.status(request()).code
+            self.assertIn(code, (FX_FAILURE, FX_NO_SUCH_FILE), name)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_writeLimit(self) -> None:
+        """
+        A WRITE longer than the 256 KiB announced in C{limits@openssh.com}
+        is refused as C{BAD_MESSAGE}, even when its message fits.
+        """
+        f = self.result(self.client.openFile(b"w", WRITE, {}))
+        tooLong = b"x" * (MAX_WRITE + 1)
+        self.assertEqual(
+            self.status(self.rawWrite(f.handle, tooLong, len(tooLong), 902)).code,
+            FX_BAD_MESSAGE,
+        )
+        self.result(self.rawWrite(f.handle, tooLong[:-1], MAX_WRITE, 903))
 
     def test_oversizedMessage(self) -> None:
         """

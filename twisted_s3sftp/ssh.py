@@ -59,7 +59,14 @@ from zope.interface import Interface, implementer
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit
 from .interfaces import IObjectStore
 from .paths import homePrefix
-from .protocol import MAX_HANDLES, MAX_OUTGOING, MAX_PENDING, MAX_READ, MAX_SFTP_MESSAGE
+from .protocol import (
+    MAX_HANDLES,
+    MAX_OUTGOING,
+    MAX_PENDING,
+    MAX_READ,
+    MAX_SFTP_MESSAGE,
+    MAX_WRITE,
+)
 from .sftp import S3SFTPServer
 from .upload import UploadPolicy
 from .uploading import ActiveUploads, UploadFile
@@ -220,6 +227,8 @@ class S3FileTransferServer(FileTransferServer):
         handle = bytes(message[8 : 8 + handleLength])
         offset, dataLength = struct.unpack_from("!QL", message, 8 + handleLength)
         data = message[20 + handleLength :]
+        if dataLength > MAX_WRITE:
+            raise ValueError(f"WRITE of {dataLength} bytes exceeds {MAX_WRITE}")
         if len(data) < dataLength:
             raise ValueError(
                 f"WRITE data length {dataLength} exceeds the message"
@@ -321,6 +330,14 @@ class S3FileTransferServer(FileTransferServer):
         if fileObj is not None:
             fileObj.closeRequested = True
         super().packet_CLOSE(data)
+
+    def _ebStatus(self, reason: Failure, requestId: bytes, msg: bytes = b"request failed") -> None:
+        # Conch reports an unknown handle (FSTAT, FSETSTAT, READDIR) with a
+        # KeyError, which it would log as an unexpected error.
+        if reason.check(KeyError):
+            self._sendStatus(requestId, FX_FAILURE, b"invalid handle")
+            return
+        super()._ebStatus(reason, requestId, msg)
 
     def _ebUnknownHandle(self, reason: Failure, requestId: bytes) -> None:
         # Conch calls these for READ/WRITE on an unknown handle but does not

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.faultproxy import FaultProxy
 from twisted_s3sftp.demo import makeUserKey
 from twisted_s3sftp.seaweedfs import LocalS3, credentialsEnvironment
 
@@ -279,3 +280,23 @@ def paramikoSFTP(gateway: Gateway, user: str) -> Iterator[Any]:
         yield client.open_sftp()
     finally:
         client.close()
+
+
+@pytest.fixture
+def proxy(localS3: Any) -> Iterator[FaultProxy]:
+    """
+    A fault proxy in front of the session's S3.
+    """
+    proxy = FaultProxy(localS3.s3Port)
+    yield proxy
+    proxy.stop()
+
+
+def memoryKiB(pid: int, field: str) -> int:
+    """
+    @return: a C{/proc/PID/status} memory figure (C{VmRSS}, C{VmHWM}) in KiB.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")

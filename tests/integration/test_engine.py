@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from tests.faultproxy import Fault, FaultProxy, isPart, once
 
 from .conftest import (
     MiB,
+    memoryKiB,
     PART,
     assertStored,
     keys,
@@ -23,26 +22,6 @@ from .conftest import (
     sftpCommand,
 )
 from .test_openssh import makeFile, waitFor
-
-
-@pytest.fixture
-def proxy(localS3: Any) -> Iterator[FaultProxy]:
-    """
-    A fault proxy in front of the session's S3.
-    """
-    proxy = FaultProxy(localS3.s3Port)
-    yield proxy
-    proxy.stop()
-
-
-def memoryKiB(pid: int, field: str) -> int:
-    """
-    @return: a C{/proc/PID/status} memory figure (C{VmRSS}, C{VmHWM}) in KiB.
-    """
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def assertNothingLeft(s3: Any, bucket: str, prefix: str) -> None:

@@ -19,11 +19,11 @@ from .conftest import (
     MiB,
     PART,
     keys,
+    memoryKiB,
     multipartUploads,
     paramikoSFTP,
     sftpCommand,
 )
-from .test_engine import memoryKiB, proxy  # noqa: F401 (fixture)
 from .test_openssh import makeFile, waitFor
 
 
@@ -107,7 +107,7 @@ def test_directoryTimes(startGateway: Any) -> None:
 
 
 def test_downloadBoundedMemory(
-    startGateway: Any, proxy: FaultProxy, bucket: str, s3: Any, tmp_path: Path  # noqa: F811
+    startGateway: Any, proxy: FaultProxy, bucket: str, s3: Any, tmp_path: Path
 ) -> None:
     """
     paramiko's C{getfo} asks for the whole file at once (prefetch) and
