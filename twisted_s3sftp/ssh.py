@@ -4,12 +4,16 @@ subsystem, each a small subclass that fixes one thing Conch gets wrong for
 this server (see C{conch-pitfalls.md}).
 
   - L{S3FileTransferServer}: a lost connection aborts open uploads instead
-    of closing them (Conch calls the same C{close()} for both); WRITE and
-    READ on an unknown handle get a status instead of silence; SFTP
-    messages above 256 KiB close the channel; per-packet log chatter is
-    dropped.
+    of closing them (Conch calls the same C{close()} for both); requests on
+    an unknown handle get a status instead of silence; SFTP messages above
+    256 KiB close the channel; READDIR is served a page at a time in
+    byte-bounded batches; C{posix-rename@openssh.com} is answered with a
+    status; the limits of L{twisted_s3sftp.protocol} (open handles,
+    requests waiting, READ replies under way) are enforced; per-packet log
+    chatter is dropped.
   - L{SFTPSession}: only the C{sftp} subsystem; C{env}, C{shell}, C{exec}
-    and C{pty-req} are refused quietly.
+    and C{pty-req} are refused quietly; the channel reports exit status 0
+    when the client ends it.
   - L{S3ServerTransport}: C{server-sig-algs} lists the user-key signature
     algorithms, so RSA user keys work with an ed25519 host key.
 """
@@ -278,7 +282,11 @@ class S3FileTransferServer(FileTransferServer):
         if self._lost or self._handlesFull(requestId):
             abort = getattr(fileObj, "abort", None)
             if abort is not None:
-                abort("connection lost before the file was opened")
+                abort(
+                    "connection lost before the file was opened"
+                    if self._lost
+                    else "too many open files"
+                )
             return
         super()._cbOpenFile(fileObj, requestId)
 
