@@ -137,6 +137,7 @@ def test_downloadBoundedMemory(
     assert result.returncode == 0, result.stderr
     assert local.read_bytes() == data
     growth = memoryKiB(gateway.process.pid, "VmHWM") - baseline
+    print(f"peak RSS grew by {growth} KiB")
     # Read-ahead (6 MiB) plus at most 4 MiB of replies under way.
     assert growth < 24 * 1024, f"peak RSS grew by {growth} KiB"
 
