@@ -376,9 +376,12 @@ class S3ObjectStore:
                     MultipartUpload={"Parts": parts},
                 )
             except Exception:
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=destination, UploadId=uploadId
-                )
+                try:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=destination, UploadId=uploadId
+                    )
+                except (ClientError, BotoCoreError):
+                    pass  # The copy's own error is the one to report.
                 raise
 
         return self._inThread(copy, "the file changed meanwhile")

@@ -11,7 +11,10 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 
+from zope.interface.verify import verifyObject
+
 from twisted_s3sftp.errors import Changed, EndOfFile
+from twisted_s3sftp.interfaces import IObjectStore
 from twisted_s3sftp.s3 import S3ObjectStore, makeClient
 from twisted_s3sftp.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY
 
@@ -95,6 +98,13 @@ def test_copyInParts(localS3: Any, bucket: str, s3: Any) -> None:
     assert objectBytes(s3, bucket, "big") == data
     assert s3.head_object(Bucket=bucket, Key="big")["Metadata"] == {"sha256": "abc"}
     assert multipartUploads(s3, bucket) == []
+
+
+def test_interface(localS3: Any, bucket: str) -> None:
+    """
+    L{S3ObjectStore} provides every method of L{IObjectStore}.
+    """
+    assert verifyObject(IObjectStore, makeStore(localS3, bucket, 5 * MiB))
 
 
 def test_copySmall(localS3: Any, bucket: str, s3: Any) -> None:
