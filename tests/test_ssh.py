@@ -20,6 +20,7 @@ from twisted.conch.ssh.filetransfer import (
     FXF_TRUNC,
     FXF_WRITE,
     FXP_FSETSTAT,
+    FXP_READ,
     FXP_WRITE,
     ClientDirectory,
     ClientFile,
@@ -343,6 +344,22 @@ class ProtocolTests(LoopbackTests):
             self.assertEqual(self.successResultOf(r), data[offset : offset + MAX_READ])
         self.assertEqual(self.server._readingBytes, 0)
         self.assertEqual(self.server._pending, 0)
+
+    def test_reusedRequestIds(self) -> None:
+        """
+        A client that reuses a request id for READs still pending does not
+        unbalance the server's accounting: once every READ is answered,
+        nothing counts as under way.
+        """
+        self.store.objects["alice/f"] = (b"q" * MiB, 0)
+        f = self.result(self.client.openFile(b"f", FXF_READ, {}))
+        self.client.dataReceived = lambda data: None
+        message = struct.pack("!BL", FXP_READ, 77) + f.handle + struct.pack("!QL", 0, 1000)
+        for _ in range(3):
+            self.server.dataReceived(struct.pack("!L", len(message)) + message)
+        self.pump.flush()
+        self.assertEqual((self.server._readingBytes, self.server._pending), (0, 0))
+        self.assertEqual(self.server._reading, {})
 
     def test_clientWindowBacklog(self) -> None:
         """

@@ -129,7 +129,9 @@ class S3FileTransferServer(FileTransferServer):
         self._session = getattr(self.transport, "session", None)
         self._window = getattr(self._session, "window", None) or FreeWindow()
         self.client.window = self._window
-        self._reading: dict[bytes, int] = {}
+        # READ request id -> the lengths asked for under it (a list, in
+        # case a client reuses an id while a READ is pending).
+        self._reading: dict[bytes, list[int]] = {}
         if self._session is not None:
             self._session.onWritable = self._resume
 
@@ -154,7 +156,7 @@ class S3FileTransferServer(FileTransferServer):
         try:
             buf = self.buf
             position = 0
-            while len(buf) - position >= 4:
+            while len(buf) - position >= 4 and not self._lost:
                 if self._congested():
                     self._paused = True
                     break
@@ -300,7 +302,7 @@ class S3FileTransferServer(FileTransferServer):
         handle, rest = getNS(data[4:])
         (length,) = struct.unpack_from("!L", rest, 8)
         length = min(length, MAX_READ)
-        self._reading[data[:4]] = length
+        self._reading.setdefault(data[:4], []).append(length)
         self._readingBytes += length
         super().packet_READ(data)
 
@@ -369,7 +371,11 @@ class S3FileTransferServer(FileTransferServer):
         super().sendPacket(kind, data)
         if kind in _REPLIES:
             self._pending -= 1
-            self._readingBytes -= self._reading.pop(data[:4], 0)
+            reading = self._reading.get(data[:4])
+            if reading:
+                self._readingBytes -= reading.pop(0)
+                if not reading:
+                    del self._reading[data[:4]]
             self._resume()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
