@@ -10,6 +10,7 @@ import struct
 from typing import Any
 
 from twisted.conch.ssh.filetransfer import (
+    FX_BAD_MESSAGE,
     FX_EOF,
     FX_FAILURE,
     FX_NO_SUCH_FILE,
@@ -525,6 +526,8 @@ class FileTests(SFTPTestCase):
         )
         self.assertEqual((bfree, bavail, namemax), (blocks, blocks, 255))
         self.assertGreaterEqual(blocks * frsize, 2**50)
+        self.assertStatus(server.extendedRequest(b"statvfs@openssh.com", b"\0"), FX_BAD_MESSAGE)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class LookupTests(SFTPTestCase):

@@ -34,6 +34,7 @@ How a file system maps onto S3 (the README has the user's view):
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from attrs import define, field
@@ -55,6 +56,7 @@ from .downloading import DownloadFile, downloadReservation
 from .errors import (
     FileExists,
     GatewayError,
+    InvalidPath,
     NoSuchFile,
     NotSupported,
     PermissionDenied,
@@ -264,7 +266,10 @@ class S3SFTPServer:
     @sftpOperation("extended")
     async def extendedRequest(self, extendedName: bytes, extendedData: bytes) -> bytes:
         if extendedName == b"statvfs@openssh.com":
-            path, _ = getNS(extendedData)
+            try:
+                path, _ = getNS(extendedData)
+            except struct.error:
+                raise InvalidPath("malformed statvfs request") from None
             normalise(path)
             return statvfsReply()
         if extendedName == b"limits@openssh.com":
