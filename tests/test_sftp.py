@@ -169,6 +169,24 @@ class UploadTests(SFTPTestCase):
         self.assertStatus(f.close(), FX_FAILURE)
         self.assertEqual(store.objects, {})
 
+    def test_unexpectedErrorAtClose(self) -> None:
+        """
+        An unexpected error while storing (a bug, not an S3 refusal) fails
+        the CLOSE with a safe message, is logged, and still ends the
+        upload: its memory is returned and it is no longer listed.
+        """
+        memory = MemoryLimit(1024 * MiB)
+        server, store = makeServer(memory=memory)
+        store.failNext("completeMultipartUpload", RuntimeError("bug"))
+        f = self.successResultOf(server.openFile(b"a", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, b"q" * (PART + 5)))
+        error = self.assertStatus(f.close(), FX_FAILURE)
+        self.assertIn("internal error", error.message)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(memory.used, 0)
+        self.assertIsNone(server.avatar.uploads.get("alice/a"))
+        self.assertEqual((store.objects, store.uploads), ({}, {}))
+
     def test_completeFailure(self) -> None:
         """
         When S3 fails CompleteMultipartUpload, CLOSE fails and the upload

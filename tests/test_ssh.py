@@ -51,7 +51,13 @@ from twisted_s3sftp.ssh import (
     USER_SIGNATURE_ALGORITHMS,
 )
 from twisted_s3sftp.flow import BASE_WINDOW, ChannelWindow, MemoryLimit
-from twisted_s3sftp.protocol import MAX_HANDLES, MAX_OUTGOING, MAX_READ, MAX_WRITE
+from twisted_s3sftp.protocol import (
+    MAX_HANDLES,
+    MAX_OUTGOING,
+    MAX_READ,
+    MAX_SFTP_MESSAGE,
+    MAX_WRITE,
+)
 from twisted_s3sftp.upload import MIN_PART_SIZE, MiB, UploadPolicy
 
 PART = MIN_PART_SIZE
@@ -635,6 +641,101 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(codes, [FX_OP_UNSUPPORTED, FX_BAD_MESSAGE])
         self.assertEqual(self.window.held, 0)
         self.flushLoggedErrors()
+
+    def statusCodes(self) -> list[tuple[int, int]]:
+        """
+        @return: C{(requestId, code)} of each reply sent since the last
+            call, which must all be statuses.
+        """
+        replies = self.replies()
+        self.assertEqual({kind for kind, _, _ in replies} - {101}, set())
+        return [(r, struct.unpack("!L", payload[:4])[0]) for _, r, payload in replies]
+
+    def test_closeWithTrailingBytes(self) -> None:
+        """
+        Bytes after a CLOSE's handle are ignored, as OpenSSH's sftp-server
+        ignores them: the upload is stored and its memory returned.
+        """
+        handle = self.openHandle(b"f")
+        self.send(self.write(handle, 2, 0, b"data"))
+        self.send(sftpMessage(4, 3, NS(handle) + b"junk"))
+        self.assertEqual(self.statusCodes(), [(2, 0), (3, 0)])
+        self.assertEqual(self.store.objects["alice/f"][0], b"data")
+        self.assertEqual((self.memory.used, self.server.openFiles), (0, {}))
+
+    def test_malformedCloseThenLost(self) -> None:
+        """
+        A CLOSE too short to name its handle gets C{BAD_MESSAGE} and closes
+        nothing; when the connection is then lost, the upload is aborted
+        and its memory returned, not kept for ever.
+        """
+        handle = self.openHandle(b"f")
+        self.send(self.write(handle, 2, 0, b"data"))
+        self.send(sftpMessage(4, 3, b"\0\0"))
+        self.assertEqual(self.statusCodes(), [(2, 0), (3, FX_BAD_MESSAGE)])
+        self.assertGreater(self.memory.used, 0)
+        self.server.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.memory.used, 0)
+        self.assertEqual(self.store.objects, {})
+        self.flushLoggedErrors()
+
+    def test_failedCloseFreesHandle(self) -> None:
+        """
+        A CLOSE that fails still frees its handle, so that failed uploads
+        do not use up the session's L{MAX_HANDLES}; the handle is then
+        unknown.
+        """
+        for attempt in range(MAX_HANDLES + 1):
+            handle = self.openHandle(b"f")
+            self.store.failNext("putObject")
+            self.send(self.write(handle, 2, 0, b"data"))
+            self.send(sftpMessage(4, 3, NS(handle)))
+            self.assertEqual(self.statusCodes(), [(2, 0), (3, FX_FAILURE)])
+        self.assertEqual((self.server.openFiles, self.memory.used), ({}, 0))
+        self.send(sftpMessage(4, 4, NS(handle)))
+        self.assertEqual(self.statusCodes(), [(4, FX_FAILURE)])
+        self.assertEqual(self.store.objects, {})
+
+    def test_closeUnderWayKeepsHandle(self) -> None:
+        """
+        While a CLOSE is storing the object its handle stays counted; a
+        second CLOSE fails without disturbing it, and a connection lost
+        meanwhile does not abort it.
+        """
+        self.store.holding.add("putObject")
+        handle = self.openHandle(b"f")
+        self.send(self.write(handle, 2, 0, b"data"))
+        self.send(sftpMessage(4, 3, NS(handle)))
+        self.send(sftpMessage(4, 4, NS(handle)))
+        self.assertEqual(self.statusCodes(), [(2, 0), (4, FX_FAILURE)])
+        self.assertIn(handle, self.server.openFiles)
+        self.server.connectionLost(Failure(ConnectionLost()))
+        self.store.release()
+        self.assertEqual(self.store.objects["alice/f"][0], b"data")
+        self.assertEqual(self.memory.used, 0)
+
+    def test_malformedInitKeepsAccounting(self) -> None:
+        """
+        A malformed INIT is answered with C{BAD_MESSAGE} and, like every
+        request, counted until then: the count of requests waiting for
+        replies never goes below zero, so L{MAX_PENDING} stays enforced.
+        """
+        for requestId in range(5):
+            self.send(sftpMessage(1, 3, struct.pack("!L", 99)))
+        self.assertEqual(len(self.statusCodes()), 5)
+        self.assertEqual(self.server._pending, 0)
+        self.flushLoggedErrors()
+
+    def test_nothingReadAfterOversizedMessage(self) -> None:
+        """
+        Once a message above the limit has closed the channel, nothing
+        the client sends after it is handled.
+        """
+        oversized = struct.pack("!LBL", MAX_SFTP_MESSAGE + 1, 6, 1)
+        self.server.dataReceived(oversized + sftpMessage(17, 5, NS(b"/")))
+        self.server.dataReceived(sftpMessage(17, 6, NS(b"/")))
+        self.assertEqual(self.replies(), [])
+        self.assertTrue(self.transport.disconnecting)
 
 
 class FakeChannel:

@@ -58,13 +58,11 @@ class DownloadFile:
     @ivar store: where the object is.
     @ivar info: the object as it was when opened (size, ETag, metadata).
     @ivar budget: the memory reserved for the read-ahead.
-    @ivar closeRequested: set by the SFTP protocol on CLOSE.
     """
 
     store: IObjectStore
     info: ObjectInfo
     budget: MemoryBudget
-    closeRequested: bool = False
     _data: dict[int, bytes] = field(factory=dict, init=False)
     _waiters: dict[int, list[Deferred[bytes]]] = field(factory=dict, init=False)
     _floor: int = field(default=0, init=False)

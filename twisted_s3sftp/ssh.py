@@ -37,9 +37,9 @@ from twisted.conch.ssh.filetransfer import (
     FXP_DATA,
     FXP_EXTENDED_REPLY,
     FXP_HANDLE,
-    FXP_INIT,
     FXP_NAME,
     FXP_STATUS,
+    FXP_VERSION,
     FXP_WRITE,
     FileTransferServer,
 )
@@ -82,9 +82,18 @@ log = Logger()
 #: byte uploaded.
 READ_SIZE = 256 * 1024
 
-#: The replies that answer a request (each request gets exactly one).
+#: The replies that answer a request (each request, INIT included, gets
+#: exactly one).
 _REPLIES = frozenset(
-    (FXP_STATUS, FXP_HANDLE, FXP_DATA, FXP_NAME, FXP_ATTRS, FXP_EXTENDED_REPLY)
+    (
+        FXP_VERSION,
+        FXP_STATUS,
+        FXP_HANDLE,
+        FXP_DATA,
+        FXP_NAME,
+        FXP_ATTRS,
+        FXP_EXTENDED_REPLY,
+    )
 )
 
 #: Signature algorithms accepted for user keys (RFC 8308 server-sig-algs).
@@ -113,6 +122,7 @@ class S3FileTransferServer(FileTransferServer):
 
     _log = Logger(namespace="twisted.conch.ssh.filetransfer", observer=_quietObserver)
     _lost = False
+    _refused = False
 
     _window: ChannelWindow | FreeWindow | None = None
     _owned = 0
@@ -132,11 +142,14 @@ class S3FileTransferServer(FileTransferServer):
         # READ request id -> the lengths asked for under it (a list, in
         # case a client reuses an id while a READ is pending).
         self._reading: dict[bytes, list[int]] = {}
+        # Handles whose CLOSE is under way: the connection's loss must not
+        # abort them, and they count against the handle cap until done.
+        self._closing: set[bytes] = set()
         if self._session is not None:
             self._session.onWritable = self._resume
 
     def dataReceived(self, data: bytes) -> None:
-        if self._lost:
+        if self._lost or self._refused:
             return
         self.buf = self.buf + data if self.buf else data
         self._process()
@@ -149,7 +162,7 @@ class S3FileTransferServer(FileTransferServer):
         credited to the channel window, which stops the client; reading
         resumes (L{_resume}) as replies go out.
         """
-        if self._dispatching or self._lost:
+        if self._dispatching or self._lost or self._refused:
             return
         self._dispatching = True
         self._paused = False
@@ -166,6 +179,8 @@ class S3FileTransferServer(FileTransferServer):
                         "Closing SFTP channel: client sent a {length}-byte message",
                         length=length,
                     )
+                    # Nothing after it is read: its end is unknown.
+                    self._refused = True
                     self.buf = buf = b""
                     position = 0
                     self.transport.loseConnection()
@@ -202,8 +217,7 @@ class S3FileTransferServer(FileTransferServer):
         WRITE its upload has taken (the upload credits those).
         """
         self._owned = 0
-        if kind != FXP_INIT:
-            self._pending += 1
+        self._pending += 1
         requestId = buf[start : start + 4]
         packetType = self.packetTypes.get(kind)
         handler = getattr(self, f"packet_{packetType}", None) if packetType else None
@@ -335,11 +349,34 @@ class S3FileTransferServer(FileTransferServer):
         d.addErrback(self._ebStatus, requestId, b"rename failed")
 
     def packet_CLOSE(self, data: bytes) -> None:
+        """
+        Close a file or directory.  Its handle is freed once the close
+        ends, whether it succeeded or not (Conch frees it only on
+        success, so every failed CLOSE would hold a handle for the rest of
+        the session).  Bytes after the handle are ignored, as by OpenSSH's
+        sftp-server.
+        """
+        requestId = data[:4]
         handle, _ = getNS(data[4:])
-        fileObj = self.openFiles.get(handle)
-        if fileObj is not None:
-            fileObj.closeRequested = True
-        super().packet_CLOSE(data)
+        if handle in self.openFiles:
+            target, table = self.openFiles[handle], self.openFiles
+        elif handle in self.openDirs:
+            target, table = self.openDirs[handle][0], self.openDirs
+        else:
+            self._sendStatus(requestId, FX_FAILURE, b"invalid handle")
+            return
+        d = maybeDeferred(target.close)
+        if handle not in self._closing:
+            self._closing.add(handle)
+
+            def closed(result: object) -> object:
+                self._closing.discard(handle)
+                table.pop(handle, None)
+                return result
+
+            d.addBoth(closed)
+        d.addCallback(lambda _: self._sendStatus(requestId, FX_OK, b"file closed"))
+        d.addErrback(self._ebStatus, requestId, b"close failed")
 
     def _ebStatus(self, reason: Failure, requestId: bytes, msg: bytes = b"request failed") -> None:
         # Conch reports an unknown handle (FSTAT, FSETSTAT, READDIR) with a
@@ -356,13 +393,6 @@ class S3FileTransferServer(FileTransferServer):
 
     _ebRead = _ebWrite = _ebUnknownHandle
 
-    def _cbClose(
-        self, result: object, handle: bytes, requestId: bytes, isDir: int = 0
-    ) -> None:
-        # A close may finish after connectionLost emptied the tables.
-        (self.openDirs if isDir else self.openFiles).pop(handle, None)
-        self._sendStatus(requestId, FX_OK, b"file closed")
-
     def sendPacket(self, kind: int, data: bytes) -> None:
         # Replies that complete after the connection is gone are dropped:
         # writing them would only re-enter connectionLost.
@@ -370,7 +400,7 @@ class S3FileTransferServer(FileTransferServer):
             return
         super().sendPacket(kind, data)
         if kind in _REPLIES:
-            self._pending -= 1
+            self._pending = max(0, self._pending - 1)
             reading = self._reading.get(data[:4])
             if reading:
                 self._readingBytes -= reading.pop(0)
@@ -380,13 +410,20 @@ class S3FileTransferServer(FileTransferServer):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         # Conch calls close() on every open file here, exactly as for a
-        # CLOSE request, and may call this method several times.
+        # CLOSE request, and may call this method several times.  A file
+        # the client did not close is aborted instead; one whose CLOSE is
+        # under way finishes it.
         if self._lost:
             return
         self._lost = True
-        for fileObj in self.openFiles.values():
-            if not getattr(fileObj, "closeRequested", True):
-                fileObj.abort("connection lost")
+        for handle, fileObj in self.openFiles.items():
+            if handle in self._closing:
+                continue
+            abort = getattr(fileObj, "abort", None)
+            if abort is not None:
+                abort("connection lost")
+            else:
+                fileObj.close()
         self.openFiles = {}
         super().connectionLost(reason)
 

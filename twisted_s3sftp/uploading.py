@@ -164,8 +164,6 @@ class UploadFile:
         and must either write at least as much as the object held or set
         the size it wrote (as OpenSSH's C{scp} does), or its CLOSE fails:
         the object cannot keep its old tail.
-    @ivar closeRequested: set when the client sent CLOSE for this file, as
-        opposed to the connection being lost.
     """
 
     store: IObjectStore
@@ -178,7 +176,6 @@ class UploadFile:
     uploads: ActiveUploads | None = None
     mtime: int | None = None
     replaces: int | None = None
-    closeRequested: bool = False
     _written: bool = field(default=False, init=False)
     _sizeSet: bool = field(default=False, init=False)
     _failure: GatewayError | None = field(default=None, init=False)
@@ -337,6 +334,10 @@ class UploadFile:
         except GatewayError as e:
             self._fail(e)
             raise UploadFailed(f"upload failed: {e.message}") from e
+        except Exception:
+            # Unexpected: the caller logs it; the upload must still end.
+            self._fail(UploadFailed("internal error"))
+            raise
         self._completed = True
         self._end()
         log.info(
@@ -365,15 +366,15 @@ class UploadFile:
             await self.store.copyObject(
                 self.key, self.key, etag, self.planner.received, metadata
             )
-        except GatewayError:
+        except Exception:
             try:
                 await self.store.deleteObject(self.key)
-            except GatewayError as e:
+            except Exception as e:
                 log.error(
                     "Could not delete {key} after failing to record its "
                     "checksum: {reason}",
                     key=self.key,
-                    reason=e.message,
+                    reason=getattr(e, "message", None) or repr(e),
                 )
             raise
 
@@ -502,13 +503,13 @@ class UploadFile:
         if self._uploadId is not None:
             try:
                 await self.store.abortMultipartUpload(self.key, self._uploadId)
-            except GatewayError as e:
+            except Exception as e:
                 log.error(
                     "Could not abort upload {uploadId} of {key}: {reason}; "
                     "it stays until a lifecycle rule removes it",
                     uploadId=self._uploadId,
                     key=self.key,
-                    reason=e.message,
+                    reason=getattr(e, "message", None) or repr(e),
                 )
         self._end()
 
