@@ -170,15 +170,46 @@ class DirectoryTests(SFTPTestCase):
 
     def test_listingFailure(self) -> None:
         """
-        A failed S3 request while listing fails the READDIR with the
-        store's error, not an internal one.
+        A failed S3 listing fails the OPENDIR with the store's error, not
+        an internal one.
         """
         server, store = makeServer()
         store.objects["alice/d/f"] = (b"abc", 50)
+        store.failNext("listDirectory")
+        e = self.assertStatus(server.openDirectory(b"d"), FX_FAILURE)
+        self.assertIn("injected", e.message)
+
+    def test_lookupFailureKeepsNames(self) -> None:
+        """
+        A HEAD that fails while listing leaves that file with S3's time
+        instead of failing the READDIR: no name is lost, and the failure
+        is logged once per batch.
+        """
+        server, store = makeServer()
+        for name in ("a", "b", "c"):
+            store.objects[f"alice/d/{name}"] = (b"abc", 50)
+            store.metadata[f"alice/d/{name}"] = {"mtime": "1234"}
         listing = self.successResultOf(server.openDirectory(b"d"))
         store.failNext("headObject")
-        e = self.assertStatus(listing.readBatch(), FX_FAILURE)
-        self.assertIn("injected", e.message)
+        store.failNext("headObject", RuntimeError("bug"))
+        times = {name: attrs["mtime"] for name, _, attrs in readAll(self, listing)}
+        self.assertEqual(times, {b"a": 50, b"b": 50, b"c": 1234})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_unusableStoredTime(self) -> None:
+        """
+        A stored time SFTP cannot carry (negative, past 2106, not a
+        number), as another tool may write, is ignored in favour of S3's
+        time, so that C{stat} and listings still work.
+        """
+        server, store = makeServer()
+        for name, value in [("neg", "-5"), ("far", str(2**32)), ("nan", "nan"), ("inf", "1e999")]:
+            store.objects[f"alice/{name}"] = (b"x", 77)
+            store.metadata[f"alice/{name}"] = {"mtime": value}
+            attrs = self.successResultOf(server.getAttrs(name.encode(), True))
+            self.assertEqual(attrs["mtime"], 77, name)
+        listing = self.successResultOf(server.openDirectory(b"/"))
+        self.assertEqual({attrs["mtime"] for _, _, attrs in readAll(self, listing)}, {77})
 
     def test_rmdir(self) -> None:
         """

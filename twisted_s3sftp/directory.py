@@ -18,7 +18,9 @@ Files are listed with the same time C{stat} reports: the one a client set
 metadata, so each batch's files are looked up with HEAD requests,
 L{HEAD_CONCURRENCY} at a time.  That costs one request per file listed,
 and it is what lets C{rclone sync} and C{lftp mirror} see the times they
-set and skip unchanged files instead of sending them again.
+set and skip unchanged files instead of sending them again.  A HEAD that
+fails leaves that file with the time of the listing (S3's LastModified)
+rather than failing the READDIR: the names matter more than the times.
 """
 
 from __future__ import annotations
@@ -27,12 +29,20 @@ from collections import deque
 from typing import Callable, Iterator
 
 from attrs import define, field
-from twisted.internet.defer import DeferredLock, DeferredSemaphore, gatherResults
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    DeferredSemaphore,
+    gatherResults,
+)
+from twisted.logger import Logger
 
-from .errors import EndOfFile
+from .errors import EndOfFile, GatewayError
 from .interfaces import IObjectStore
 from .listing import ObjectInfo, directoryEntries, longName, modificationTime
 from .operation import sftpOperation
+
+log = Logger()
 
 #: Entries asked of the store at a time (one S3 page).
 PAGE = 1000
@@ -142,17 +152,37 @@ class DirectoryListing:
         Give the files of C{batch} the times their metadata holds.
         """
         semaphore = DeferredSemaphore(HEAD_CONCURRENCY)
+        failed: list[str] = []
 
-        def head(name: str) -> object:
-            return semaphore.run(self.store.headObject, self.prefix + name)
-
-        files = [(name, attrs) for name, attrs, isObject in batch if isObject]
-        infos = await gatherResults(
-            [head(name) for name, _ in files], consumeErrors=True
-        ).addErrback(lambda failure: failure.value.subFailure)
-        for (_, attrs), info in zip(files, infos):
+        async def head(name: str, attrs: dict[str, int]) -> None:
+            key = self.prefix + name
+            try:
+                info = await semaphore.run(self.store.headObject, key)
+            except GatewayError as e:
+                failed.append(e.message)
+                return
+            except Exception:
+                log.failure("Unexpected error looking up {key}", key=key)
+                failed.append("internal error")
+                return
             if isinstance(info, ObjectInfo):
                 attrs["mtime"] = attrs["atime"] = modificationTime(info)
+
+        await gatherResults(
+            [
+                Deferred.fromCoroutine(head(name, attrs))
+                for name, attrs, isObject in batch
+                if isObject
+            ]
+        )
+        if failed:
+            log.warn(
+                "Listing {prefix}: {count} file(s) shown with S3's time, "
+                "their lookup failed: {reason}",
+                prefix=self.prefix,
+                count=len(failed),
+                reason=failed[0],
+            )
 
     async def _fetch(self) -> bool:
         """

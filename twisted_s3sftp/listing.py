@@ -68,7 +68,10 @@ def modificationTime(info: ObjectInfo) -> int:
     """
     The time a file reports: the one a client set, kept in the object's
     C{mtime} metadata (seconds since the epoch, as rclone and Cyberduck
-    write it, possibly with a fraction), or else when S3 stored it.
+    write it, possibly with a fraction), or else when S3 stored it.  A
+    stored time that SFTP version 3 cannot carry (an unsigned 32-bit
+    count of seconds: before 1970 or after 2106) is ignored, since
+    another tool may have written it.
 
     @param info: from a HEAD, which reports metadata.
     @return: seconds since the epoch.
@@ -76,9 +79,12 @@ def modificationTime(info: ObjectInfo) -> int:
     value = info.metadata.get("mtime")
     if value is not None:
         try:
-            return int(float(value))
+            stored = int(float(value))
         except (ValueError, OverflowError):
             pass
+        else:
+            if 0 <= stored < 2**32:
+                return stored
     return info.mtime
 
 
