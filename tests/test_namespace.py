@@ -350,6 +350,46 @@ class FileTests(SFTPTestCase):
         self.assertStatus(g.close(), FX_FAILURE)
         self.assertEqual(store.objects, {})
 
+    def test_removeOverlappingUploads(self) -> None:
+        """
+        When two uploads of one name overlap, C{remove} aborts both: no
+        multipart upload is left and neither CLOSE stores an object.
+        """
+        server, store = makeServer()
+        f = self.successResultOf(server.openFile(b"f", WRITE, {}))
+        g = self.successResultOf(server.openFile(b"f", WRITE, {}))
+        for upload in (f, g):
+            self.successResultOf(upload.writeChunk(0, b"n" * (PART + 10)))
+        self.assertEqual(len(store.uploads), 2)
+        self.successResultOf(server.removeFile(b"f"))
+        self.assertEqual(store.uploads, {})
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertStatus(g.close(), FX_FAILURE)
+        self.assertEqual(store.objects, {})
+        self.assertStatus(server.getAttrs(b"f", True), FX_NO_SUCH_FILE)
+
+    def test_removeDuringCompletion(self) -> None:
+        """
+        A C{remove} that arrives while the writer's CLOSE is completing
+        the multipart upload does not try to abort an upload S3 is
+        finishing (nothing is logged as failing to abort): the CLOSE
+        succeeds, then the object is deleted.
+        """
+        server, store = makeServer()
+        f = self.successResultOf(server.openFile(b"f", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, b"n" * (PART + 10)))
+        store.holding.add("completeMultipartUpload")
+        closing = f.close()
+        removing = server.removeFile(b"f")
+        self.assertNoResult(removing)
+        store.holding.clear()
+        store.release()
+        self.successResultOf(closing)
+        self.successResultOf(removing)
+        self.assertNotIn("abortMultipartUpload", store.calls)
+        self.assertEqual((store.objects, store.uploads), ({}, {}))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_times(self) -> None:
         """
         A file reports the time S3 stored it until a client sets one; a
@@ -493,6 +533,25 @@ class FileTests(SFTPTestCase):
         self.assertStatus(server.openFile(b"missing", FXF_READ, {}), FX_NO_SUCH_FILE)
         self.assertStatus(server.openFile(b"d", FXF_READ, {}), FX_FAILURE)
         self.assertEqual(store.objects["alice/f"][0], b"old")
+
+    def test_exclusiveWithoutWrite(self) -> None:
+        """
+        CREAT|EXCL without WRITE (paramiko's mode C{"x"}) creates a file
+        as open(2) does: refused with C{FILE_ALREADY_EXISTS} over an
+        existing file, an upload otherwise; READ|CREAT on an existing file
+        is a plain download.
+        """
+        server, store = makeServer()
+        self.upload(server, b"f", b"old")
+        exclusive = FXF_CREAT | FXF_EXCL
+        self.assertStatus(server.openFile(b"f", exclusive, {}), FX_FILE_ALREADY_EXISTS)
+        self.assertStatus(server.openFile(b"f", FXF_READ | exclusive, {}), FX_FILE_ALREADY_EXISTS)
+        created = self.successResultOf(server.openFile(b"new", exclusive, {}))
+        self.successResultOf(created.writeChunk(0, b"made"))
+        self.successResultOf(created.close())
+        self.assertEqual(store.objects["alice/new"][0], b"made")
+        reading = self.successResultOf(server.openFile(b"f", FXF_READ | FXF_CREAT, {}))
+        self.assertEqual(self.successResultOf(reading.readChunk(0, 10)), b"old")
 
     def test_withoutTruncate(self) -> None:
         """

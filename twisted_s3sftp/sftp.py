@@ -47,7 +47,6 @@ from twisted.conch.ssh.filetransfer import (
     FXF_TRUNC,
     FXF_WRITE,
 )
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -125,8 +124,12 @@ class S3SFTPServer:
     ) -> UploadFile | DownloadFile:
         virtual = normalise(filename)
         key = objectKey(self._home, virtual)
-        if not flags & FXF_WRITE:
+        exclusive = flags & FXF_CREAT and flags & FXF_EXCL
+        if not flags & FXF_WRITE and not exclusive:
             return await self._openDownload(virtual, key)
+        # CREAT|EXCL without WRITE (paramiko's mode "x") creates a file as
+        # open(2) does, so it is an upload too: refused over an existing
+        # file, and the new file appears at CLOSE.
         if flags & FXF_APPEND:
             raise NotSupported(
                 "appending is not supported: an S3 object cannot be changed "
@@ -230,16 +233,15 @@ class S3SFTPServer:
     async def removeFile(self, path: bytes) -> None:
         virtual = normalise(path)
         key = objectKey(self._home, virtual)
-        upload = self.avatar.uploads.get(key)
-        if upload is not None:
-            # The upload is discarded; a CLOSE of it then fails.
+        uploads = self.avatar.uploads.every(key)
+        for upload in uploads:
+            # The upload is discarded; a CLOSE of it then fails, unless it
+            # was already completing (then its object is deleted below).
             await upload.abort("the file was removed")
-            if upload.closing is not None:
-                await _settled(upload.closing)
         info = await self._store.headObject(key)
         if info is not None:
             await self._store.deleteObject(key)
-        elif upload is None:
+        elif not uploads:
             if await self._lookup(virtual) is _DIRECTORY:
                 raise GatewayError("is a directory (use rmdir)")
             raise NoSuchFile("no such file")
@@ -445,17 +447,3 @@ class S3SFTPServer:
             if directory.objects or directory.prefixes:
                 return _DIRECTORY
         return None
-
-
-async def _settled(d: Deferred[None]) -> None:
-    """
-    Wait for C{d} to fire, whatever its outcome, without consuming it.
-    """
-    waiter: Deferred[None] = Deferred()
-
-    def fired(result: object) -> object:
-        waiter.callback(None)
-        return result
-
-    d.addBoth(fired)
-    await waiter

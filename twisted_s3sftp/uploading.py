@@ -500,6 +500,12 @@ class UploadFile:
 
     async def _abortUpload(self) -> None:
         await self._settled()
+        if self._closing is not None:
+            # A CLOSE under way may already be completing the upload: let
+            # it reach its end rather than abort an upload S3 is finishing.
+            # It fails unless it got that far; then the object stays (a
+            # remove deletes it after this).
+            await whenSettled(self._closing)
         if self._uploadId is not None:
             try:
                 await self.store.abortMultipartUpload(self.key, self._uploadId)
@@ -538,35 +544,60 @@ class ActiveUploads:
     and C{remove} of a file being uploaded see.  Other servers on the same
     bucket do not see them (their objects do not exist yet).
 
-    When two uploads of one key overlap, the later one is listed.
+    When two uploads of one key overlap, C{stat} and C{ls} see the later
+    one and C{remove} aborts both.
     """
 
-    _byKey: dict[str, UploadFile] = field(factory=dict, init=False)
+    _byKey: dict[str, list[UploadFile]] = field(factory=dict, init=False)
 
     def add(self, upload: UploadFile) -> None:
         """
         List C{upload} until it ends.
         """
-        self._byKey[upload.key] = upload
+        self._byKey.setdefault(upload.key, []).append(upload)
 
     def discard(self, upload: UploadFile) -> None:
         """
-        Stop listing C{upload}, if it is the one listed for its key.
+        Stop listing C{upload}, if it is listed.
         """
-        if self._byKey.get(upload.key) is upload:
-            del self._byKey[upload.key]
+        uploads = self._byKey.get(upload.key, [])
+        if upload in uploads:
+            uploads.remove(upload)
+            if not uploads:
+                del self._byKey[upload.key]
 
     def get(self, key: str) -> UploadFile | None:
         """
-        @return: the upload under way to C{key}, or L{None}.
+        @return: the latest upload under way to C{key}, or L{None}.
         """
-        return self._byKey.get(key)
+        uploads = self._byKey.get(key)
+        return uploads[-1] if uploads else None
+
+    def every(self, key: str) -> list[UploadFile]:
+        """
+        @return: all the uploads under way to C{key}, oldest first.
+        """
+        return list(self._byKey.get(key, ()))
 
     def under(self, prefix: str) -> Iterator[UploadFile]:
         """
         @param prefix: a directory prefix, ending in C{/} (or empty).
-        @return: the uploads to keys directly under C{prefix}.
+        @return: the latest upload to each key directly under C{prefix}.
         """
-        for key, upload in list(self._byKey.items()):
+        for key, uploads in list(self._byKey.items()):
             if key.startswith(prefix) and "/" not in key[len(prefix) :]:
-                yield upload
+                yield uploads[-1]
+
+
+async def whenSettled(d: Deferred[object]) -> None:
+    """
+    Wait for C{d} to fire, whatever its outcome, without consuming it.
+    """
+    waiter: Deferred[None] = Deferred()
+
+    def fired(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    d.addBoth(fired)
+    await waiter
