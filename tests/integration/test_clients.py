@@ -330,12 +330,21 @@ def test_paramiko(matrix: Matrix) -> None:
     paramiko: C{putfo} (pipelined writes, then a C{stat} to check the
     size), C{stat}, C{listdir_attr}, C{utime} (then reported by C{stat}
     and the listing), C{posix_rename} over an existing file, plain
-    C{rename} over one refused, appending refused, C{getfo}, C{mkdir},
-    C{rmdir}, C{remove}.
+    C{rename} over one refused (the target kept), C{"wx"} (EXCL) over an
+    existing file refused as already existing, appending refused as not
+    supported, C{getfo}, C{mkdir}, C{rmdir}, C{remove}.
+
+    paramiko ignores the status of CLOSE (C{SFTPFile.close} swallows
+    C{IOError}), so a refused CLOSE is silent to its user: C{putfo} only
+    notices through its size check.  Opening an existing file C{"r+"} and
+    writing its first bytes is refused at CLOSE by the gateway (an S3
+    object cannot keep its old end); paramiko says nothing, and the
+    object must be left exactly as it was.
     """
     matrix.user("paramiko")
     down = matrix.scratch("paramiko-down")
     with paramikoSFTP(matrix.gateway, "paramiko") as sftp:
+        sftp.get_channel().settimeout(120)
         sftp.mkdir("up")
         for name, size in LADDER.items():
             with (matrix.ladder / name).open("rb") as f:
@@ -352,12 +361,22 @@ def test_paramiko(matrix: Matrix) -> None:
                 sftp.getfo(f"up/{name}", f)
         matrix.assertDownloaded(down)
 
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="exists"):
             sftp.rename("up/one", "up/small")
+        assert sftp.stat("up/small").st_size == LADDER["small"]
         sftp.posix_rename("up/one", "up/small")
         assert sftp.stat("up/small").st_size == 1
-        with pytest.raises(OSError):
-            sftp.open("up/small", "a").write(b"more")
+        with pytest.raises(OSError, match="already exists"):
+            sftp.open("up/small", "wx")
+        with pytest.raises(OSError, match="not supported"):
+            sftp.open("up/small", "a")
+        one = (matrix.ladder / "one").read_bytes()
+        assert objectBytes(matrix.s3, matrix.bucket, "paramiko/up/small") == one
+
+        with sftp.open("up/under", "r+") as f:
+            f.write(b"patched")
+        under = objectBytes(matrix.s3, matrix.bucket, "paramiko/up/under")
+        assert hashlib.sha256(under).hexdigest() == matrix.hashes["under"]
         sftp.remove("up/small")
         with pytest.raises(FileNotFoundError):
             sftp.remove("up/small")
