@@ -334,8 +334,9 @@ def test_paramiko(matrix: Matrix) -> None:
     paramiko: C{putfo} (pipelined writes, then a C{stat} to check the
     size), C{stat}, C{listdir_attr}, C{utime} (then reported by C{stat}
     and the listing), C{posix_rename} over an existing file, plain
-    C{rename} over one refused (the target kept), C{"wx"} (EXCL) over an
-    existing file refused as already existing, appending refused as not
+    C{rename} over one refused (the target kept), C{"wx"} and C{"x"}
+    (EXCL, the latter without WRITE) over an existing file refused as
+    already existing and C{"x"} creating a new one, appending refused as not
     supported, C{getfo}, C{mkdir}, C{rmdir}, C{remove}.
 
     paramiko ignores the status of CLOSE (C{SFTPFile.close} swallows
@@ -372,6 +373,12 @@ def test_paramiko(matrix: Matrix) -> None:
         assert sftp.stat("up/small").st_size == 1
         with pytest.raises(OSError, match="already exists"):
             sftp.open("up/small", "wx")
+        with pytest.raises(OSError, match="already exists"):
+            sftp.open("up/small", "x")
+        with sftp.open("up/exclusive", "x") as f:
+            f.write(b"new")
+        assert sftp.stat("up/exclusive").st_size == 3
+        sftp.remove("up/exclusive")
         with pytest.raises(OSError, match="not supported"):
             sftp.open("up/small", "a")
         one = (matrix.ladder / "one").read_bytes()
