@@ -336,7 +336,7 @@ def test_paramiko(matrix: Matrix) -> None:
     and the listing), C{posix_rename} over an existing file, plain
     C{rename} over one refused (the target kept), C{"wx"} and C{"x"}
     (EXCL, the latter without WRITE) over an existing file refused as
-    already existing and C{"x"} creating a new one, appending refused as not
+    already existing and C{"x"} creating a new, empty one, appending refused as not
     supported, C{getfo}, C{mkdir}, C{rmdir}, C{remove}.
 
     paramiko ignores the status of CLOSE (C{SFTPFile.close} swallows
@@ -375,9 +375,8 @@ def test_paramiko(matrix: Matrix) -> None:
             sftp.open("up/small", "wx")
         with pytest.raises(OSError, match="already exists"):
             sftp.open("up/small", "x")
-        with sftp.open("up/exclusive", "x") as f:
-            f.write(b"new")
-        assert sftp.stat("up/exclusive").st_size == 3
+        sftp.open("up/exclusive", "x").close()
+        assert sftp.stat("up/exclusive").st_size == 0
         sftp.remove("up/exclusive")
         with pytest.raises(OSError, match="not supported"):
             sftp.open("up/small", "a")
