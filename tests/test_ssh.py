@@ -39,17 +39,22 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_s3sftp.memory import MemoryObjectStore
+from twisted.conch.ssh.connection import (
+    MSG_CHANNEL_OPEN_FAILURE,
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_RESOURCE_SHORTAGE,
+)
+
+from twisted_s3sftp.admission import Limits
+from twisted_s3sftp.policy import USER_SIGNATURE_ALGORITHMS
 from twisted_s3sftp.ssh import (
-    READ_SIZE,
     S3Connection,
     S3FileTransferServer,
-    S3SSHFactory,
     S3Realm,
-    S3ServerTransport,
     S3User,
     SFTPSession,
-    USER_SIGNATURE_ALGORITHMS,
 )
+from twisted_s3sftp.transport import READ_SIZE, S3ServerTransport, S3SSHFactory
 from twisted_s3sftp.flow import BASE_WINDOW, ChannelWindow, MemoryLimit
 from twisted_s3sftp.protocol import (
     MAX_HANDLES,
@@ -437,12 +442,17 @@ class SessionTests(SynchronousTestCase):
 
     def test_refused(self) -> None:
         """
-        C{env}, C{pty-req}, C{window-change}, C{shell} and C{exec} are
+        C{env}, C{pty-req}, C{window-change}, C{shell}, C{exec},
+        C{x11-req}, agent forwarding and any subsystem but C{sftp} are
         refused without adapting the avatar (which would log a traceback).
         """
         session = SFTPSession()
-        for request in ["env", "pty_req", "window_change", "shell", "exec"]:
+        for request in [
+            "env", "pty_req", "window_change", "shell", "exec", "x11_req",
+            "auth_agent_req_openssh_com",
+        ]:
             self.assertEqual(getattr(session, f"request_{request}")(b""), 0)
+        self.assertEqual(session.request_subsystem(NS(b"sftp-but-not")), 0)
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_subsystems(self) -> None:
@@ -767,9 +777,19 @@ class ConnectionTests(SynchronousTestCase):
         self.disconnects: list[int] = []
         self.adjusted: list[Any] = []
 
+        self.packets: list[tuple[int, bytes]] = []
+
+        class Factory:
+            limits = Limits(maxChannels=2)
+
         class Transport:
+            factory = Factory()
+
             def sendDisconnect(transport, reason: int, description: bytes) -> None:
                 self.disconnects.append(reason)
+
+            def sendPacket(transport, kind: int, payload: bytes) -> None:
+                self.packets.append((kind, payload))
 
         self.connection.transport = Transport()
         self.connection.adjustWindow = lambda channel, n: self.adjusted.append(n)  # type: ignore[method-assign]
@@ -797,6 +817,38 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(channel.received, [])
         self.assertEqual(len(self.disconnects), 1)
 
+    def channelOpen(self, kind: bytes, sender: int) -> None:
+        """
+        Receive a CHANNEL_OPEN of type C{kind}.
+        """
+        self.connection.ssh_CHANNEL_OPEN(NS(kind) + struct.pack(">3L", sender, 65536, 32768))
+
+    def test_onlySessions(self) -> None:
+        """
+        Channels other than C{session} (TCP forwarding, X11, agent) are
+        refused as prohibited, without a traceback in the log.
+        """
+        for sender, kind in enumerate([b"direct-tcpip", b"x11", b"auth-agent@openssh.com"]):
+            self.channelOpen(kind, sender)
+            ((packetType, payload),) = self.packets[-1:]
+            self.assertEqual(packetType, MSG_CHANNEL_OPEN_FAILURE)
+            self.assertEqual(
+                struct.unpack(">2L", payload[:8]), (sender, OPEN_ADMINISTRATIVELY_PROHIBITED)
+            )
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.connection.channels, {})
+
+    def test_channelCap(self) -> None:
+        """
+        A connection holds at most C{maxChannels} channels; one more is
+        refused for lack of resources.
+        """
+        self.connection.channels = {0: object(), 1: object()}
+        self.channelOpen(b"session", 7)
+        ((packetType, payload),) = self.packets
+        self.assertEqual(packetType, MSG_CHANNEL_OPEN_FAILURE)
+        self.assertEqual(struct.unpack(">2L", payload[:8]), (7, OPEN_RESOURCE_SHORTAGE))
+
 
 class TransportSocketTests(SynchronousTestCase):
     """
@@ -810,7 +862,7 @@ class TransportSocketTests(SynchronousTestCase):
         when the connection is made.
         """
         key = Key(Ed25519PrivateKey.generate())
-        factory = S3SSHFactory(Portal(None), {b"ssh-ed25519": key})  # type: ignore[arg-type]
+        factory = S3SSHFactory(Portal(None), {b"ssh-ed25519": key}, clock=Clock())  # type: ignore[arg-type]
         factory.startFactory()
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2222))
         calls: list[bool] = []

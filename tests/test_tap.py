@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_s3sftp.admission import Limits
 from twisted_s3sftp.config import ServerConfig, parseSize
 from twisted_s3sftp.tap import Options, makeService
 
@@ -96,6 +97,34 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.client, ("client", "http://127.0.0.1:9000", "eu-west-1"))
         self.assertEqual(list(options.hostKeys), [b"ssh-ed25519"])
 
+    def test_limits(self) -> None:
+        """
+        The limits before and after login default to OpenSSH's where it
+        has them, and each option sets its own.
+        """
+        self.assertEqual(self.parse("--bucket", "b-1").config.limits, Limits())
+        limits = self.parse(
+            "--bucket", "b-1",
+            "--login-grace", "10",
+            "--max-auth-tries", "3",
+            "--max-startups", "5:50:20",
+            "--per-source-max-startups", "2",
+            "--per-source-penalties", "authfail:30 max:60",
+            "--penalty-exempt", "10.0.0.0/8",
+            "--penalty-exempt", "::1",
+            "--max-user-connections", "4",
+            "--max-sessions", "1",
+            "--idle-timeout", "60",
+        ).config.limits
+        self.assertEqual(
+            limits,
+            Limits(
+                loginGrace=10, maxAuthTries=3, startups=(5, 50, 20), perSourceStartups=2,
+                authFailPenalty=30, maxPenalty=60, exempt=("10.0.0.0/8", "::1"),
+                perUser=4, maxChannels=1, idleTimeout=60,
+            ),
+        )
+
     def test_badValues(self) -> None:
         """
         Each bad value is named in the one-line error.
@@ -109,6 +138,11 @@ class OptionsTests(SynchronousTestCase):
             (("--bucket", "ok-bucket", "--home", "shared/"), "{username}"),
             (("--bucket", "ok-bucket", "--listen", "nonsense:1"), "--listen"),
             (("--bucket", "ok-bucket", "--host-key", "/nonexistent"), "host key"),
+            (("--bucket", "ok-bucket", "--login-grace", "soon"), "--login-grace"),
+            (("--bucket", "ok-bucket", "--max-startups", "1:2"), "--max-startups"),
+            (("--bucket", "ok-bucket", "--per-source-penalties", "crash:1"), "crash"),
+            (("--bucket", "ok-bucket", "--penalty-exempt", "nowhere"), "not a network"),
+            (("--bucket", "ok-bucket", "--max-sessions", "0"), "at least 1"),
         ]
         for args, expected in cases:
             with self.subTest(args=args):

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen, validators
 
+from .admission import Limits
 from .flow import SLACK
 from .paths import validateHomeTemplate
 from .upload import MIN_PART_SIZE, MAX_PART_SIZE, MiB, UploadPolicy
@@ -124,6 +125,7 @@ class ServerConfig:
     @ivar bufferLimit: the memory one upload may hold.
     @ivar memoryLimit: the memory all uploads together may hold.
     @ivar uploadConcurrency: parts of one upload in flight at once.
+    @ivar limits: the limits before and after login.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -143,6 +145,7 @@ class ServerConfig:
     bufferLimit: int = DEFAULT_BUFFER_LIMIT
     memoryLimit: int = DEFAULT_MEMORY_LIMIT
     uploadConcurrency: int = field(default=DEFAULT_UPLOAD_CONCURRENCY)
+    limits: Limits = field(factory=Limits)
 
     @uploadConcurrency.validator
     def _checkConcurrency(self, attribute: object, value: int) -> None:

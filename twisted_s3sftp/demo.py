@@ -44,6 +44,8 @@ def makeUserKey(privatePath: Path, publicPath: Path, comment: str) -> None:
     )
     publicPath.parent.mkdir(parents=True, exist_ok=True)
     publicPath.write_bytes(line + b" " + comment.encode() + b"\n")
+    # Key files writable by group or others are ignored, whatever the umask.
+    publicPath.chmod(0o644)
 
 
 def main(argv: list[str] | None = None) -> int:

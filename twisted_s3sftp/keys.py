@@ -2,7 +2,7 @@
 Who may log in, and as which host: the keys directory and the host keys.
 
 Users are files: C{<keysDir>/<username>.pub} in OpenSSH C{authorized_keys}
-format (several keys, comments and blank lines allowed).  The directory is
+format (several keys, comments and blank lines allowed; no options).  The directory is
 read at every login, with parsed files cached by modification time and
 size, so adding or removing a file takes effect at the next login without a
 restart.  A username that does not match
@@ -11,17 +11,18 @@ L{twisted_s3sftp.paths.USERNAME} is never looked up on disk.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import stat
+import struct
 
 from attrs import define, field
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.conch.checkers import (
-    IAuthorizedKeysDB,
-    SSHPublicKeyChecker,
-    readAuthorizedKeyFile,
-)
+from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
 from twisted.conch.error import ValidPublicKey
+from twisted.cred.error import UnauthorizedLogin
 from twisted.conch.ssh.keys import BadKeyError, Key
 from twisted.cred.credentials import ISSHPrivateKey
 from twisted.internet import defer
@@ -30,8 +31,74 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from .paths import isValidUsername
+from .policy import hostKeyProblem, signatureAccepted, userKeyProblem
 
 log = Logger()
+
+
+#: Key type names a line of a key file may start with.
+KEY_TYPES = frozenset(
+    (
+        b"ssh-ed25519",
+        b"ssh-rsa",
+        b"ssh-dss",
+        b"ecdsa-sha2-nistp256",
+        b"ecdsa-sha2-nistp384",
+        b"ecdsa-sha2-nistp521",
+        b"sk-ssh-ed25519@openssh.com",
+        b"sk-ecdsa-sha2-nistp256@openssh.com",
+    )
+)
+
+#: The largest key file read; a larger one is ignored.
+MAX_KEY_FILE = 1024 * 1024
+
+
+def parseAuthorizedKeys(data: bytes) -> tuple[list[Key], list[str]]:
+    """
+    Parse a user's key file: OpenSSH C{authorized_keys} lines of the form
+    C{type base64 [comment]}; blank lines and C{#} comments are skipped.
+
+    Each line stands alone: a bad line is reported and skipped, and the
+    others still count.  A key is used only if its base64 decodes to
+    exactly one key blob of the type the line names, with nothing missing
+    or left over: a line caught half-written (a file being rewritten in
+    place) cannot pass for a shorter key.  Lines with options
+    (C{from=}, C{command=}...) are refused: ignoring a restriction would
+    widen access.  Keys the policy refuses (L{userKeyProblem}) are
+    skipped too.
+
+    @param data: the file's bytes.
+    @return: the keys, and a reason for each line skipped.
+    """
+    found: list[Key] = []
+    problems: list[str] = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        fields = line.split()
+        if fields[0] not in KEY_TYPES:
+            if any(field in KEY_TYPES for field in fields[1:]):
+                problems.append(f"line {number}: key options are not supported")
+            else:
+                problems.append(f"line {number}: not a public key")
+            continue
+        try:
+            blob = base64.b64decode(fields[1], validate=True)
+            key = Key.fromString(blob, type="blob")
+        except (IndexError, ValueError, binascii.Error, BadKeyError, struct.error):
+            problems.append(f"line {number}: damaged key")
+            continue
+        if key.blob() != blob or key.sshType() != fields[0]:
+            problems.append(f"line {number}: damaged key")
+            continue
+        problem = userKeyProblem(key.type(), key.size())
+        if problem is not None:
+            problems.append(f"line {number}: {problem}")
+            continue
+        found.append(key)
+    return found, problems
 
 
 @implementer(IAuthorizedKeysDB)
@@ -43,19 +110,25 @@ class KeysDirectory:
     Conch calls L{getAuthorizedKeys} on the reactor thread; the files are
     small and cached, so the cost is one C{stat} per login attempt.
 
+    A key file is ignored, with a log line saying why, if it is writable
+    by group or others, is not a regular file, is larger than
+    L{MAX_KEY_FILE}, or is a symbolic link leading outside the keys
+    directory (OpenSSH's C{StrictModes} in spirit).  Each version of a
+    file is judged and logged once.
+
     @ivar path: the keys directory.
     """
 
     path: FilePath[str]
-    _cache: dict[str, tuple[tuple[int, int], list[Key]]] = field(
+    _cache: dict[str, tuple[tuple[int, ...], list[Key]]] = field(
         factory=dict, init=False, repr=False
     )
 
     def getAuthorizedKeys(self, username: bytes) -> list[Key]:
         """
         @param username: the name the client logs in as.
-        @return: the keys in C{<username>.pub}, or none if the name is not
-            a valid username or the file does not exist.
+        @return: the usable keys in C{<username>.pub}, or none if the name
+            is not a valid username or the file does not exist.
         """
         try:
             name = username.decode("ascii")
@@ -69,17 +142,57 @@ class KeysDirectory:
         except OSError:
             self._cache.pop(name, None)
             return []
-        stamp = (info.st_mtime_ns, info.st_size)
+        stamp = _stamp(info)
         cached = self._cache.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        try:
-            with keyFile.open("r") as f:
-                found = list(readAuthorizedKeyFile(f))
-        except OSError:
+        problem = self._fileProblem(keyFile, info)
+        if problem is not None:
+            log.warn(
+                "Ignoring key file {path}: {problem}", path=keyFile.path, problem=problem
+            )
+            self._cache[name] = (stamp, [])
             return []
-        self._cache[name] = (stamp, found)
+        try:
+            with open(keyFile.path, "rb") as f:
+                data = f.read(MAX_KEY_FILE + 1)
+                after = _stamp(os.fstat(f.fileno()))
+        except OSError as e:
+            log.warn(
+                "Cannot read key file {path}: {error}", path=keyFile.path, error=e.strerror
+            )
+            return []
+        found, problems = parseAuthorizedKeys(data)
+        for problem in problems:
+            log.warn(
+                "Key file {path}, {problem}; the line is ignored",
+                path=keyFile.path,
+                problem=problem,
+            )
+        if after == stamp:
+            # Cached only if the file did not change while it was read.
+            self._cache[name] = (stamp, found)
         return found
+
+    def _fileProblem(self, keyFile: FilePath[str], info: os.stat_result) -> str | None:
+        """
+        @return: why C{keyFile} must not be trusted, or L{None}.
+        """
+        if not stat.S_ISREG(info.st_mode):
+            return "not a regular file"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return "writable by group or others (chmod go-w)"
+        if info.st_size > MAX_KEY_FILE:
+            return f"larger than {MAX_KEY_FILE} bytes"
+        home = os.path.realpath(self.path.path)
+        target = os.path.realpath(keyFile.path)
+        if os.path.dirname(target) != home:
+            return "a symbolic link leading outside the keys directory"
+        return None
+
+
+def _stamp(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_mtime_ns, info.st_size, info.st_ino, info.st_mode)
 
 
 class KeysDirectoryChecker(SSHPublicKeyChecker):
@@ -89,11 +202,18 @@ class KeysDirectoryChecker(SSHPublicKeyChecker):
 
     The stock checker answers "key OK" to a signature-less query for any
     key at all (conch-pitfalls item 12); this one looks the key up first.
+    Signature algorithms outside the policy (C{ssh-rsa} with SHA-1,
+    C{ssh-dss}) are refused before the key is looked up, so every refusal
+    looks the same.
     """
 
     credentialInterfaces = (ISSHPrivateKey,)
 
     def requestAvatarId(self, credentials):  # type: ignore[no-untyped-def]
+        if not signatureAccepted(credentials.algName):
+            # ssh-rsa (SHA-1) and ssh-dss: refused before any lookup, the
+            # same way as an unknown key.
+            return defer.fail(UnauthorizedLogin("signature algorithm refused"))
         d = defer.execute(Key.fromString, credentials.blob)
         d.addCallback(self._checkKey, credentials)
         d.addCallback(self._requireSignature, credentials)
@@ -136,7 +256,9 @@ def loadHostKeys(paths: list[FilePath[str]]) -> dict[bytes, Key]:
     @param paths: private key files, in OpenSSH or PEM format.
     @return: key type (e.g. C{b"ssh-ed25519"}) to private key.
     @raise ValueError: with a one-line reason, for a file that is missing,
-        unreadable, not a private key, or a second key of the same type.
+        unreadable, not a private key, refused by the crypto policy
+        (L{hostKeyProblem}: ed25519, or RSA of 3072 bits or more), or a
+        second key of the same type.
     """
     found: dict[bytes, Key] = {}
     for path in paths:
@@ -148,6 +270,9 @@ def loadHostKeys(paths: list[FilePath[str]]) -> dict[bytes, Key]:
             raise ValueError(f"{path.path} is not a usable host key ({e})") from None
         if key.isPublic():
             raise ValueError(f"{path.path} is a public key; give the private key")
+        problem = hostKeyProblem(key.type(), key.size())
+        if problem is not None:
+            raise ValueError(f"{path.path}: {problem}")
         keyType = key.sshType()
         if keyType in found:
             raise ValueError(f"two host keys of type {keyType.decode()}")

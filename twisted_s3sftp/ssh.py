@@ -11,11 +11,16 @@ this server (see C{conch-pitfalls.md}).
     status; the limits of L{twisted_s3sftp.protocol} (open handles,
     requests waiting, READ replies under way) are enforced; per-packet log
     chatter is dropped.
-  - L{SFTPSession}: only the C{sftp} subsystem; C{env}, C{shell}, C{exec}
-    and C{pty-req} are refused quietly; the channel reports exit status 0
-    when the client ends it.
-  - L{S3ServerTransport}: C{server-sig-algs} lists the user-key signature
-    algorithms, so RSA user keys work with an ed25519 host key.
+  - L{SFTPSession}: only the C{sftp} subsystem; C{env}, C{shell}, C{exec},
+    C{pty-req}, C{x11-req}, agent forwarding and other subsystems are
+    refused quietly; the channel reports exit status 0 when the client
+    ends it.
+  - L{S3Connection}: SFTP channels are credited back only as their bytes
+    leave memory; at most C{Limits.maxChannels} channels per connection,
+    and only C{session} channels (no forwarding), refused quietly.
+
+The factory and transport (admission, crypto policy, login grace) are in
+L{twisted_s3sftp.transport}.
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ from typing import Any, Callable
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import IConchUser, ISFTPServer
-from twisted.conch.ssh.connection import SSHConnection
-from twisted.conch.ssh.factory import SSHFactory
-from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.common import NS, getNS
+from twisted.conch.ssh.connection import (
+    MSG_CHANNEL_OPEN_FAILURE,
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_RESOURCE_SHORTAGE,
+    SSHConnection,
+)
 from twisted.conch.ssh.filetransfer import (
     FX_BAD_MESSAGE,
     FX_FAILURE,
@@ -44,10 +53,8 @@ from twisted.conch.ssh.filetransfer import (
     FileTransferServer,
 )
 from twisted.conch.ssh.transport import DISCONNECT_PROTOCOL_ERROR
-from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.session import SSHSession
-from twisted.conch.ssh.transport import SSHServerTransport
-from twisted.cred.portal import IRealm, Portal
+from twisted.cred.portal import IRealm
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
@@ -77,11 +84,6 @@ from .uploading import ActiveUploads, UploadFile
 
 log = Logger()
 
-#: Bytes read from a connection at a time (Twisted's default is 64 KiB):
-#: fewer, larger reads mean fewer reactor turns and fewer reply sends per
-#: byte uploaded.
-READ_SIZE = 256 * 1024
-
 #: The replies that answer a request (each request, INIT included, gets
 #: exactly one).
 _REPLIES = frozenset(
@@ -94,16 +96,6 @@ _REPLIES = frozenset(
         FXP_ATTRS,
         FXP_EXTENDED_REPLY,
     )
-)
-
-#: Signature algorithms accepted for user keys (RFC 8308 server-sig-algs).
-USER_SIGNATURE_ALGORITHMS = (
-    b"ssh-ed25519",
-    b"ecdsa-sha2-nistp256",
-    b"ecdsa-sha2-nistp384",
-    b"ecdsa-sha2-nistp521",
-    b"rsa-sha2-512",
-    b"rsa-sha2-256",
 )
 
 # Conch logs every SFTP packet at info level; a log event per packet costs
@@ -441,6 +433,32 @@ class S3Connection(SSHConnection):
 
     _log = Logger(namespace="twisted.conch.ssh.connection", observer=_quietObserver)
 
+    def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
+        # Conch logs a traceback for every refused channel (forwarding
+        # included); refuse those here, quietly.
+        channelType, rest = getNS(packet)
+        (senderChannel,) = struct.unpack(">L", rest[:4])
+        if channelType != b"session":
+            self._refuseChannel(
+                senderChannel, OPEN_ADMINISTRATIVELY_PROHIBITED, b"only SFTP sessions"
+            )
+            return
+        maxChannels = self.transport.factory.limits.maxChannels
+        if len(self.channels) >= maxChannels:
+            self._refuseChannel(
+                senderChannel,
+                OPEN_RESOURCE_SHORTAGE,
+                b"too many channels (%d)" % (maxChannels,),
+            )
+            return
+        super().ssh_CHANNEL_OPEN(packet)
+
+    def _refuseChannel(self, senderChannel: int, reason: int, text: bytes) -> None:
+        self.transport.sendPacket(
+            MSG_CHANNEL_OPEN_FAILURE,
+            struct.pack(">2L", senderChannel, reason) + NS(text) + NS(b""),
+        )
+
     def ssh_CHANNEL_DATA(self, packet: bytes) -> None:
         localChannel, dataLength = struct.unpack(">2L", packet[:8])
         channel = self.channels.get(localChannel)
@@ -501,7 +519,19 @@ class SFTPSession(SSHSession):
         if self.onWritable is not None:
             self.onWritable()
 
+    def request_subsystem(self, data: bytes) -> int:
+        name, _ = getNS(data)
+        if name != b"sftp":
+            return 0
+        return super().request_subsystem(data)
+
     def request_env(self, data: bytes) -> int:
+        return 0
+
+    def request_x11_req(self, data: bytes) -> int:
+        return 0
+
+    def request_auth_agent_req_openssh_com(self, data: bytes) -> int:
         return 0
 
     def request_pty_req(self, data: bytes) -> int:
@@ -607,54 +637,3 @@ class S3Realm:
         )
         log.info("{username} logged in", username=username)
         return IConchUser, user, user.logout
-
-
-class S3ServerTransport(SSHServerTransport):
-    """
-    The server transport, advertising the user-key signature algorithms it
-    accepts rather than its host key algorithms (twisted#12107), with
-    Nagle's algorithm off: with the large windows uploads get, Nagle and
-    delayed ACKs were measured stalling uploads at a fifth of their speed
-    (testbed.md).  It reads up to L{READ_SIZE} at a time: that cut the
-    server's CPU per GiB uploaded by a tenth (4.7 against 5.2 CPU-s).
-    """
-
-    def connectionMade(self) -> None:
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = READ_SIZE
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except OSError:
-                pass
-        super().connectionMade()
-
-    def sendExtInfo(self, extensions: list[tuple[bytes, bytes]]) -> None:
-        super().sendExtInfo(
-            [
-                (name, b",".join(USER_SIGNATURE_ALGORITHMS))
-                if name == b"server-sig-algs"
-                else (name, value)
-                for name, value in extensions
-            ]
-        )
-
-
-class S3SSHFactory(SSHFactory):
-    """
-    The SSH server factory.
-
-    @ivar portal: authenticates users.
-    """
-
-    protocol = S3ServerTransport
-    services = {**SSHFactory.services, b"ssh-connection": S3Connection}
-
-    def __init__(self, portal: Portal, hostKeys: dict[bytes, Key]) -> None:
-        self.portal = portal
-        self.privateKeys = hostKeys
-        self.publicKeys = {kind: key.public() for kind, key in hostKeys.items()}
-
-    def getPrimes(self) -> None:
-        return None

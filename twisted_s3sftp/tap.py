@@ -34,11 +34,16 @@ from .config import (
     ServerConfig,
     parseSize,
 )
+from .admission import Limits, parsePenalties, parseStartups
 from .flow import MemoryLimit
 from .keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
-from .ssh import S3Realm, S3SSHFactory
+from .ssh import S3Realm
+from .transport import S3SSHFactory
 
 log = Logger()
+
+#: The default limits, shown in the options' help.
+_DEFAULTS = Limits()
 
 #: The host key used, and created on first start, when none is given.
 DEFAULT_HOST_KEY = "etc/ssh_host_ed25519_key"
@@ -95,6 +100,52 @@ class Options(usage.Options):
             str(DEFAULT_UPLOAD_CONCURRENCY),
             "Parts of one upload sent to S3 at once.",
         ],
+        [
+            "login-grace",
+            None,
+            f"{_DEFAULTS.loginGrace:g}",
+            "Seconds from connecting (banner and key exchange included) to "
+            "logging in.",
+        ],
+        ["max-auth-tries", None, str(_DEFAULTS.maxAuthTries), "Failed logins per connection."],
+        [
+            "max-startups",
+            None,
+            ":".join(map(str, _DEFAULTS.startups)),
+            "Unauthenticated connections, as start:rate:full (OpenSSH's "
+            "MaxStartups): random early drop from start, at rate percent, "
+            "rising to refusing all at full.",
+        ],
+        [
+            "per-source-max-startups",
+            None,
+            str(_DEFAULTS.perSourceStartups),
+            "Unauthenticated connections per IPv4 address or IPv6 /64.",
+        ],
+        [
+            "per-source-penalties",
+            None,
+            f"authfail:{_DEFAULTS.authFailPenalty:g} noauth:{_DEFAULTS.noAuthPenalty:g} "
+            f"grace-exceeded:{_DEFAULTS.gracePenalty:g} min:{_DEFAULTS.minPenalty:g} "
+            f"max:{_DEFAULTS.maxPenalty:g}",
+            "Seconds of penalty per source for a connection that failed to log "
+            "in, never tried, or ran out of time; a source with more than min "
+            "outstanding is refused until it runs out (at most max); 'no' "
+            "for none.",
+        ],
+        [
+            "max-user-connections",
+            None,
+            str(_DEFAULTS.perUser),
+            "Logged-in connections per user.",
+        ],
+        ["max-sessions", None, str(_DEFAULTS.maxChannels), "SFTP sessions per connection."],
+        [
+            "idle-timeout",
+            None,
+            f"{_DEFAULTS.idleTimeout:g}",
+            "Seconds a logged-in connection may send nothing.",
+        ],
     ]
 
     #: Build the boto3 client (replaced in tests).
@@ -107,6 +158,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["host-key"] = []
+        self["penalty-exempt"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """
@@ -121,6 +173,13 @@ class Options(usage.Options):
         etc/ssh_host_ed25519_key, created on first start).
         """
         self["host-key"].append(path)
+
+    def opt_penalty_exempt(self, network: str) -> None:
+        """
+        An address or network never penalised, e.g. a load balancer's
+        health checks (10.0.0.0/8); repeatable.
+        """
+        self["penalty-exempt"].append(network)
 
     def postOptions(self) -> None:
         try:
@@ -141,6 +200,7 @@ class Options(usage.Options):
             concurrency = int(self["upload-concurrency"])
         except ValueError:
             raise ValueError("--upload-concurrency: not a number") from None
+        limits = self._limits()
         self.config = ServerConfig(
             bucket=self["bucket"],
             endpointURL=self["endpoint-url"],
@@ -153,6 +213,7 @@ class Options(usage.Options):
             bufferLimit=sizes["buffer-limit"],
             memoryLimit=sizes["memory-limit"],
             uploadConcurrency=concurrency,
+            limits=limits,
         )
         for description in self.config.listen:
             try:
@@ -175,6 +236,35 @@ class Options(usage.Options):
             self.config.endpointURL, self.config.region, self.config.s3Threads
         )
         self.checkBucket(self.client, self.config.bucket)
+
+    def _limits(self) -> Limits:
+        """
+        @return: the limits the options ask for.
+        @raise ValueError: naming the option at fault.
+        """
+        values: dict[str, Any] = {}
+        for option, name, kind in [
+            ("login-grace", "loginGrace", float),
+            ("max-auth-tries", "maxAuthTries", int),
+            ("per-source-max-startups", "perSourceStartups", int),
+            ("max-user-connections", "perUser", int),
+            ("max-sessions", "maxChannels", int),
+            ("idle-timeout", "idleTimeout", float),
+            ("max-startups", "startups", parseStartups),
+            ("per-source-penalties", None, parsePenalties),
+        ]:
+            try:
+                value = kind(self[option])
+            except ValueError as e:
+                raise ValueError(f"--{option}: {e}") from None
+            if name is None:
+                values.update(value)
+            else:
+                values[name] = value
+        try:
+            return Limits(exempt=self["penalty-exempt"], **values)
+        except ValueError as e:
+            raise ValueError(f"limits: {e}") from None
 
 
 @implementer(IStreamServerEndpoint)
@@ -228,7 +318,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ),
         [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))],
     )
-    factory = S3SSHFactory(portal, options.hostKeys)
+    factory = S3SSHFactory(portal, options.hostKeys, config.limits, reactor)
     top = MultiService()
     s3.ThreadPoolService(pool).setServiceParent(top)
     for description in config.listen:

@@ -1,0 +1,397 @@
+"""
+Tests for L{twisted_s3sftp.transport}: the crypto policy on the wire, the
+login grace time, the idle timeout, admission and the limits on
+authentication.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from statistics import median
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from twisted.conch.ssh.common import NS, getNS
+from twisted.conch.ssh.keys import Key
+from twisted.conch.ssh.transport import (
+    DISCONNECT_BY_APPLICATION,
+    DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+    DISCONNECT_TOO_MANY_CONNECTIONS,
+)
+from twisted.conch.ssh.userauth import MSG_USERAUTH_FAILURE, MSG_USERAUTH_PK_OK
+from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_s3sftp.admission import Limits
+from twisted_s3sftp.flow import MemoryLimit
+from twisted_s3sftp.keys import KeysDirectory, KeysDirectoryChecker
+from twisted_s3sftp.memory import MemoryObjectStore
+from twisted_s3sftp.policy import CIPHERS, KEY_EXCHANGES, MACS
+from twisted_s3sftp.ssh import S3Realm
+from twisted_s3sftp.transport import S3SSHFactory, S3ServerTransport, S3UserAuthServer
+from twisted_s3sftp.upload import MiB, UploadPolicy
+
+
+def hostKey() -> Key:
+    """
+    @return: a fresh ed25519 host key.
+    """
+    return Key(ed25519.Ed25519PrivateKey.generate())
+
+
+def kexInit(sent: bytes) -> list[list[bytes]]:
+    """
+    @param sent: what a transport wrote: its version line, then its
+        KEXINIT packet in the clear.
+    @return: the KEXINIT's ten name-lists.
+    """
+    packet = sent.split(b"\r\n", 1)[1]
+    (length, padding) = struct.unpack(">LB", packet[:5])
+    payload = packet[5 : 4 + length - padding]
+    assert payload[0] == 20, payload[:1]
+    rest = payload[17:]
+    lists = []
+    for _ in range(10):
+        names, rest = getNS(rest)
+        lists.append(names.split(b",") if names else [])
+    return lists
+
+
+class Harness:
+    """
+    A factory and the transports it builds, on a fake clock.
+    """
+
+    def __init__(self, test: SynchronousTestCase, keys: dict[bytes, Key] | None = None, **limits: Any) -> None:
+        self.clock = Clock()
+        self.keysDir = FilePath(test.mktemp())
+        self.keysDir.makedirs()
+        realm = S3Realm(
+            MemoryObjectStore(),
+            "{username}/",
+            UploadPolicy(partSize=5 * MiB, bufferLimit=16 * MiB, concurrency=2),
+            MemoryLimit(64 * MiB),
+            self.clock,
+        )
+        self.portal = Portal(realm, [KeysDirectoryChecker(KeysDirectory(self.keysDir))])
+        self.factory = S3SSHFactory(
+            self.portal, keys or {b"ssh-ed25519": hostKey()}, Limits(**limits), self.clock
+        )
+        self.factory.startFactory()
+
+    def connect(self, host: str = "10.0.0.1") -> tuple[S3ServerTransport, StringTransport] | None:
+        """
+        @return: a connected server transport and its fake TCP transport,
+            or L{None} if the factory refused the connection.
+        """
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", host, 40000))
+        if protocol is None:
+            return None
+        tcp = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        protocol.makeConnection(tcp)
+        return protocol, tcp
+
+
+class Disconnects:
+    """
+    Records the disconnect reasons a transport sends.
+    """
+
+    def __init__(self, transport: S3ServerTransport) -> None:
+        self.reasons: list[int] = []
+        original = transport.sendDisconnect
+
+        def record(reason: int, description: bytes) -> None:
+            self.reasons.append(reason)
+            original(reason, description)
+
+        transport.sendDisconnect = record  # type: ignore[method-assign]
+
+
+class PolicyTests(SynchronousTestCase):
+    """
+    The server offers exactly the policy's algorithms.
+    """
+
+    def test_offered(self) -> None:
+        """
+        KEXINIT lists the policy's key exchanges (and C{ext-info-s}), the
+        ed25519 host key, its ciphers and MACs both ways, and no
+        compression.
+        """
+        harness = Harness(self)
+        connected = harness.connect()
+        assert connected is not None
+        lists = kexInit(connected[1].value())
+        self.assertEqual(lists[0], [*KEY_EXCHANGES, b"ext-info-s"])
+        self.assertEqual(lists[1], [b"ssh-ed25519"])
+        self.assertEqual(lists[2:4], [list(CIPHERS)] * 2)
+        self.assertEqual(lists[4:6], [list(MACS)] * 2)
+        self.assertEqual(lists[6:8], [[b"none"]] * 2)
+
+    def test_rsaHostKey(self) -> None:
+        """
+        An RSA host key is offered with SHA-2 signatures only, never
+        C{ssh-rsa} (SHA-1).
+        """
+        keys = {b"ssh-ed25519": hostKey(), b"ssh-rsa": Key(rsa.generate_private_key(65537, 3072))}
+        connected = Harness(self, keys).connect()
+        assert connected is not None
+        self.assertEqual(
+            kexInit(connected[1].value())[1], [b"ssh-ed25519", b"rsa-sha2-512", b"rsa-sha2-256"]
+        )
+
+
+class TimeoutTests(SynchronousTestCase):
+    """
+    Connections are timed from TCP accept to login, and once logged in
+    while they are silent.
+    """
+
+    def test_loginGrace(self) -> None:
+        """
+        A connection that has not logged in within the grace time (here
+        one that never got past the banner) is disconnected and costs its
+        source the grace penalty.
+        """
+        harness = Harness(self, loginGrace=2)
+        transport, tcp = harness.connect() or (None, None)
+        assert transport is not None and tcp is not None
+        disconnects = Disconnects(transport)
+        harness.clock.advance(1.9)
+        self.assertFalse(tcp.disconnecting)
+        harness.clock.advance(0.1)
+        self.assertEqual(disconnects.reasons, [DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE])
+        self.assertTrue(tcp.disconnecting)
+        transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(harness.factory.admission.unauthenticated, 0)
+        # 10 s of penalty each: after a second one (18 s outstanding) the
+        # source is refused, and only that source.
+        for _ in range(1):
+            transport, _ = harness.connect() or (None, None)
+            assert transport is not None
+            harness.clock.advance(2)
+            transport.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(harness.connect())
+        self.assertIsNotNone(harness.connect("10.0.0.2"))
+
+    def test_idleTimeout(self) -> None:
+        """
+        Once logged in, a connection is closed after the idle timeout
+        without data from the client; data restarts the count.
+        """
+        harness = Harness(self, idleTimeout=100)
+        transport, tcp = harness.connect() or (None, None)
+        assert transport is not None and tcp is not None
+        loggedIn(transport, "alice")
+        disconnects = Disconnects(transport)
+        harness.clock.advance(99)
+        transport.dataReceived(b"")
+        harness.clock.advance(99)
+        self.assertEqual(disconnects.reasons, [])
+        harness.clock.advance(1)
+        self.assertEqual(disconnects.reasons, [DISCONNECT_BY_APPLICATION])
+
+    def test_disconnectLinger(self) -> None:
+        """
+        A client that does not read the disconnect message is cut off a
+        few seconds later.
+        """
+        harness = Harness(self, loginGrace=1)
+        transport, tcp = harness.connect() or (None, None)
+        assert transport is not None
+        aborted: list[bool] = []
+        tcp.connected = True  # type: ignore[union-attr]
+        tcp.abortConnection = lambda: aborted.append(True)  # type: ignore[union-attr]
+        harness.clock.advance(1)
+        harness.clock.advance(5)
+        self.assertEqual(aborted, [True])
+
+
+class Service:
+    """
+    The connection service as the transport sees it.
+    """
+
+    name = b"ssh-connection"
+
+    def serviceStarted(self) -> None:
+        pass
+
+    def serviceStopped(self) -> None:
+        pass
+
+
+def loggedIn(transport: S3ServerTransport, username: str) -> None:
+    """
+    Make C{transport} act as if C{username} just authenticated.
+    """
+
+    class Avatar:
+        pass
+
+    avatar = Avatar()
+    avatar.username = username  # type: ignore[attr-defined]
+    transport.avatar = avatar
+    transport.logoutFunction = lambda: None
+    transport.setService(Service())
+
+
+class AdmissionTests(SynchronousTestCase):
+    """
+    The factory admits connections through L{Admission}.
+    """
+
+    def test_perSourceStartups(self) -> None:
+        """
+        Past the per-source cap on unauthenticated connections, the
+        factory refuses (builds no protocol) and logs once, not per
+        connection.
+        """
+        harness = Harness(self, perSourceStartups=2)
+        self.assertIsNotNone(harness.connect())
+        self.assertIsNotNone(harness.connect())
+        messages: list[str] = []
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        observer = lambda event: messages.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        try:
+            for _ in range(50):
+                self.assertIsNone(harness.connect())
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        self.assertEqual(len([m for m in messages if m.startswith("Refused")]), 1)
+        self.assertIsNotNone(harness.connect("10.0.0.2"))
+
+    def test_perUser(self) -> None:
+        """
+        A login past the user's connection cap is disconnected with
+        "too many connections"; logging out frees a place.
+        """
+        harness = Harness(self, perUser=1)
+        first, _ = harness.connect() or (None, None)
+        second, _ = harness.connect() or (None, None)
+        assert first is not None and second is not None
+        loggedIn(first, "alice")
+        disconnects = Disconnects(second)
+        loggedIn(second, "alice")
+        self.assertEqual(disconnects.reasons, [DISCONNECT_TOO_MANY_CONNECTIONS])
+        second.connectionLost(Failure(ConnectionDone()))
+        first.connectionLost(Failure(ConnectionDone()))
+        third, _ = harness.connect() or (None, None)
+        assert third is not None
+        disconnects = Disconnects(third)
+        loggedIn(third, "alice")
+        self.assertEqual(disconnects.reasons, [])
+
+
+class FakeTransport:
+    """
+    What L{S3UserAuthServer} uses of its transport.
+    """
+
+    authFailures = 0
+
+    def __init__(self, factory: S3SSHFactory) -> None:
+        self.factory = factory
+        self.sessionID = b"session"
+        self.packets: list[tuple[int, bytes]] = []
+        self.disconnects: list[int] = []
+
+    def isEncrypted(self, direction: str) -> bool:
+        return True
+
+    def sendPacket(self, kind: int, payload: bytes) -> None:
+        self.packets.append((kind, payload))
+
+    def sendDisconnect(self, reason: int, description: bytes) -> None:
+        self.disconnects.append(reason)
+
+
+class AuthenticationTests(SynchronousTestCase):
+    """
+    L{S3UserAuthServer} with the keys directory checker.
+    """
+
+    def setUp(self) -> None:
+        self.harness = Harness(self, maxAuthTries=6)
+        self.key = hostKey()
+        self.harness.keysDir.child("alice.pub").setContent(
+            self.key.public().toString("openssh") + b"\n"
+        )
+        self.harness.keysDir.child("alice.pub").chmod(0o644)
+        self.transport = FakeTransport(self.harness.factory)
+        self.auth = S3UserAuthServer()
+        self.auth.transport = self.transport  # type: ignore[assignment]
+        self.auth.serviceStarted()
+        self.addCleanup(self.auth.serviceStopped)
+
+    def attempt(self, user: bytes, key: Key, signed: bool = True) -> tuple[int, bytes]:
+        """
+        Send one publickey request and return the reply.
+        """
+        blob = key.public().blob()
+        body = NS(user) + NS(b"ssh-connection") + NS(b"publickey")
+        if signed:
+            signed_data = NS(self.transport.sessionID) + bytes([50]) + body + b"\x01" + NS(b"ssh-ed25519") + NS(blob)
+            packet = body + b"\x01" + NS(b"ssh-ed25519") + NS(blob) + NS(key.sign(signed_data))
+        else:
+            packet = body + b"\x00" + NS(b"ssh-ed25519") + NS(blob)
+        before = len(self.transport.packets)
+        self.auth.ssh_USERAUTH_REQUEST(packet)
+        sent = self.transport.packets[before:]
+        return sent[0] if sent else (0, b"")
+
+    def test_maxAuthTries(self) -> None:
+        """
+        The sixth failed attempt disconnects instead of answering; each
+        failure is counted on the transport for the penalty.
+        """
+        for _ in range(5):
+            self.assertEqual(self.attempt(b"alice", hostKey())[0], MSG_USERAUTH_FAILURE)
+        self.assertEqual(self.transport.disconnects, [])
+        self.attempt(b"alice", hostKey())
+        self.assertEqual(self.transport.disconnects, [DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE])
+        self.assertEqual(self.transport.authFailures, 6)
+
+    def test_queries(self) -> None:
+        """
+        A query for a listed key gets "key OK"; for any other key, or any
+        key of an unknown user, the same failure as a wrong signature.
+        """
+        self.assertEqual(self.attempt(b"alice", self.key, signed=False)[0], MSG_USERAUTH_PK_OK)
+        unknownKey = self.attempt(b"alice", hostKey(), signed=False)
+        unknownUser = self.attempt(b"mallory", hostKey(), signed=False)
+        self.assertEqual(unknownKey, unknownUser)
+        self.assertEqual(unknownKey[0], MSG_USERAUTH_FAILURE)
+
+    def test_noEnumeration(self) -> None:
+        """
+        Interleaved attempts for an existing user with a wrong key and for
+        unknown users get byte-identical replies, and take the same time:
+        the medians of 200 of each differ by less than a millisecond
+        (both are a file lookup of a few microseconds).
+        """
+        timings: dict[str, list[float]] = {"known": [], "unknown": []}
+        replies: dict[str, set[tuple[int, bytes]]] = {"known": set(), "unknown": set()}
+        wrong = hostKey()
+        for n in range(200):
+            for kind, user in (("known", b"alice"), ("unknown", b"u%d" % (n,))):
+                # A fresh service each time, so that the attempt cap does
+                # not end the run.
+                self.auth.loginAttempts = 0
+                start = time.perf_counter()
+                reply = self.attempt(user, wrong)
+                timings[kind].append(time.perf_counter() - start)
+                replies[kind].add(reply)
+        self.assertEqual(replies["known"], replies["unknown"])
+        self.assertEqual(len(replies["known"]), 1)
+        self.assertLess(abs(median(timings["known"]) - median(timings["unknown"])), 0.001)
