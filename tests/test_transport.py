@@ -215,6 +215,33 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(aborted, [True])
 
 
+class QuietTests(SynchronousTestCase):
+    """
+    Ordinary events are not logged as errors.
+    """
+
+    def test_clientDisconnect(self) -> None:
+        """
+        A client's "disconnected by user" is not an error; any other
+        disconnect reason still is.
+        """
+        connected = Harness(self).connect()
+        assert connected is not None
+        transport = connected[0]
+        errors: list[object] = []
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        observer = lambda event: errors.append(event) if event.get("log_level") == LogLevel.error else None  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        try:
+            transport.receiveError(DISCONNECT_BY_APPLICATION, b"disconnected by user")
+            self.assertEqual(errors, [])
+            transport.receiveError(DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE, b"gave up")
+            self.assertEqual(len(errors), 1)
+        finally:
+            globalLogPublisher.removeObserver(observer)
+
+
 class Service:
     """
     The connection service as the transport sees it.
@@ -362,6 +389,23 @@ class AuthenticationTests(SynchronousTestCase):
         self.assertEqual(self.transport.disconnects, [DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE])
         self.assertEqual(self.transport.authFailures, 6)
 
+    def test_restartedServiceKeepsCount(self) -> None:
+        """
+        Failures are counted per connection, not per start of the
+        authentication service (paramiko restarts it for every attempt).
+        """
+        for _ in range(5):
+            self.auth = S3UserAuthServer()
+            self.auth.transport = self.transport  # type: ignore[assignment]
+            self.auth.serviceStarted()
+            self.assertEqual(self.attempt(b"alice", hostKey())[0], MSG_USERAUTH_FAILURE)
+            self.auth.serviceStopped()
+        self.auth = S3UserAuthServer()
+        self.auth.transport = self.transport  # type: ignore[assignment]
+        self.auth.serviceStarted()
+        self.attempt(b"alice", hostKey())
+        self.assertEqual(self.transport.disconnects, [DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE])
+
     def test_queries(self) -> None:
         """
         A query for a listed key gets "key OK"; for any other key, or any
@@ -385,9 +429,8 @@ class AuthenticationTests(SynchronousTestCase):
         wrong = hostKey()
         for n in range(200):
             for kind, user in (("known", b"alice"), ("unknown", b"u%d" % (n,))):
-                # A fresh service each time, so that the attempt cap does
-                # not end the run.
-                self.auth.loginAttempts = 0
+                # The attempt cap must not end the run.
+                self.transport.authFailures = 0
                 start = time.perf_counter()
                 reply = self.attempt(user, wrong)
                 timings[kind].append(time.perf_counter() - start)

@@ -13,7 +13,8 @@ authentication service that counts failures.
     Conch does not time at all) and a logged-in one that stays silent past
     the idle timeout; enforces the per-user connection cap; and lists the
     user-key signature algorithms in C{server-sig-algs}, so RSA user keys
-    work with an ed25519 host key (twisted#12107).
+    work with an ed25519 host key (twisted#12107); a client's ordinary
+    disconnect is not logged as an error.
   - L{S3UserAuthServer} disconnects after the policy's number of failed
     attempts (Conch allows 20).
 """
@@ -52,7 +53,7 @@ from .policy import (
     MACS,
     USER_SIGNATURE_ALGORITHMS,
 )
-from .ssh import S3Connection
+from .ssh import S3Connection, _quietObserver
 
 log = Logger()
 
@@ -84,7 +85,11 @@ class S3UserAuthServer(SSHUserAuthServer):
 
     def _ebBadAuth(self, reason: Failure) -> None:
         if self.method != b"none" and not reason.check(IgnoreAuthentication):
+            # Counted per connection: a client may restart this service
+            # (paramiko does, for every attempt), which resets Conch's
+            # own count.
             self.transport.authFailures += 1
+            self.loginAttempts = self.transport.authFailures - 1
         super()._ebBadAuth(reason)
 
 
@@ -202,6 +207,13 @@ class S3ServerTransport(SSHServerTransport):
                 self.factory.ended(self, penalty)
         super().connectionLost(reason)
 
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        # Conch logs every disconnect from the client as an error, the
+        # ordinary "disconnected by user" that ends each session included.
+        if reasonCode == DISCONNECT_BY_APPLICATION:
+            return
+        super().receiveError(reasonCode, description)
+
     def sendExtInfo(self, extensions: list[tuple[bytes, bytes]]) -> None:
         super().sendExtInfo(
             [
@@ -230,6 +242,10 @@ class S3SSHFactory(SSHFactory):
     @ivar clock: the time source for timeouts.
     @ivar admission: the connection counts and penalties.
     """
+
+    # Conch logs a line per connection about group-exchange moduli, which
+    # the policy does not offer anyway.  Keep its warnings only.
+    _log = Logger(namespace="twisted.conch.ssh.factory", observer=_quietObserver)
 
     protocol = S3ServerTransport
     services = {
