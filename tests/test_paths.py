@@ -69,6 +69,17 @@ class ConfinementTests(SynchronousTestCase):
         """
         self.assertRaises(InvalidPath, normalise, b"a\x00b")
 
+    def test_controlCharacters(self) -> None:
+        """
+        Control characters (C0, DEL and C1) are refused; look-alikes of
+        C{.} and C{/}, backslashes and decomposed accents are ordinary
+        characters, never normalised.
+        """
+        for raw in (b"a\tb", b"a\nb", b"\x1b[31m", b"a\x7f", "a\u0085".encode()):
+            self.assertRaises(InvalidPath, normalise, raw)
+        for name in ("‥／bob", "a\\..\\b", "e\u0301", "é"):
+            self.assertEqual(normalise(name.encode()), "/" + name)
+
     def test_badUTF8(self) -> None:
         """
         A path that is not UTF-8 is refused.

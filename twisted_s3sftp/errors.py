@@ -46,7 +46,8 @@ class GatewayError(Exception):
 
 class InvalidPath(GatewayError):
     """
-    A client path that cannot name an object (bad UTF-8, NUL, too long).
+    A client path that cannot name an object (bad UTF-8, NUL or other
+    control characters, too long).
     """
 
     code = FX_BAD_MESSAGE

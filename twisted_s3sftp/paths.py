@@ -20,6 +20,11 @@ from .errors import InvalidPath
 #: Usernames that may ever be users (also what a key file may be called).
 USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
+#: Control characters (C0, DEL, C1): refused in paths.  They have no place
+#: in a file name, S3 listings cannot carry some of them in XML, and in a
+#: log line they could forge entries.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
 #: S3's limit on a key, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024
 
@@ -77,7 +82,10 @@ def normalise(raw: bytes) -> str:
     @param raw: the path bytes from the SFTP request.
     @return: an absolute path, C{/} for the home itself, with no C{.},
         C{..}, empty or repeated components and no trailing slash.
-    @raise InvalidPath: for bytes that are not UTF-8 or contain NUL.
+    @raise InvalidPath: for bytes that are not UTF-8 or contain NUL or
+        another control character.  Nothing else is changed: no Unicode
+        normalisation, and a backslash or a look-alike of C{.} or C{/} is
+        an ordinary character of a name.
     """
     try:
         text = raw.decode("utf-8")
@@ -85,6 +93,8 @@ def normalise(raw: bytes) -> str:
         raise InvalidPath("path is not valid UTF-8") from None
     if "\x00" in text:
         raise InvalidPath("path contains NUL")
+    if _CONTROL.search(text):
+        raise InvalidPath("path contains a control character")
     parts: list[str] = []
     for part in text.split("/"):
         if part in ("", "."):

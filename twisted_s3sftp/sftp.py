@@ -337,6 +337,9 @@ class S3SFTPServer:
     async def _rename(self, old: str, new: str, overwrite: bool) -> None:
         if "/" in (old, new):
             raise PermissionDenied("the home directory cannot be renamed")
+        # Both names are checked before any S3 call.
+        objectKey(self._home, old)
+        objectKey(self._home, new)
         found = await self._lookup(old, head=True)
         if found is None:
             raise NoSuchFile("no such file or directory")
