@@ -17,6 +17,7 @@ from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.transport import (
     DISCONNECT_BY_APPLICATION,
     DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+    DISCONNECT_PROTOCOL_ERROR,
     DISCONNECT_TOO_MANY_CONNECTIONS,
 )
 from twisted.conch.ssh.userauth import MSG_USERAUTH_FAILURE, MSG_USERAUTH_PK_OK
@@ -242,6 +243,31 @@ class QuietTests(SynchronousTestCase):
             globalLogPublisher.removeObserver(observer)
 
 
+class MalformedTests(SynchronousTestCase):
+    """
+    Malformed SSH messages end the connection quietly.
+    """
+
+    def test_malformedKexInit(self) -> None:
+        """
+        A KEXINIT whose name-lists run past its end (Conch's parser raises
+        C{struct.error}) disconnects with a protocol error and one warning,
+        not a traceback; nothing after it is handled.
+        """
+        from .test_fuzz import kexInitPacket
+
+        connected = Harness(self).connect()
+        assert connected is not None
+        transport, tcp = connected
+        disconnects = Disconnects(transport)
+        packet = bytearray(kexInitPacket([b"curve25519-sha256"] + [b"none"] * 9))
+        packet[25] = 0xFF
+        transport.dataReceived(b"SSH-2.0-bad\r\n" + bytes(packet) + bytes(packet))
+        self.assertEqual(disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
+        self.assertTrue(tcp.disconnecting)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 class Service:
     """
     The connection service as the transport sees it.
@@ -438,3 +464,78 @@ class AuthenticationTests(SynchronousTestCase):
         self.assertEqual(replies["known"], replies["unknown"])
         self.assertEqual(len(replies["known"]), 1)
         self.assertLess(abs(median(timings["known"]) - median(timings["unknown"])), 0.001)
+
+
+class LoopbackLoginTests(SynchronousTestCase):
+    """
+    A whole login in memory, with Conch's own client: key exchange, host
+    key, public key authentication, the connection service.
+    """
+
+    def test_login(self) -> None:
+        """
+        A listed key logs in.  (Conch's client has no ML-KEM; the
+        post-quantum exchange is tested with AsyncSSH in the integration
+        run.)
+        """
+        harness = Harness(self)
+        key = hostKey()
+        keyFile = harness.keysDir.child("alice.pub")
+        keyFile.setContent(key.public().toString("openssh") + b"\n")
+        keyFile.chmod(0o644)
+        client = loginOverLoopback(harness, key, b"alice")
+        self.assertTrue(client.loggedIn)
+        self.assertEqual(client.kexAlg, b"curve25519-sha256")
+
+    def test_wrongKey(self) -> None:
+        """
+        An unlisted key does not log in.
+        """
+        harness = Harness(self)
+        client = loginOverLoopback(harness, hostKey(), b"alice")
+        self.assertFalse(client.loggedIn)
+
+
+def loginOverLoopback(harness: Harness, key: Key, user: bytes) -> Any:
+    """
+    Log in to C{harness}'s factory over an in-memory relay.
+
+    @return: the client transport; its C{loggedIn} says whether the
+        connection service started.
+    """
+    from twisted.conch.ssh.connection import SSHConnection
+    from twisted.conch.ssh.transport import SSHClientTransport
+    from twisted.conch.ssh.userauth import SSHUserAuthClient
+    from twisted.internet.defer import succeed
+    from twisted.test.iosim import FakeTransport, connect
+
+    class ClientConnection(SSHConnection):
+        def serviceStarted(self) -> None:
+            self.transport.loggedIn = True
+
+    class AuthClient(SSHUserAuthClient):
+        def getPublicKey(self) -> Any:
+            if self.lastPublicKey is not None:
+                return None
+            return key.public()
+
+        def getPrivateKey(self) -> Any:
+            return succeed(key)
+
+    class ClientTransport(SSHClientTransport):
+        loggedIn = False
+
+        def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> Any:
+            return succeed(True)
+
+        def connectionSecure(self) -> None:
+            self.requestService(AuthClient(user, ClientConnection()))
+
+    server = harness.factory.buildProtocol(IPv4Address("TCP", "10.0.0.9", 40000))
+    assert server is not None
+    client = ClientTransport()
+    pump = connect(
+        server, FakeTransport(server, isServer=True), client, FakeTransport(client, isServer=False)
+    )
+    pump.flush()
+    return client

@@ -14,7 +14,9 @@ authentication service that counts failures.
     the idle timeout; enforces the per-user connection cap; and lists the
     user-key signature algorithms in C{server-sig-algs}, so RSA user keys
     work with an ed25519 host key (twisted#12107); a client's ordinary
-    disconnect is not logged as an error.
+    disconnect is not logged as an error; a malformed message (which
+    Conch's parsers would raise out of C{dataReceived}, logging a
+    traceback) ends the connection with one log line.
   - L{S3UserAuthServer} disconnects after the policy's number of failed
     attempts (Conch allows 20).
 """
@@ -29,6 +31,7 @@ from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.transport import (
     DISCONNECT_BY_APPLICATION,
     DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+    DISCONNECT_PROTOCOL_ERROR,
     DISCONNECT_TOO_MANY_CONNECTIONS,
     SSHServerTransport,
 )
@@ -118,6 +121,7 @@ class S3ServerTransport(SSHServerTransport):
     _user: str | None = None
     _timedOut = False
     _ended = False
+    _refused = False
 
     def connectionMade(self) -> None:
         if hasattr(self.transport, "bufferSize"):
@@ -134,9 +138,35 @@ class S3ServerTransport(SSHServerTransport):
         )
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._user is not None and self._timer is not None:
             self._timer.reset(self.factory.limits.idleTimeout)
-        super().dataReceived(data)
+        try:
+            super().dataReceived(data)
+        except Exception as e:
+            self._malformed(e)
+
+    def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
+        # Conch's handlers parse with struct and assertions: a malformed
+        # message raises out of dataReceived, which logs a traceback per
+        # packet.  It ends the connection instead, with one line.
+        if self._refused:
+            return
+        try:
+            super().dispatchMessage(messageNum, payload)
+        except Exception as e:
+            self._malformed(e, messageNum)
+
+    def _malformed(self, error: Exception, messageNum: int | None = None) -> None:
+        self._refused = True
+        log.warn(
+            "Disconnecting {peer}: malformed SSH message {number}: {error}",
+            peer=self.peerHost,
+            number=messageNum,
+            error=repr(error),
+        )
+        self._disconnect(DISCONNECT_PROTOCOL_ERROR, b"malformed message")
 
     def setService(self, service: Any) -> None:
         if service.name == b"ssh-connection" and self._user is None:

@@ -150,6 +150,36 @@ def test_allowedAlgorithm(door: Gateway, option: str, algorithm: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_postQuantumKeyExchange(door: Gateway, tmp_path: Path) -> None:
+    """
+    A client offering only C{mlkem768x25519-sha256} (AsyncSSH, with
+    cryptography's ML-KEM) logs in and uploads: the post-quantum hybrid is
+    not only advertised but works.  (OpenSSH 9.2 and Conch's own client
+    do not have it.)
+    """
+    import asyncio
+
+    import asyncssh
+
+    source = tmp_path / "pq.txt"
+    source.write_bytes(b"post-quantum\n")
+
+    async def upload() -> None:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            door.port,
+            username="alice",
+            client_keys=[str(door.root / "alice_key")],
+            known_hosts=None,
+            kex_algs=["mlkem768x25519-sha256"],
+        ) as connection:
+            async with connection.start_sftp_client() as sftp:
+                await sftp.put(str(source), "pq.txt")
+                assert (await sftp.stat("pq.txt")).size == len(b"post-quantum\n")
+
+    asyncio.run(upload())
+
+
 def writeKey(door: Gateway, name: str, private: Any) -> Path:
     """
     Install C{private}'s public key as user C{name}'s file.
