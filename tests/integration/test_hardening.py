@@ -329,6 +329,42 @@ def wrongKey() -> Any:
     return paramiko.Ed25519Key.from_private_key(io.StringIO(pem.decode()))
 
 
+def test_noEnumerationOverTheWire(door: Gateway) -> None:
+    """
+    Over real connections, interleaved attempts for an existing user with
+    a wrong key and for unknown users fail alike, with the same allowed
+    methods, and take the same time: the medians of 20 of each differ by
+    less than 5 ms (loopback noise; the server's own difference is
+    microseconds, see the unit test).
+    """
+    import statistics
+
+    import paramiko
+
+    timings: dict[str, list[float]] = {"known": [], "unknown": []}
+    allowed: dict[str, set[tuple[str, ...]]] = {"known": set(), "unknown": set()}
+    key = wrongKey()
+    for round in range(8):
+        transport = paramikoTransport(door, "127.0.0.1")
+        try:
+            for attempt in range(5):
+                kind = "known" if (round + attempt) % 2 else "unknown"
+                user = "alice" if kind == "known" else f"ghost{round}x{attempt}"
+                start = time.perf_counter()
+                try:
+                    transport.auth_publickey(user, key)
+                except paramiko.BadAuthenticationType as e:
+                    allowed[kind].add(tuple(e.allowed_types))
+                except paramiko.AuthenticationException:
+                    allowed[kind].add(("publickey",))
+                timings[kind].append(time.perf_counter() - start)
+        finally:
+            transport.close()
+    assert allowed["known"] == allowed["unknown"] == {("publickey",)}
+    difference = statistics.median(timings["known"]) - statistics.median(timings["unknown"])
+    assert abs(difference) < 0.005, timings
+
+
 def test_floodFromOneSource(door: Gateway) -> None:
     """
     Thirty silent connections from one address do not stop a login from
