@@ -58,6 +58,7 @@ class AdmissionTests(SynchronousTestCase):
         self.assertEqual(sourceOf("2001:db8::1"), sourceOf("2001:db8::ffff:2"))
         self.assertNotEqual(sourceOf("2001:db8::1"), sourceOf("2001:db8:0:1::1"))
         self.assertEqual(sourceOf("::ffff:10.0.0.1"), "10.0.0.1")
+        self.assertEqual(sourceOf("fe80::1%eth0"), sourceOf("fe80::2"))
         a = admission(Clock(), perSourceStartups=1)
         self.assertIsNone(a.admit("2001:db8::1"))
         self.assertIsNotNone(a.admit("2001:db8::2"))
@@ -121,7 +122,8 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_exempt(self) -> None:
         """
-        Sources in an exempt network are never penalised.
+        Sources in an exempt network are never penalised, nor refused for
+        a penalty of the IPv6 /64 they are in.
         """
         a = admission(Clock(), exempt=["127.0.0.0/30"])
         for _ in range(4):
@@ -131,6 +133,19 @@ class AdmissionTests(SynchronousTestCase):
             a.ended("127.0.0.9", AUTH_FAILED)
         self.assertIsNone(a.admit("127.0.0.1"))
         self.assertIsNotNone(a.admit("127.0.0.9"))
+        six = admission(Clock(), exempt=["2001:db8::5"])
+        for _ in range(4):
+            for host in ("2001:db8::5", "::ffff:127.0.0.1"):
+                six.admit(host)
+                six.ended(host, AUTH_FAILED)
+        self.assertIsNone(six.admit("2001:db8::5"))
+        self.assertIsNotNone(six.admit("127.0.0.1"))
+        for _ in range(4):
+            six.admit("2001:db8::6")
+            six.ended("2001:db8::6", AUTH_FAILED)
+        # Its /64 is penalised, the exempt address in it is not.
+        self.assertIsNotNone(six.admit("2001:db8::7"))
+        self.assertIsNone(six.admit("2001:db8::5"))
 
     def test_perUser(self) -> None:
         """

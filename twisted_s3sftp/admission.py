@@ -80,7 +80,7 @@ class Limits:
     loginGrace: float = 30.0
     maxAuthTries: int = 6
     startups: tuple[int, int, int] = (10, 30, 100)
-    perSourceStartups: int = 10
+    perSourceStartups: int = 4
     perUser: int = 16
     maxChannels: int = 4
     idleTimeout: float = 900.0
@@ -167,12 +167,22 @@ def sourceOf(host: str) -> str:
     @return: the source it counts as: the address for IPv4, its /64 for
         IPv6 (an IPv4-mapped IPv6 address counts as the IPv4 one).
     """
-    address = ipaddress.ip_address(host)
+    address = _address(host)
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """
+    @return: C{host} as an address: without the zone a link-local IPv6
+        address may carry (C{fe80::1%eth0}), and an IPv4-mapped IPv6
+        address as its IPv4 address.
+    """
+    address = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 @define(eq=False)
@@ -210,7 +220,7 @@ class Admission:
         """
         source = sourceOf(host)
         until = self._blocked.get(source)
-        if until is not None:
+        if until is not None and not self._exempt(host):
             if until > self.now():
                 return "source penalised for earlier failures"
             del self._blocked[source]
@@ -297,7 +307,7 @@ class Admission:
             self._bySource.pop(source, None)
 
     def _exempt(self, host: str) -> bool:
-        address = ipaddress.ip_address(host)
+        address = _address(host)
         return any(
             address in ipaddress.ip_network(network, strict=False)
             for network in self.limits.exempt

@@ -37,8 +37,8 @@ SSH_OPTIONS = [
     "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=20",
 ]
 
-#: The login grace time of the module's gateway, in seconds.
-GRACE = 3
+#: The login grace time of the gateway that tests it, in seconds.
+GRACE = 2
 
 
 def clientAlgorithms(kind: str) -> list[str]:
@@ -64,13 +64,13 @@ def excluded(kind: str, allowed: tuple[bytes, ...]) -> list[str]:
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory, localS3: LocalS3) -> Iterator[Gateway]:
     """
-    One gateway with a short login grace time and a user C{alice}.
+    One gateway with a user C{alice}.
     """
     assert shutil.which("ssh"), "OpenSSH's ssh is required (.ci/run installs it)"
     root = tmp_path_factory.mktemp("hardening")
     bucket = "h-" + uuid.uuid4().hex[:20]
     localS3.createBucket(bucket)
-    gateway = Gateway(root / "gw", bucket, localS3.endpointURL, f"--login-grace={GRACE}")
+    gateway = Gateway(root / "gw", bucket, localS3.endpointURL)
     gateway.addUser("alice")
     yield gateway
     log = gateway.stop()
@@ -260,11 +260,12 @@ def secondsUntilClosed(sock: socket.socket, send: bytes = b"") -> float:
     return time.monotonic() - start
 
 
-def test_loginGrace(door: Gateway) -> None:
+def test_loginGrace(startGateway: Any) -> None:
     """
     A connection that sends nothing, or only its banner, is dropped at the
     login grace time: the banner and key exchange count.
     """
+    door = startGateway(None, f"--login-grace={GRACE}")
     with connectFrom(door, "127.0.0.1") as silent:
         elapsed = secondsUntilClosed(silent)
     assert GRACE - 0.5 < elapsed < GRACE + 6
@@ -310,7 +311,9 @@ def test_failedLoginsPenalised(door: Gateway) -> None:
     with connectFrom(door, "127.0.0.2") as refused:
         assert secondsUntilClosed(refused) < 2
     assert ssh(door).returncode == 0
-    assert "source penalised" in door.log.read_text()
+    # Refusals are logged at most once per 10 s, so an earlier one may
+    # have taken this one's line.
+    assert "Refused" in door.log.read_text()
 
 
 def wrongKey() -> Any:
