@@ -56,6 +56,9 @@ HOME = "users/alice/"
 #: Names that try to leave the home, or to be something they are not.
 #: Each must stay inside the home or be refused.
 HOSTILE = [
+    b"../bob/x",
+    b"/../../x",
+    b"a/./b/../../../bob",
     b"../bob/secret",
     b"../../secret-at-root",
     b"/../bob/secret",
