@@ -33,6 +33,9 @@ setup(
         "boto3>=1.36",
         "attrs>=24.1",
     ],
+    entry_points={
+        "console_scripts": ["s3sftp-keys = twisted_s3sftp.keyadmin:main"],
+    },
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -1,6 +1,7 @@
 """
-The wheel carries the twistd plugin: built, installed into a fresh venv,
-and listed by that venv's C{twistd --help} (conch-pitfalls items 17-18).
+The wheel carries the twistd plugin and the C{s3sftp-keys} command: built,
+installed into a fresh venv, and run from there (conch-pitfalls items
+17-18).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def test_wheelInstallsPlugin(tmp_path: Path) -> None:
     """
     The wheel has C{twisted/plugins/s3sftp_plugin.py} and no
     C{twisted/__init__.py} or C{twisted/plugins/__init__.py}; installed in
-    a fresh venv, C{twistd --help} lists C{s3sftp}.
+    a fresh venv, C{twistd --help} lists C{s3sftp}, and the
+    C{s3sftp-keys} command runs.
     """
     dist = tmp_path / "dist"
     subprocess.run(
@@ -43,3 +45,10 @@ def test_wheelInstallsPlugin(tmp_path: Path) -> None:
         cwd=tmp_path,
     ).stdout
     assert "s3sftp" in listing
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    listed = subprocess.run(
+        [str(env / "bin" / "s3sftp-keys"), "--keys-dir", str(keys), "list"],
+        check=True, capture_output=True, text=True,
+    )
+    assert listed.stdout == ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import stat
 import struct
@@ -99,6 +100,15 @@ def parseAuthorizedKeys(data: bytes) -> tuple[list[Key], list[str]]:
             continue
         found.append(key)
     return found, problems
+
+
+def fingerprint(key: Key) -> str:
+    """
+    @return: C{key}'s SHA-256 fingerprint as OpenSSH prints it
+        (C{SHA256:} and unpadded base64).
+    """
+    digest = hashlib.sha256(key.public().blob()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
 @implementer(IAuthorizedKeysDB)

@@ -1,0 +1,116 @@
+"""
+Tests for L{twisted_s3sftp.keyadmin}: the C{s3sftp-keys} command.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
+from twisted.conch.ssh.keys import Key
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_s3sftp.keyadmin import main
+from twisted_s3sftp.keys import KeysDirectory, fingerprint
+from twisted.python.filepath import FilePath
+
+
+def publicLine(key: Key) -> bytes:
+    """
+    @return: C{key}'s public OpenSSH line.
+    """
+    return key.public().toString("openssh") + b" someone@laptop\n"
+
+
+class KeysCommandTests(SynchronousTestCase):
+    """
+    C{s3sftp-keys add|remove|list|fingerprint}.
+    """
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.key = Key(ed25519.Ed25519PrivateKey.generate())
+        self.keyPath = self.dir.parent / "key.pub"
+        self.keyPath.write_bytes(publicLine(self.key))
+
+    def command(self, *args: str) -> tuple[int, str]:
+        """
+        @return: the exit status and standard output of the command.
+        """
+        out = io.StringIO()
+        status = main(["--keys-dir", str(self.dir), *args], out)
+        return status, out.getvalue()
+
+    def test_addThenLogin(self) -> None:
+        """
+        C{add} writes C{USER.pub} with mode 0644, which the server's keys
+        directory then accepts; adding the same key again changes nothing.
+        """
+        status, output = self.command("add", "alice", str(self.keyPath))
+        self.assertEqual(status, 0)
+        self.assertIn(fingerprint(self.key), output)
+        path = self.dir / "alice.pub"
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+        directory = KeysDirectory(FilePath(str(self.dir)))
+        self.assertEqual(directory.getAuthorizedKeys(b"alice"), [self.key.public()])
+        before = path.read_bytes()
+        self.assertEqual(self.command("add", "alice", str(self.keyPath))[0], 0)
+        self.assertEqual(path.read_bytes(), before)
+        self.assertEqual([p.name for p in self.dir.iterdir()], ["alice.pub"])
+
+    def test_refusals(self) -> None:
+        """
+        A bad username, a key the policy refuses, a damaged line or options
+        are refused and nothing is written.
+        """
+        weak = self.dir.parent / "weak.pub"
+        weak.write_bytes(publicLine(Key(rsa.generate_private_key(65537, 1024))))
+        dss = self.dir.parent / "dss.pub"
+        dss.write_bytes(publicLine(Key(dsa.generate_private_key(2048))))
+        options = self.dir.parent / "options.pub"
+        options.write_bytes(b'command="x" ' + publicLine(self.key))
+        for args in [
+            ("add", "Alice", str(self.keyPath)),
+            ("add", "../etc", str(self.keyPath)),
+            ("add", "bob", str(weak)),
+            ("add", "bob", str(dss)),
+            ("add", "bob", str(options)),
+        ]:
+            self.assertEqual(self.command(*args)[0], 1, args)
+        self.assertEqual(list(self.dir.iterdir()), [])
+
+    def test_removeAndList(self) -> None:
+        """
+        C{list} shows users and their key counts; C{fingerprint} prints
+        them; C{remove USER FINGERPRINT} removes one key, and C{remove
+        USER} the user.
+        """
+        other = Key(ed25519.Ed25519PrivateKey.generate())
+        second = self.dir.parent / "second.pub"
+        second.write_bytes(publicLine(other))
+        self.command("add", "alice", str(self.keyPath))
+        self.command("add", "alice", str(second))
+        self.command("add", "bob", str(second))
+        self.assertEqual(self.command("list")[1], "alice\t2 key(s)\nbob\t1 key(s)\n")
+        printed = self.command("fingerprint", "alice")[1]
+        self.assertIn(fingerprint(self.key), printed)
+        self.assertIn(fingerprint(other), printed)
+        self.assertEqual(self.command("remove", "alice", fingerprint(self.key))[0], 0)
+        self.assertEqual(self.command("fingerprint", "alice")[1].split()[0], fingerprint(other))
+        self.assertEqual(self.command("remove", "alice", "SHA256:nope")[0], 1)
+        self.assertEqual(self.command("remove", "bob")[0], 0)
+        self.assertEqual(self.command("list")[1], "alice\t1 key(s)\n")
+        self.assertEqual(self.command("remove", "carol")[0], 1)
+
+    def test_fingerprintFormat(self) -> None:
+        """
+        Fingerprints look like OpenSSH's: C{SHA256:} and 43 characters of
+        unpadded base64.
+        """
+        printed = fingerprint(self.key)
+        self.assertTrue(printed.startswith("SHA256:"))
+        self.assertEqual(len(printed), len("SHA256:") + 43)
