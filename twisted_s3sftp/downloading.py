@@ -20,12 +20,15 @@ versions.
 from __future__ import annotations
 
 
+from typing import Callable
+
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPFile
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .audit import audit
 from .errors import EndOfFile, NotSupported
 from .interfaces import IObjectStore
 from .listing import ObjectInfo, fileAttributes, modificationTime
@@ -58,15 +61,28 @@ class DownloadFile:
     @ivar store: where the object is.
     @ivar info: the object as it was when opened (size, ETag, metadata).
     @ivar budget: the memory reserved for the read-ahead.
+    @ivar owner: the user, for the audit trail.
+    @ivar path: the path the client opened, for the audit trail.
+    @ivar now: the clock, for the download's duration.
     """
 
     store: IObjectStore
     info: ObjectInfo
     budget: MemoryBudget
+    owner: str = ""
+    path: str = ""
+    now: Callable[[], float] = lambda: 0.0
     _data: dict[int, bytes] = field(factory=dict, init=False)
     _waiters: dict[int, list[Deferred[bytes]]] = field(factory=dict, init=False)
     _floor: int = field(default=0, init=False)
     _next: int = field(default=0, init=False)
+    _sent: int = field(default=0, init=False)
+    _ended: bool = field(default=False, init=False)
+    _started: float = field(init=False)
+
+    @_started.default
+    def _startTime(self) -> float:
+        return self.now()
 
     @property
     def key(self) -> str:
@@ -87,7 +103,9 @@ class DownloadFile:
             # Not where a sequential reader would be: no read-ahead, but
             # the next READ, if it follows this one, starts it.
             self._next = end
-            return await self.store.getObject(self.key, offset, length, self.info.etag)
+            data = await self.store.getObject(self.key, offset, length, self.info.etag)
+            self._sent += len(data)
+            return data
         self._next = max(self._next, end)
         self._readAhead(first)
         blocks = await gatherResults(
@@ -96,6 +114,7 @@ class DownloadFile:
         ).addErrback(lambda failure: failure.value.subFailure)
         data = b"".join(blocks)
         start = offset - first * BLOCK_SIZE
+        self._sent += min(length, len(data) - start)
         return data[start : start + length]
 
     def writeChunk(self, offset: int, data: bytes) -> Deferred[None]:
@@ -121,8 +140,21 @@ class DownloadFile:
 
     def abort(self, reason: str = "") -> None:
         """
-        Drop the blocks and give the memory back.
+        Drop the blocks and give the memory back; record the download in
+        the audit trail, once.
         """
+        if not self._ended:
+            self._ended = True
+            audit(
+                "download",
+                user=self.owner,
+                path=self.path,
+                bucket=self.store.bucket,
+                key=self.key,
+                bytes=self._sent,
+                size=self.info.size,
+                seconds=self.now() - self._started,
+            )
         self._data.clear()
         self._floor = -(-self.info.size // BLOCK_SIZE)
         self.budget.close()

@@ -8,13 +8,15 @@ failure it fails with a L{twisted_s3sftp.errors.GatewayError}.
 
 from __future__ import annotations
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 
 class IObjectStore(Interface):
     """
     One bucket of an S3-like object store.
     """
+
+    bucket = Attribute("The bucket's name, for logs.")
 
     def headObject(key):  # type: ignore[no-untyped-def]
         """
@@ -63,7 +65,9 @@ class IObjectStore(Interface):
         @param key: the object key.
         @param data: its bytes.
         @param metadata: user metadata (C{x-amz-meta-*}), or L{None}.
-        @return: a Deferred firing with L{None} once the object is stored.
+        @return: a Deferred firing with its
+            L{twisted_s3sftp.upload.StoredObject} (ETag and version) once
+            it is stored.
         """
 
     def createMultipartUpload(key):  # type: ignore[no-untyped-def]
@@ -92,7 +96,8 @@ class IObjectStore(Interface):
         @param uploadId: from L{createMultipartUpload}.
         @param parts: every L{twisted_s3sftp.upload.StoredPart}, in any
             order.
-        @return: a Deferred firing with the object's ETag once it exists.
+        @return: a Deferred firing with the object's
+            L{twisted_s3sftp.upload.StoredObject} once it exists.
         """
 
     def copyObject(source, destination, etag, size, metadata):  # type: ignore[no-untyped-def]
@@ -111,7 +116,8 @@ class IObjectStore(Interface):
         @param etag: the ETag C{source} must have.
         @param size: its size in bytes.
         @param metadata: the copy's user metadata.
-        @return: a Deferred firing with L{None}; it fails with
+        @return: a Deferred firing with the copy's
+            L{twisted_s3sftp.upload.StoredObject}; it fails with
             L{twisted_s3sftp.errors.Changed} if the source is gone or no
             longer has C{etag}.
         """

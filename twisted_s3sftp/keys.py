@@ -107,7 +107,15 @@ def fingerprint(key: Key) -> str:
     @return: C{key}'s SHA-256 fingerprint as OpenSSH prints it
         (C{SHA256:} and unpadded base64).
     """
-    digest = hashlib.sha256(key.public().blob()).digest()
+    return blobFingerprint(key.public().blob())
+
+
+def blobFingerprint(blob: bytes) -> str:
+    """
+    @param blob: a public key blob, as SSH sends it.
+    @return: its SHA-256 fingerprint as OpenSSH prints it.
+    """
+    digest = hashlib.sha256(blob).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 

@@ -19,7 +19,7 @@ from zope.interface import implementer
 from .errors import Changed, EndOfFile, GatewayError, StoreError
 from .interfaces import IObjectStore
 from .listing import ObjectInfo, ObjectListing
-from .upload import MIN_PART_SIZE, StoredPart
+from .upload import MIN_PART_SIZE, StoredObject, StoredPart
 
 
 @define(eq=False)
@@ -45,11 +45,13 @@ class MemoryObjectStore:
         multipart upload neither completed nor aborted.
     @ivar calls: the name of every operation called, in order.
     @ivar failures: operation name -> errors to raise on its next calls.
+    @ivar bucket: a name for the bucket, for logs.
     @ivar holding: names of operations that wait for L{release}.
     @ivar held: the operations now waiting.
     """
 
     now: Callable[[], float] = lambda: 0.0
+    bucket: str = "memory"
     minPartSize: int = MIN_PART_SIZE
     objects: dict[str, tuple[bytes, int]] = field(factory=dict)
     metadata: dict[str, dict[str, str]] = field(factory=dict)
@@ -151,9 +153,10 @@ class MemoryObjectStore:
     def putObject(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None
     ) -> Deferred[object]:
-        def run() -> None:
+        def run() -> StoredObject:
             self.objects[key] = (bytes(data), int(self.now()))
             self.metadata[key] = dict(metadata or {})
+            return StoredObject(self._etag(data))
 
         return self._call("putObject", run)
 
@@ -179,7 +182,7 @@ class MemoryObjectStore:
     def completeMultipartUpload(
         self, key: str, uploadId: str, stored: list[StoredPart]
     ) -> Deferred[object]:
-        def run() -> str:
+        def run() -> StoredObject:
             parts = self._upload(key, uploadId)
             numbers = [part.number for part in stored]
             if sorted(numbers) != list(range(1, len(parts) + 1)) or any(
@@ -193,7 +196,7 @@ class MemoryObjectStore:
             body = b"".join(parts[number] for number in sorted(numbers))
             self.objects[key] = (body, int(self.now()))
             self.metadata[key] = {}
-            return self._etag(body)
+            return StoredObject(self._etag(body))
 
         return self._call("completeMultipartUpload", run)
 
@@ -205,11 +208,12 @@ class MemoryObjectStore:
         size: int,
         metadata: dict[str, str],
     ) -> Deferred[object]:
-        def run() -> None:
+        def run() -> StoredObject:
             if source not in self.objects or self._info(source).etag != etag:
                 raise Changed("the file changed meanwhile")
             self.objects[destination] = (self.objects[source][0], int(self.now()))
             self.metadata[destination] = dict(metadata)
+            return StoredObject(self._info(destination).etag)
 
         return self._call("copyObject", run)
 

@@ -36,7 +36,7 @@ from .errors import (
 )
 from .interfaces import IObjectStore
 from .listing import ObjectInfo, ObjectListing
-from .upload import MAX_PART_SIZE, StoredPart
+from .upload import MAX_PART_SIZE, StoredObject, StoredPart
 
 T = TypeVar("T")
 
@@ -270,14 +270,16 @@ class S3ObjectStore:
 
     def putObject(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None
-    ) -> Deferred[None]:
-        def put() -> None:
+    ) -> Deferred[StoredObject]:
+        def put() -> StoredObject:
             # An empty object is sent without a Body: botocore would add
             # "Expect: 100-continue" to an empty body, and SeaweedFS then
             # leaves the connection stalled for the next request (4.48).
             body = {"Body": data, "ChecksumCRC32": crc32(data)} if data else {}
-            self.client.put_object(
-                Bucket=self.bucket, Key=key, Metadata=metadata or {}, **body
+            return _stored(
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Metadata=metadata or {}, **body
+                )
             )
 
         return self._inThread(put)
@@ -310,20 +312,20 @@ class S3ObjectStore:
 
     def completeMultipartUpload(
         self, key: str, uploadId: str, parts: list[StoredPart]
-    ) -> Deferred[str]:
+    ) -> Deferred[StoredObject]:
         listed = [
             {"PartNumber": part.number, "ETag": part.etag}
             | ({"ChecksumCRC32": part.checksum} if part.checksum else {})
             for part in sorted(parts, key=lambda part: part.number)
         ]
         return self._inThread(
-            lambda: str(
+            lambda: _stored(
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=uploadId,
                     MultipartUpload={"Parts": listed},
-                )["ETag"]
+                )
             )
         )
 
@@ -334,14 +336,14 @@ class S3ObjectStore:
         etag: str,
         size: int,
         metadata: dict[str, str],
-    ) -> Deferred[None]:
+    ) -> Deferred[StoredObject]:
         copySource = {"Bucket": self.bucket, "Key": source}
 
-        def copy() -> None:
+        def copy() -> StoredObject:
             # Copied only if the source is still the object the caller saw
             # (CopySourceIfMatch).
             if size <= self.maxCopySize:
-                self.client.copy_object(
+                response = self.client.copy_object(
                     Bucket=self.bucket,
                     Key=destination,
                     CopySource=copySource,
@@ -349,7 +351,10 @@ class S3ObjectStore:
                     MetadataDirective="REPLACE",
                     Metadata=metadata,
                 )
-                return
+                return StoredObject(
+                    _quoted(str(response.get("CopyObjectResult", {}).get("ETag", ""))),
+                    response.get("VersionId"),
+                )
             uploadId = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=destination, Metadata=metadata
             )["UploadId"]
@@ -369,11 +374,13 @@ class S3ObjectStore:
                     parts.append(
                         {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
                     )
-                self.client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=destination,
-                    UploadId=uploadId,
-                    MultipartUpload={"Parts": parts},
+                return _stored(
+                    self.client.complete_multipart_upload(
+                        Bucket=self.bucket,
+                        Key=destination,
+                        UploadId=uploadId,
+                        MultipartUpload={"Parts": parts},
+                    )
                 )
             except Exception:
                 try:
@@ -403,3 +410,19 @@ class S3ObjectStore:
     @staticmethod
     def _none(response: object) -> None:
         return None
+
+
+def _stored(response: dict[str, Any]) -> StoredObject:
+    """
+    @return: the object a PutObject or CompleteMultipartUpload response
+        describes.
+    """
+    return StoredObject(_quoted(str(response.get("ETag", ""))), response.get("VersionId"))
+
+
+def _quoted(etag: str) -> str:
+    """
+    @return: C{etag} in double quotes, as S3 sends it in HEAD responses
+        (SeaweedFS leaves a copy's result unquoted).
+    """
+    return etag if etag.startswith('"') or not etag else f'"{etag}"'

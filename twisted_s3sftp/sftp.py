@@ -50,6 +50,7 @@ from twisted.conch.ssh.filetransfer import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .audit import audit
 from .directory import DirectoryListing
 from .downloading import DownloadFile, downloadReservation
 from .errors import (
@@ -159,6 +160,7 @@ class S3SFTPServer:
             uploads=self.avatar.uploads,
             mtime=attrs.get("mtime"),
             replaces=replaces,
+            path=virtual,
         )
         self.avatar.uploads.add(upload)
         log.info("Upload of {key} for {owner} opened", key=key, owner=self.avatar.username)
@@ -213,7 +215,9 @@ class S3SFTPServer:
             raise GatewayError("directory already exists")
         if found is not None:
             raise GatewayError("a file with that name exists")
-        await self._store.putObject(directoryPrefix(self._home, virtual), b"")
+        prefix = directoryPrefix(self._home, virtual)
+        await self._store.putObject(prefix, b"")
+        self._audit("mkdir", virtual, prefix)
 
     @sftpOperation("rmdir")
     async def removeDirectory(self, path: bytes) -> None:
@@ -228,6 +232,7 @@ class S3SFTPServer:
                 raise NoSuchFile("no such directory")
             raise GatewayError("not a directory")
         await self._store.deleteObject(prefix)
+        self._audit("rmdir", virtual, prefix)
 
     @sftpOperation("remove")
     async def removeFile(self, path: bytes) -> None:
@@ -241,6 +246,7 @@ class S3SFTPServer:
         info = await self._store.headObject(key)
         if info is not None:
             await self._store.deleteObject(key)
+            self._audit("remove", virtual, key)
         elif not uploads:
             if await self._lookup(virtual) is _DIRECTORY:
                 raise GatewayError("is a directory (use rmdir)")
@@ -294,7 +300,14 @@ class S3SFTPServer:
         log.info(
             "Download of {key} for {owner} opened", key=key, owner=self.avatar.username
         )
-        return DownloadFile(self._store, info, budget)
+        return DownloadFile(
+            self._store,
+            info,
+            budget,
+            owner=self.avatar.username,
+            path=virtual,
+            now=self.avatar.clock.seconds,
+        )
 
     async def _checkTarget(self, virtual: str, flags: int) -> int | None:
         """
@@ -363,12 +376,7 @@ class S3SFTPServer:
             found.key, newKey, found.etag, found.size, found.metadata
         )
         await self._store.deleteObject(found.key)
-        log.info(
-            "Renamed {old} to {new} for {owner}",
-            old=found.key,
-            new=newKey,
-            owner=self.avatar.username,
-        )
+        self._audit("rename", old, found.key, to=new, toKey=newKey)
 
     async def _renameDirectory(self, old: str, new: str, target: Found) -> None:
         if (new + "/").startswith(old + "/"):
@@ -386,6 +394,7 @@ class S3SFTPServer:
         )
         await self._store.putObject(newPrefix, b"")
         await self._store.deleteObject(oldPrefix)
+        self._audit("rename", old, oldPrefix, to=new, toKey=newPrefix)
 
     async def _checkEmpty(
         self, prefix: str, error: GatewayError | None = None
@@ -415,6 +424,19 @@ class S3SFTPServer:
                 if info.key == prefix:
                     return info.mtime
         return int(self.avatar.clock.seconds())
+
+    def _audit(self, kind: str, virtual: str, key: str, **fields: str) -> None:
+        """
+        Record a completed operation in the audit trail.
+        """
+        audit(
+            kind,
+            user=self.avatar.username,
+            path=virtual,
+            bucket=self._store.bucket,
+            key=key,
+            **fields,
+        )
 
     async def _lookup(self, virtual: str, head: bool = False) -> Found:
         """

@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from . import s3
+from .admission import Limits, parsePenalties, parseStartups
 from .config import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MEMORY_LIMIT,
@@ -34,9 +35,9 @@ from .config import (
     ServerConfig,
     parseSize,
 )
-from .admission import Limits, parsePenalties, parseStartups
 from .flow import MemoryLimit
 from .keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
+from .logformat import FORMATS, configure
 from .ssh import S3Realm
 from .transport import S3SSHFactory
 
@@ -141,6 +142,13 @@ class Options(usage.Options):
         ],
         ["max-sessions", None, str(_DEFAULTS.maxChannels), "SFTP sessions per connection."],
         [
+            "log-format",
+            None,
+            "text",
+            "text (human-readable lines) or json (one JSON object per line); "
+            "either way, events below info are not written.",
+        ],
+        [
             "idle-timeout",
             None,
             f"{_DEFAULTS.idleTimeout:g}",
@@ -186,6 +194,13 @@ class Options(usage.Options):
             self._validate()
         except ValueError as e:
             raise SystemExit(f"twistd s3sftp: error: {e}") from None
+        # twistd reads its log observer from its own options after parsing
+        # them all: give it ours, unless the operator chose one (--logger).
+        parent = self.parent
+        if parent is not None and not parent.get("logger"):
+            parent["logger"] = configure(
+                self["log-format"], parent.get("logfile"), bool(parent.get("nodaemon"))
+            )
 
     def _validate(self) -> None:
         if not self["bucket"]:
@@ -200,6 +215,8 @@ class Options(usage.Options):
             concurrency = int(self["upload-concurrency"])
         except ValueError:
             raise ValueError("--upload-concurrency: not a number") from None
+        if self["log-format"] not in FORMATS:
+            raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}")
         limits = self._limits()
         self.config = ServerConfig(
             bucket=self["bucket"],

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.conch.error import IgnoreAuthentication
+from twisted.conch.ssh.common import getNS
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.transport import (
@@ -48,6 +49,8 @@ from .admission import (
     Admission,
     Limits,
 )
+from .audit import audit, safeName
+from .keys import blobFingerprint
 from .policy import (
     CIPHERS,
     COMPRESSIONS,
@@ -86,6 +89,20 @@ class S3UserAuthServer(SSHUserAuthServer):
         self.attemptsBeforeDisconnect = factory.limits.maxAuthTries - 1
         super().serviceStarted()
 
+    _keyBlob: bytes | None = None
+
+    def auth_publickey(self, packet: bytes) -> Any:
+        # Remember the key, for the audit trail's fingerprint.
+        try:
+            _, self._keyBlob, _ = getNS(packet[1:], 2)
+        except Exception:
+            self._keyBlob = None
+        return super().auth_publickey(packet)
+
+    def _cbFinishedAuth(self, result: Any) -> None:
+        super()._cbFinishedAuth(result)
+        self._audit("success")
+
     def _ebBadAuth(self, reason: Failure) -> None:
         if self.method != b"none" and not reason.check(IgnoreAuthentication):
             # Counted per connection: a client may restart this service
@@ -93,7 +110,23 @@ class S3UserAuthServer(SSHUserAuthServer):
             # own count.
             self.transport.authFailures += 1
             self.loginAttempts = self.transport.authFailures - 1
+            self._audit("failure", reason.getErrorMessage())
         super()._ebBadAuth(reason)
+
+    def _audit(self, outcome: str, reason: str | None = None) -> None:
+        """
+        Record a login attempt in the audit trail.
+        """
+        audit(
+            "login",
+            warn=outcome != "success",
+            outcome=outcome,
+            user=safeName(self.user or b""),
+            source=getattr(self.transport, "peerHost", None),
+            fingerprint="-" if self._keyBlob is None else blobFingerprint(self._keyBlob),
+            method=(self.method or b"").decode("ascii", "replace"),
+            reason=reason,
+        )
 
 
 class S3ServerTransport(SSHServerTransport):

@@ -195,6 +195,19 @@ class StoredPart:
     checksum: str | None = None
 
 
+@frozen
+class StoredObject:
+    """
+    An object the store has confirmed.
+
+    @ivar etag: its ETag.
+    @ivar versionId: its version, if the bucket keeps versions.
+    """
+
+    etag: str
+    versionId: str | None = None
+
+
 @define(eq=False)
 class _PendingPart:
     """

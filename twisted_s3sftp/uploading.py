@@ -26,12 +26,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .audit import audit
 from .errors import GatewayError, NotSupported, UploadFailed
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit, uploadReservation
 from .interfaces import IObjectStore
 from .listing import fileAttributes
 from .operation import sftpError, sftpOperation
-from .upload import FinalPart, Part, PartPlanner, SinglePut, StoredPart, UploadPolicy
+from .upload import (
+    FinalPart,
+    Part,
+    PartPlanner,
+    SinglePut,
+    StoredObject,
+    StoredPart,
+    UploadPolicy,
+)
 
 log = Logger()
 
@@ -164,6 +173,7 @@ class UploadFile:
         and must either write at least as much as the object held or set
         the size it wrote (as OpenSSH's C{scp} does), or its CLOSE fails:
         the object cannot keep its old tail.
+    @ivar path: the path the client opened, for the audit trail.
     """
 
     store: IObjectStore
@@ -176,6 +186,7 @@ class UploadFile:
     uploads: ActiveUploads | None = None
     mtime: int | None = None
     replaces: int | None = None
+    path: str = ""
     _written: bool = field(default=False, init=False)
     _sizeSet: bool = field(default=False, init=False)
     _failure: GatewayError | None = field(default=None, init=False)
@@ -193,9 +204,15 @@ class UploadFile:
     _completed: bool = field(default=False, init=False)
     _ended: bool = field(default=False, init=False)
 
+    _started: float = field(init=False)
+
     @_partSizeReserved.default
     def _initialPartSize(self) -> int:
         return self.planner.nextPartSize
+
+    @_started.default
+    def _startTime(self) -> float:
+        return self.now()
 
     @property
     def completed(self) -> bool:
@@ -288,7 +305,7 @@ class UploadFile:
         @param reason: why, for the log.
         @return: a Deferred that fires when S3 has discarded the parts.
         """
-        self._fail(UploadFailed(reason))
+        self._fail(UploadFailed(reason), "aborted")
         assert self._aborting is not None
         return self._aborting
 
@@ -325,12 +342,12 @@ class UploadFile:
             if isinstance(plan, SinglePut):
                 self._partBytes += len(plan.data)
                 try:
-                    await self.store.putObject(self.key, plan.data, metadata)
+                    stored = await self.store.putObject(self.key, plan.data, metadata)
                 finally:
                     self._partBytes -= len(plan.data)
                     self._credit()
             else:
-                await self._finishMultipart(plan, metadata)
+                stored = await self._finishMultipart(plan, metadata)
         except GatewayError as e:
             self._fail(e)
             raise UploadFailed(f"upload failed: {e.message}") from e
@@ -340,22 +357,39 @@ class UploadFile:
             raise
         self._completed = True
         self._end()
-        log.info(
-            "Stored {key} for {owner}: {size} bytes in {parts} part(s), "
-            "sha256 {sha256}",
-            key=self.key,
-            owner=self.owner,
-            size=self.planner.received,
-            parts=max(1, self.planner.partsPlanned),
+        self._audit(
+            "stored",
             sha256=self.planner.sha256,
+            etag=stored.etag,
+            versionId=stored.versionId,
         )
 
-    async def _finishMultipart(self, plan: FinalPart, metadata: dict[str, str]) -> None:
+    def _audit(self, outcome: str, **fields: object) -> None:
+        """
+        Record the upload's outcome in the audit trail.
+        """
+        audit(
+            "upload",
+            warn=outcome != "stored",
+            outcome=outcome,
+            user=self.owner,
+            path=self.path,
+            bucket=self.store.bucket,
+            key=self.key,
+            bytes=self.planner.received,
+            parts=max(1, self.planner.partsPlanned),
+            seconds=self.now() - self._started,
+            **fields,
+        )
+
+    async def _finishMultipart(
+        self, plan: FinalPart, metadata: dict[str, str]
+    ) -> StoredObject:
         self._enqueue([plan.part])
         await self._settled()
         self._checkWritable()
         assert self._uploadId is not None
-        etag = await self.store.completeMultipartUpload(
+        completed = await self.store.completeMultipartUpload(
             self.key, self._uploadId, self._stored
         )
         # The upload id is spent: from here a failure deletes the object.
@@ -363,8 +397,8 @@ class UploadFile:
         # S3 fixes an upload's metadata when it begins, before the hash is
         # known: record it with a copy of the object onto itself.
         try:
-            await self.store.copyObject(
-                self.key, self.key, etag, self.planner.received, metadata
+            return await self.store.copyObject(
+                self.key, self.key, completed.etag, self.planner.received, metadata
             )
         except Exception:
             try:
@@ -478,22 +512,19 @@ class UploadFile:
             self._idle.append(waiter)
             await waiter
 
-    def _fail(self, error: GatewayError) -> None:
+    def _fail(self, error: GatewayError, outcome: str = "failed") -> None:
         """
         Record the first failure, drop what is held and start aborting.
+
+        @param outcome: C{"failed"}, or C{"aborted"} when the upload was
+            discarded on purpose (connection lost, file removed).
         """
         if self._failure is not None or self._completed:
             if self._aborting is None:
                 self._aborting = succeed(None)
             return
         self._failure = error
-        log.warn(
-            "Upload of {key} for {owner} failed after {size} bytes: {reason}",
-            key=self.key,
-            owner=self.owner,
-            size=self.planner.received,
-            reason=getattr(error, "storeCode", "") or error.message,
-        )
+        self._audit(outcome, reason=getattr(error, "storeCode", "") or error.message)
         self.planner.discard()
         self._pump()
         self._aborting = Deferred.fromCoroutine(self._abortUpload())

@@ -1,0 +1,82 @@
+"""
+The operator's view of a real server: the JSON audit trail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twisted_s3sftp.keys import fingerprint
+from twisted_s3sftp.seaweedfs import credentialsEnvironment
+
+from .conftest import paramikoSFTP
+from .test_hardening import wrongKey
+
+
+def test_jsonAuditTrail(startGateway: Any, bucket: str, tmp_path: Path) -> None:
+    """
+    With C{--log-format json} every line of the log is a JSON object, and
+    a session leaves one audit event per login (failed and successful, with
+    the key's fingerprint and source), upload (with size, parts, SHA-256,
+    ETag and duration), download, rename, remove, mkdir and rmdir.  No
+    line holds the S3 secret key or any file content.
+    """
+    import paramiko
+    from twisted.conch.ssh.keys import Key
+
+    gateway = startGateway(None, "--log-format=json")
+    gateway.addUser("olga")
+    marker = os.urandom(16).hex().encode()
+    content = marker * 1000
+    source = tmp_path / "report.csv"
+    source.write_bytes(content)
+
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    with pytest.raises(paramiko.AuthenticationException):
+        client.connect(
+            "127.0.0.1", port=gateway.port, username="olga", pkey=wrongKey(),
+            allow_agent=False, look_for_keys=False,
+        )
+    client.close()
+    with paramikoSFTP(gateway, "olga") as sftp:
+        sftp.mkdir("in")
+        sftp.put(str(source), "in/report.csv")
+        sftp.get("in/report.csv", str(tmp_path / "back.csv"))
+        sftp.rename("in/report.csv", "in/done.csv")
+        sftp.remove("in/done.csv")
+        sftp.rmdir("in")
+    log = gateway.stop()
+
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert records and all({"time", "level", "namespace", "message"} <= set(r) for r in records)
+    events = [r for r in records if "audit" in r]
+    kinds = [e["audit"] for e in events]
+    for kind in ("login", "upload", "download", "rename", "remove", "mkdir", "rmdir"):
+        assert kind in kinds, kinds
+    logins = [e for e in events if e["audit"] == "login"]
+    key = Key.fromFile(str(gateway.root / "olga_key"))
+    success = [e for e in logins if e["outcome"] == "success"]
+    assert [(e["user"], e["source"], e["fingerprint"]) for e in success] == [
+        ("olga", "127.0.0.1", fingerprint(key))
+    ]
+    assert any(e["outcome"] == "failure" and e["reason"] for e in logins)
+    (upload,) = [e for e in events if e["audit"] == "upload"]
+    assert upload["outcome"] == "stored"
+    assert (upload["user"], upload["path"], upload["bucket"], upload["key"]) == (
+        "olga", "/in/report.csv", bucket, "olga/in/report.csv",
+    )
+    assert (upload["bytes"], upload["parts"]) == (len(content), 1)
+    assert upload["sha256"] == hashlib.sha256(content).hexdigest()
+    assert upload["etag"].startswith('"') and upload["seconds"] >= 0
+    (download,) = [e for e in events if e["audit"] == "download"]
+    assert download["bytes"] == len(content)
+    secret = credentialsEnvironment()["AWS_SECRET_ACCESS_KEY"]
+    assert secret not in log
+    assert marker.decode() not in log

@@ -1,0 +1,72 @@
+"""
+The audit trail: one log event per login (success or failure), upload
+outcome, download, rename, remove, mkdir and rmdir.
+
+Each is an ordinary twisted.logger event in the namespace
+C{twisted_s3sftp.audit}, at C{info} (a failed login or upload at C{warn}),
+with a field C{audit} naming its kind and one field per fact, so that the
+JSON log (L{twisted_s3sftp.logformat}) can be filtered and read without
+parsing messages:
+
+  - C{login}: C{user}, C{source}, C{fingerprint} (the key's SHA256), C{outcome}
+    (C{success} or C{failure}) and, for a failure, C{reason};
+  - C{upload}: C{user}, C{path} (as the client named it), C{bucket}, C{key},
+    C{bytes}, C{parts}, C{sha256}, C{etag}, C{versionId} (when the bucket
+    keeps versions), C{seconds}, C{outcome} (C{stored}, C{failed} or
+    C{aborted}) and, unless stored, C{reason};
+  - C{download}: C{user}, C{path}, C{bucket}, C{key}, C{bytes} (sent),
+    C{size}, C{seconds};
+  - C{rename}: C{user}, C{path}, C{to}, C{bucket}, C{key}, C{toKey};
+  - C{remove}, C{mkdir}, C{rmdir}: C{user}, C{path}, C{bucket}, C{key}.
+
+No event carries file contents or credentials.  Names a client chose are
+logged as given, but control characters never reach a log line: paths with
+them are refused before any operation, and usernames are escaped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+log = Logger(namespace="twisted_s3sftp.audit")
+
+_FORMATS = {
+    "login": "login {outcome} for {user} from {source} with {fingerprint}{_why}",
+    "upload": "upload {outcome}: {user} {path} -> s3://{bucket}/{key}, {bytes} bytes in "
+    "{parts} part(s), {seconds:.3f} s{_why}",
+    "download": "download: {user} {path} <- s3://{bucket}/{key}, {bytes} of {size} bytes, "
+    "{seconds:.3f} s",
+    "rename": "rename: {user} {path} -> {to} (s3://{bucket}/{key} -> {toKey})",
+    "remove": "remove: {user} {path} (s3://{bucket}/{key})",
+    "mkdir": "mkdir: {user} {path} (s3://{bucket}/{key})",
+    "rmdir": "rmdir: {user} {path} (s3://{bucket}/{key})",
+}
+
+
+def audit(kind: str, warn: bool = False, **fields: Any) -> None:
+    """
+    Emit one audit event.
+
+    @param kind: a key of the formats above.
+    @param warn: log at C{warn} rather than C{info}.
+    @param fields: the event's facts.
+    """
+    reason = fields.get("reason")
+    emit = log.warn if warn else log.info
+    emit(
+        _FORMATS[kind],
+        audit=kind,
+        _why=f": {reason}" if reason else "",
+        **fields,
+    )
+
+
+def safeName(raw: bytes) -> str:
+    """
+    @return: a name a client sent (such as a username), printable: control
+        characters and invalid UTF-8 escaped.
+    """
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
