@@ -126,6 +126,7 @@ class ServerConfig:
     @ivar memoryLimit: the memory all uploads together may hold.
     @ivar uploadConcurrency: parts of one upload in flight at once.
     @ivar limits: the limits before and after login.
+    @ivar drainTimeout: seconds running uploads get to finish at shutdown.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -146,6 +147,12 @@ class ServerConfig:
     memoryLimit: int = DEFAULT_MEMORY_LIMIT
     uploadConcurrency: int = field(default=DEFAULT_UPLOAD_CONCURRENCY)
     limits: Limits = field(factory=Limits)
+    drainTimeout: float = field(default=30.0)
+
+    @drainTimeout.validator
+    def _checkDrainTimeout(self, attribute: object, value: float) -> None:
+        if value < 0:
+            raise ValueError("drain timeout must not be negative")
 
     @uploadConcurrency.validator
     def _checkConcurrency(self, attribute: object, value: int) -> None:

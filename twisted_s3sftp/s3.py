@@ -19,7 +19,6 @@ import boto3
 from attrs import define
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
@@ -149,25 +148,6 @@ def checkBucket(client: Any, bucket: str) -> None:
         raise ValueError(f"bucket {bucket!r} is not usable ({code})") from None
     except BotoCoreError as e:
         raise ValueError(f"cannot reach S3: {e}") from None
-
-
-class ThreadPoolService(Service):
-    """
-    Start a thread pool with the service and stop it with the service.
-
-    @ivar pool: the pool.
-    """
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        Service.startService(self)
-        self.pool.start()
-
-    def stopService(self) -> None:
-        Service.stopService(self)
-        self.pool.stop()
 
 
 @implementer(IObjectStore)

@@ -35,6 +35,7 @@ from .config import (
     ServerConfig,
     parseSize,
 )
+from .drain import DrainService
 from .flow import MemoryLimit
 from .keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
 from .logformat import FORMATS, configure
@@ -142,6 +143,13 @@ class Options(usage.Options):
         ],
         ["max-sessions", None, str(_DEFAULTS.maxChannels), "SFTP sessions per connection."],
         [
+            "drain-timeout",
+            None,
+            "30",
+            "Seconds running uploads get to finish at shutdown (SIGTERM) "
+            "before they are aborted.",
+        ],
+        [
             "log-format",
             None,
             "text",
@@ -218,6 +226,10 @@ class Options(usage.Options):
         if self["log-format"] not in FORMATS:
             raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}")
         limits = self._limits()
+        try:
+            drainTimeout = float(self["drain-timeout"])
+        except ValueError:
+            raise ValueError("--drain-timeout: not a number of seconds") from None
         self.config = ServerConfig(
             bucket=self["bucket"],
             endpointURL=self["endpoint-url"],
@@ -231,6 +243,7 @@ class Options(usage.Options):
             memoryLimit=sizes["memory-limit"],
             uploadConcurrency=concurrency,
             limits=limits,
+            drainTimeout=drainTimeout,
         )
         for description in self.config.listen:
             try:
@@ -311,8 +324,8 @@ class _AnnouncedEndpoint:
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
-    Build the service: the S3 thread pool and one SSH listener per
-    C{--listen}.
+    Build the service: the S3 thread pool with the shutdown drain
+    (L{DrainService}), and one SSH listener per C{--listen}.
 
     @param options: parsed L{Options}.
     @param reactor: the reactor; the global one when not given.
@@ -325,19 +338,17 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     config = options.config
     pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
-    portal = Portal(
-        S3Realm(
-            store,
-            config.homeTemplate,
-            config.policy,
-            MemoryLimit(config.memoryLimit),
-            reactor,
-        ),
-        [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))],
+    realm = S3Realm(
+        store,
+        config.homeTemplate,
+        config.policy,
+        MemoryLimit(config.memoryLimit),
+        reactor,
     )
+    portal = Portal(realm, [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))])
     factory = S3SSHFactory(portal, options.hostKeys, config.limits, reactor)
     top = MultiService()
-    s3.ThreadPoolService(pool).setServiceParent(top)
+    DrainService(realm.uploads, reactor, config.drainTimeout, pool).setServiceParent(top)
     for description in config.listen:
         endpoint = _AnnouncedEndpoint(serverFromString(reactor, description), description)
         service = StreamServerEndpointService(endpoint, factory)

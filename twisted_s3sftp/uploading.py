@@ -577,9 +577,17 @@ class ActiveUploads:
 
     When two uploads of one key overlap, C{stat} and C{ls} see the later
     one and C{remove} aborts both.
+
+    @ivar draining: set when the server shuts down: no new upload may
+        start (L{twisted_s3sftp.drain}).
     """
 
+    draining: bool = False
     _byKey: dict[str, list[UploadFile]] = field(factory=dict, init=False)
+    _emptyWaiters: list[Deferred[None]] = field(factory=list, init=False)
+
+    def __len__(self) -> int:
+        return sum(len(uploads) for uploads in self._byKey.values())
 
     def add(self, upload: UploadFile) -> None:
         """
@@ -596,6 +604,10 @@ class ActiveUploads:
             uploads.remove(upload)
             if not uploads:
                 del self._byKey[upload.key]
+        if not self._byKey:
+            waiters, self._emptyWaiters = self._emptyWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def get(self, key: str) -> UploadFile | None:
         """
@@ -604,11 +616,24 @@ class ActiveUploads:
         uploads = self._byKey.get(key)
         return uploads[-1] if uploads else None
 
-    def every(self, key: str) -> list[UploadFile]:
+    def every(self, key: str | None = None) -> list[UploadFile]:
         """
-        @return: all the uploads under way to C{key}, oldest first.
+        @return: all the uploads under way to C{key} (to any key if
+            L{None}), oldest first.
         """
-        return list(self._byKey.get(key, ()))
+        if key is not None:
+            return list(self._byKey.get(key, ()))
+        return [upload for uploads in self._byKey.values() for upload in uploads]
+
+    def whenEmpty(self) -> Deferred[None]:
+        """
+        @return: a Deferred firing once no upload is under way.
+        """
+        if not self._byKey:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(lambda d: self._emptyWaiters.remove(d))
+        self._emptyWaiters.append(waiter)
+        return waiter
 
     def under(self, prefix: str) -> Iterator[UploadFile]:
         """

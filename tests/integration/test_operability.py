@@ -80,3 +80,48 @@ def test_jsonAuditTrail(startGateway: Any, bucket: str, tmp_path: Path) -> None:
     secret = credentialsEnvironment()["AWS_SECRET_ACCESS_KEY"]
     assert secret not in log
     assert marker.decode() not in log
+
+
+def test_gracefulDrain(startGateway: Any, bucket: str, s3: Any) -> None:
+    """
+    On SIGTERM the server stops accepting connections at once, lets an
+    upload that finishes within C{--drain-timeout} complete intact, aborts
+    one left open (no object, no multipart upload), and exits within the
+    timeout plus a few seconds.
+    """
+    import signal
+    import socket
+    import time
+
+    from .conftest import keys, multipartUploads
+
+    gateway = startGateway(None, "--drain-timeout=4")
+    gateway.addUser("dora")
+    first = os.urandom(6 * 1024 * 1024)
+    rest = os.urandom(1024 * 1024)
+    with paramikoSFTP(gateway, "dora") as finishing, paramikoSFTP(gateway, "dora") as stuck:
+        done = finishing.open("done.bin", "wb")
+        done.set_pipelined(True)
+        done.write(first)
+        left = stuck.open("stuck.bin", "wb")
+        left.set_pipelined(True)
+        left.write(first)
+        finishing.stat(".")
+        stuck.stat(".")
+        start = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", gateway.port), timeout=5).close()
+        done.write(rest)
+        done.close()
+        assert finishing.stat("done.bin").st_size == len(first) + len(rest)
+        gateway.process.wait(timeout=30)
+        elapsed = time.monotonic() - start
+    assert elapsed < 4 + 5, elapsed
+    assert keys(s3, bucket) == ["dora/done.bin"]
+    stored = s3.get_object(Bucket=bucket, Key="dora/done.bin")["Body"].read()
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(first + rest).digest()
+    assert multipartUploads(s3, bucket) == []
+    log = gateway.log.read_text()
+    assert "aborting 1 upload(s)" in log

@@ -1,0 +1,95 @@
+"""
+Tests for L{twisted_s3sftp.drain}: uploads under way are given time to
+finish at shutdown, then aborted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.conch.ssh.filetransfer import FX_FAILURE
+from twisted.internet.task import Clock
+
+from twisted_s3sftp.drain import DrainService
+
+from .test_sftp import PART, WRITE, SFTPTestCase, makeServer
+
+
+class FakePool:
+    """
+    Records whether the thread pool runs.
+    """
+
+    running = False
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+
+class DrainTests(SFTPTestCase):
+    """
+    L{DrainService} holds the shutdown until uploads are done.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server, self.store = makeServer(clock=self.clock)
+        self.uploads = self.server.avatar.uploads
+        self.pool = FakePool()
+        self.service = DrainService(self.uploads, self.clock, 30.0, self.pool)  # type: ignore[arg-type]
+        self.service.startService()
+        self.assertTrue(self.pool.running)
+
+    def write(self, path: bytes) -> Any:
+        """
+        @return: an upload of C{path} with more than a part written.
+        """
+        f = self.successResultOf(self.server.openFile(path, WRITE, {}))
+        self.successResultOf(f.writeChunk(0, b"d" * (PART + 10)))
+        return f
+
+    def test_nothingRunning(self) -> None:
+        """
+        With no upload under way, the shutdown goes ahead at once.
+        """
+        self.successResultOf(self.service.stopService())
+        self.assertFalse(self.pool.running)
+
+    def test_finishWithinTimeout(self) -> None:
+        """
+        An upload closed during the drain is stored, and the shutdown then
+        goes ahead; a new upload meanwhile is refused.
+        """
+        f = self.write(b"a")
+        stopping = self.service.stopService()
+        self.clock.advance(10)
+        self.assertNoResult(stopping)
+        self.assertTrue(self.pool.running)
+        e = self.assertStatus(self.server.openFile(b"late", WRITE, {}), FX_FAILURE)
+        self.assertIn("shutting down", e.message)
+        self.successResultOf(f.close())
+        self.successResultOf(stopping)
+        self.assertEqual(self.store.objects["alice/a"][0], b"d" * (PART + 10))
+        self.assertFalse(self.pool.running)
+
+    def test_abortAfterTimeout(self) -> None:
+        """
+        Uploads still open at the timeout are aborted: no object, no
+        multipart upload; their CLOSE fails; the shutdown goes ahead.
+        """
+        f = self.write(b"a")
+        g = self.write(b"b")
+        self.assertEqual(len(self.store.uploads), 2)
+        stopping = self.service.stopService()
+        self.clock.advance(29.9)
+        self.assertNoResult(stopping)
+        self.clock.advance(0.1)
+        self.successResultOf(stopping)
+        self.assertEqual((self.store.objects, self.store.uploads), ({}, {}))
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertStatus(g.close(), FX_FAILURE)
+        self.assertEqual(len(self.uploads), 0)
+        self.assertFalse(self.pool.running)

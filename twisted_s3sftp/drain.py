@@ -1,0 +1,92 @@
+"""
+Graceful shutdown: on SIGTERM the server stops accepting connections, lets
+the uploads under way finish for up to C{--drain-timeout} seconds, aborts
+whatever remains (no object, no multipart upload left), and only then
+stops the S3 thread pool and exits.
+
+twistd stops every service at once when the reactor is asked to stop; the
+listeners close at that moment, and L{DrainService.stopService} returns a
+Deferred that holds the shutdown until the drain is over.  Connections
+already open are served meanwhile, but a new upload on them is refused.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from .uploading import ActiveUploads
+
+log = Logger()
+
+#: Seconds given to S3 to abort the uploads left when the drain times out.
+ABORT_TIMEOUT = 15.0
+
+
+class DrainService(Service):
+    """
+    Runs the S3 thread pool, and drains uploads before stopping it.
+
+    @ivar uploads: the server's uploads under way.
+    @ivar clock: for the timeout.
+    @ivar timeout: seconds running uploads are given to finish.
+    @ivar pool: the thread pool boto3 runs on, stopped last.
+    """
+
+    def __init__(
+        self, uploads: ActiveUploads, clock: IReactorTime, timeout: float, pool: ThreadPool
+    ) -> None:
+        self.uploads = uploads
+        self.clock = clock
+        self.timeout = timeout
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._drain())
+
+    async def _drain(self) -> None:
+        self.uploads.draining = True
+        try:
+            running = len(self.uploads)
+            if running:
+                log.info(
+                    "Shutting down: waiting up to {timeout:g} s for {count} upload(s)",
+                    timeout=self.timeout,
+                    count=running,
+                )
+                try:
+                    await self.uploads.whenEmpty().addTimeout(self.timeout, self.clock)
+                except DeferredTimeout:
+                    await self._abortRemaining()
+            log.info("Shutting down: no upload under way")
+        finally:
+            self.pool.stop()
+
+    async def _abortRemaining(self) -> None:
+        remaining = self.uploads.every()
+        log.warn(
+            "Shutting down: aborting {count} upload(s) still running after {timeout:g} s",
+            count=len(remaining),
+            timeout=self.timeout,
+        )
+        aborts = gatherResults(
+            [upload.abort("server shutting down") for upload in remaining],
+            consumeErrors=True,
+        )
+        try:
+            await aborts.addTimeout(ABORT_TIMEOUT, self.clock)
+        except Exception as e:
+            log.error(
+                "Shutting down: aborting uploads failed ({error}); a lifecycle "
+                "rule or the orphan sweep must remove what is left",
+                error=repr(e),
+            )
