@@ -32,6 +32,7 @@ setup(
         "cryptography>=48",
         "boto3>=1.36",
         "attrs>=24.1",
+        "prometheus_client>=0.20",
     ],
     entry_points={
         "console_scripts": ["s3sftp-keys = twisted_s3sftp.keyadmin:main"],

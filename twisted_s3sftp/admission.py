@@ -211,6 +211,13 @@ class Admission:
         """
         return self._unauthenticated
 
+    @property
+    def sessions(self) -> int:
+        """
+        Connections logged in now.
+        """
+        return sum(self._byUser.values())
+
     def admit(self, host: str) -> str | None:
         """
         A connection from C{host} arrived: count it, unless it is refused.

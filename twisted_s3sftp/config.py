@@ -127,6 +127,7 @@ class ServerConfig:
     @ivar uploadConcurrency: parts of one upload in flight at once.
     @ivar limits: the limits before and after login.
     @ivar drainTimeout: seconds running uploads get to finish at shutdown.
+    @ivar metrics: the endpoint for C{/metrics} and C{/healthz}, or L{None}.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -148,6 +149,7 @@ class ServerConfig:
     uploadConcurrency: int = field(default=DEFAULT_UPLOAD_CONCURRENCY)
     limits: Limits = field(factory=Limits)
     drainTimeout: float = field(default=30.0)
+    metrics: str | None = None
 
     @drainTimeout.validator
     def _checkDrainTimeout(self, attribute: object, value: float) -> None:

@@ -44,6 +44,20 @@ class DrainService(Service):
         self.clock = clock
         self.timeout = timeout
         self.pool = pool
+        self._done: Deferred[None] | None = None
+        self._waiting: list[Deferred[None]] = []
+
+    def drained(self) -> Deferred[None]:
+        """
+        @return: a Deferred firing once the shutdown drain is over (never
+            before the service is stopped).
+        """
+        waiter: Deferred[None] = Deferred()
+        if self._done is not None and self._done.called:
+            waiter.callback(None)
+        else:
+            self._waiting.append(waiter)
+        return waiter
 
     def startService(self) -> None:
         super().startService()
@@ -51,7 +65,13 @@ class DrainService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return Deferred.fromCoroutine(self._drain())
+        self._done = Deferred.fromCoroutine(self._drain())
+        return self._done
+
+    def _release(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(None)
 
     async def _drain(self) -> None:
         self.uploads.draining = True
@@ -70,6 +90,7 @@ class DrainService(Service):
             log.info("Shutting down: no upload under way")
         finally:
             self.pool.stop()
+            self._release()
 
     async def _abortRemaining(self) -> None:
         remaining = self.uploads.every()

@@ -12,6 +12,7 @@ thread pool.
 from __future__ import annotations
 
 import base64
+import time
 import zlib
 from typing import Any, Callable, TypeVar
 
@@ -160,8 +161,12 @@ class S3ObjectStore:
     @ivar bucket: the bucket name.
     @ivar reactor: the reactor the results are delivered on.
     @ivar pool: the thread pool boto3 runs on.
-    @ivar maxCopySize: the largest object L{replaceMetadata} copies in
-        one request (S3's limit); larger ones are copied in parts this big.
+    @ivar maxCopySize: the largest object L{copyObject} copies in one
+        request (S3's limit); larger ones are copied in parts this big.
+    @ivar observe: called in the worker thread after every S3 call with
+        its operation name, C{"ok"} or C{"error"}, and its duration in
+        seconds (L{twisted_s3sftp.metrics}).
+    @ivar timer: the monotonic clock those durations are read from.
     """
 
     client: Any
@@ -169,13 +174,31 @@ class S3ObjectStore:
     reactor: IReactorFromThreads
     pool: ThreadPool
     maxCopySize: int = MAX_PART_SIZE
+    observe: Callable[[str, str, float], None] | None = None
+    timer: Callable[[], float] = time.monotonic
 
-    def _inThread(self, call: Callable[[], T], sourceGone: str | None = None) -> Deferred[T]:
+    def _inThread(
+        self, operation: str, call: Callable[[], T], sourceGone: str | None = None
+    ) -> Deferred[T]:
+        """
+        Run C{call} on the thread pool, translating its errors and, with
+        an L{observe} callback, reporting its outcome and duration.
+
+        @param operation: the S3 operation's name, for metrics.
+        """
+
         def translated() -> T:
+            started = self.timer()
+            outcome = "error"
             try:
-                return call()
+                result = call()
+                outcome = "ok"
+                return result
             except (ClientError, BotoCoreError) as e:
                 raise translate(e, sourceGone) from e
+            finally:
+                if self.observe is not None:
+                    self.observe(operation, outcome, self.timer() - started)
 
         return deferToThreadPool(self.reactor, self.pool, translated)
 
@@ -195,7 +218,7 @@ class S3ObjectStore:
                 dict(response.get("Metadata", {})),
             )
 
-        return self._inThread(head)
+        return self._inThread("HeadObject", head)
 
     def listDirectory(
         self, prefix: str, limit: int, token: str | None = None
@@ -230,7 +253,7 @@ class S3ObjectStore:
                     break
             return ObjectListing(objects, prefixes, nextToken)
 
-        return self._inThread(listing)
+        return self._inThread("ListObjectsV2", listing)
 
     def getObject(self, key: str, start: int, length: int, etag: str) -> Deferred[bytes]:
         def get() -> bytes:
@@ -246,7 +269,9 @@ class S3ObjectStore:
             finally:
                 body.close()
 
-        return self._inThread(get, "the file changed while it was being read")
+        return self._inThread(
+            "GetObject", get, "the file changed while it was being read"
+        )
 
     def putObject(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None
@@ -262,10 +287,11 @@ class S3ObjectStore:
                 )
             )
 
-        return self._inThread(put)
+        return self._inThread("PutObject", put)
 
     def createMultipartUpload(self, key: str) -> Deferred[str]:
         return self._inThread(
+            "CreateMultipartUpload",
             lambda: str(
                 self.client.create_multipart_upload(
                     Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
@@ -288,7 +314,7 @@ class S3ObjectStore:
             )
             return StoredPart(number, str(response["ETag"]), checksum)
 
-        return self._inThread(upload)
+        return self._inThread("UploadPart", upload)
 
     def completeMultipartUpload(
         self, key: str, uploadId: str, parts: list[StoredPart]
@@ -299,6 +325,7 @@ class S3ObjectStore:
             for part in sorted(parts, key=lambda part: part.number)
         ]
         return self._inThread(
+            "CompleteMultipartUpload",
             lambda: _stored(
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
@@ -371,10 +398,11 @@ class S3ObjectStore:
                     pass  # The copy's own error is the one to report.
                 raise
 
-        return self._inThread(copy, "the file changed meanwhile")
+        return self._inThread("CopyObject", copy, "the file changed meanwhile")
 
     def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[None]:
         return self._inThread(
+            "AbortMultipartUpload",
             lambda: self._none(
                 self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=uploadId
@@ -384,6 +412,7 @@ class S3ObjectStore:
 
     def deleteObject(self, key: str) -> Deferred[None]:
         return self._inThread(
+            "DeleteObject",
             lambda: self._none(self.client.delete_object(Bucket=self.bucket, Key=key))
         )
 

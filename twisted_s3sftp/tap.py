@@ -39,6 +39,7 @@ from .drain import DrainService
 from .flow import MemoryLimit
 from .keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
 from .logformat import FORMATS, configure
+from .metrics import Health, Metrics, MetricsService
 from .ssh import S3Realm
 from .transport import S3SSHFactory
 
@@ -143,6 +144,13 @@ class Options(usage.Options):
         ],
         ["max-sessions", None, str(_DEFAULTS.maxChannels), "SFTP sessions per connection."],
         [
+            "metrics",
+            None,
+            None,
+            "A Twisted endpoint for HTTP /metrics (Prometheus) and /healthz, "
+            "e.g. tcp:9100:interface=127.0.0.1 (default: none).",
+        ],
+        [
             "drain-timeout",
             None,
             "30",
@@ -244,13 +252,16 @@ class Options(usage.Options):
             uploadConcurrency=concurrency,
             limits=limits,
             drainTimeout=drainTimeout,
+            metrics=self["metrics"],
         )
-        for description in self.config.listen:
+        for description in self.config.listen + (
+            (self.config.metrics,) if self.config.metrics else ()
+        ):
             try:
                 # Only parses the description; the reactor is not used.
                 serverFromString(None, description)
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"--listen {description!r}: {e}") from None
+                raise ValueError(f"endpoint {description!r}: {e}") from None
         if not os.path.isdir(self.config.keysDir):
             raise ValueError(f"--keys-dir {self.config.keysDir!r} is not a directory")
         hostKeyPaths = [FilePath(p) for p in self.config.hostKeys]
@@ -338,17 +349,25 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     config = options.config
     pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
-    realm = S3Realm(
-        store,
-        config.homeTemplate,
-        config.policy,
-        MemoryLimit(config.memoryLimit),
-        reactor,
-    )
+    memory = MemoryLimit(config.memoryLimit)
+    realm = S3Realm(store, config.homeTemplate, config.policy, memory, reactor)
     portal = Portal(realm, [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))])
     factory = S3SSHFactory(portal, options.hostKeys, config.limits, reactor)
     top = MultiService()
-    DrainService(realm.uploads, reactor, config.drainTimeout, pool).setServiceParent(top)
+    drain = DrainService(realm.uploads, reactor, config.drainTimeout, pool)
+    drain.setServiceParent(top)
+    if config.metrics is not None:
+        metrics = Metrics(factory.admission, realm.uploads, memory)
+        store.observe = metrics.observeS3
+        health = Health(
+            store,
+            config.homeTemplate.split("{username}")[0],
+            reactor,
+            accepting=lambda: not realm.uploads.draining,
+        )
+        MetricsService(reactor, config.metrics, metrics, health, drain.drained).setServiceParent(
+            top
+        )
     for description in config.listen:
         endpoint = _AnnouncedEndpoint(serverFromString(reactor, description), description)
         service = StreamServerEndpointService(endpoint, factory)

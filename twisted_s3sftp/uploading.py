@@ -580,9 +580,11 @@ class ActiveUploads:
 
     @ivar draining: set when the server shuts down: no new upload may
         start (L{twisted_s3sftp.drain}).
+    @ivar started: how many uploads have started, for metrics.
     """
 
     draining: bool = False
+    started: int = 0
     _byKey: dict[str, list[UploadFile]] = field(factory=dict, init=False)
     _emptyWaiters: list[Deferred[None]] = field(factory=list, init=False)
 
@@ -593,6 +595,7 @@ class ActiveUploads:
         """
         List C{upload} until it ends.
         """
+        self.started += 1
         self._byKey.setdefault(upload.key, []).append(upload)
 
     def discard(self, upload: UploadFile) -> None:

@@ -125,3 +125,62 @@ def test_gracefulDrain(startGateway: Any, bucket: str, s3: Any) -> None:
     assert multipartUploads(s3, bucket) == []
     log = gateway.log.read_text()
     assert "aborting 1 upload(s)" in log
+
+
+def test_metricsAndHealth(startGateway: Any, tmp_path: Path) -> None:
+    """
+    With C{--metrics}, C{/metrics} reports the session, the upload, the
+    bytes and the S3 calls it made; C{/healthz} answers 200, then 503 as
+    soon as a shutdown begins, while the drain waits for an open upload.
+    """
+    import re
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    gateway = startGateway(
+        None, "--metrics=tcp:0:interface=127.0.0.1", "--drain-timeout=3"
+    )
+    port = None
+    deadline = time.monotonic() + 20
+    while port is None and time.monotonic() < deadline:
+        match = re.search(r"metrics listening on 127\.0\.0\.1:(\d+)", gateway.log.read_text())
+        port = int(match.group(1)) if match else None
+        time.sleep(0.05)
+    assert port is not None
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    assert get("/healthz") == (200, "ok\n")
+    gateway.addUser("mia")
+    data = os.urandom(100_000)
+    (tmp_path / "m.bin").write_bytes(data)
+    with paramikoSFTP(gateway, "mia") as sftp:
+        sftp.put(str(tmp_path / "m.bin"), "m.bin")
+        status, text = get("/metrics")
+        assert status == 200
+        values = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("s3sftp_")
+        }
+        assert values["s3sftp_sessions"] == 1
+        assert values['s3sftp_logins_total{outcome="success"}'] == 1
+        assert values["s3sftp_uploads_started_total"] == 1
+        assert values['s3sftp_uploads_total{outcome="stored"}'] == 1
+        assert values["s3sftp_received_bytes_total"] == len(data)
+        assert values['s3sftp_s3_requests_total{operation="PutObject",outcome="ok"}'] >= 1
+        assert values["s3sftp_buffer_limit_bytes"] == 1024 * 1024 * 1024
+        held = sftp.open("held.bin", "wb")
+        held.write(b"x" * 1000)
+        sftp.stat(".")
+        gateway.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert get("/healthz")[0] == 503
+        gateway.process.wait(timeout=30)
