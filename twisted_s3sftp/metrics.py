@@ -37,10 +37,8 @@ from typing import Any, Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.twisted import MetricsResource
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogPublisher
@@ -50,6 +48,7 @@ from twisted.web.server import Request, Site
 from .admission import Admission
 from .flow import MemoryLimit
 from .interfaces import IObjectStore
+from .listener import listeningService
 from .uploading import ActiveUploads
 
 log = Logger()
@@ -136,27 +135,19 @@ class _Levels:
 
     def collect(self) -> Iterator[Any]:
         metrics = self.metrics
-        yield GaugeMetricFamily(
-            "s3sftp_sessions", "Logged-in connections.", value=metrics._admission.sessions
-        )
-        yield GaugeMetricFamily(
-            "s3sftp_unauthenticated_connections",
-            "Connections not logged in yet.",
-            value=metrics._admission.unauthenticated,
-        )
-        yield CounterMetricFamily(
-            "s3sftp_uploads_started", "Uploads opened.", value=metrics._uploads.started
-        )
-        yield GaugeMetricFamily(
-            "s3sftp_buffered_bytes",
-            "Memory reserved by uploads and downloads.",
-            value=metrics._memory.used,
-        )
-        yield GaugeMetricFamily(
-            "s3sftp_buffer_limit_bytes",
-            "The memory limit (--memory-limit).",
-            value=metrics._memory.limit,
-        )
+        for family, name, documentation, value in [
+            (GaugeMetricFamily, "sessions", "Logged-in connections.",
+             metrics._admission.sessions),
+            (GaugeMetricFamily, "unauthenticated_connections",
+             "Connections not logged in yet.", metrics._admission.unauthenticated),
+            (CounterMetricFamily, "uploads_started", "Uploads opened.",
+             metrics._uploads.started),
+            (GaugeMetricFamily, "buffered_bytes",
+             "Memory reserved by uploads and downloads.", metrics._memory.used),
+            (GaugeMetricFamily, "buffer_limit_bytes",
+             "The memory limit (--memory-limit).", metrics._memory.limit),
+        ]:
+            yield family(f"s3sftp_{name}", documentation, value=value)
 
 
 class Health:
@@ -244,13 +235,10 @@ class MetricsService(Service):
         root.putChild(b"healthz", _HealthResource(health))
         self.site = Site(root)
         self.site.noisy = False
-        self.endpoint = serverFromString(reactor, description)
-        self.description = description
         self.health = health
         self.metrics = metrics
         self.drained = drained
-        self._listener = StreamServerEndpointService(self.endpoint, self.site)
-        self._listener._raiseSynchronously = True
+        self._listener = listeningService(reactor, description, self.site, "metrics")
         self._checks = LoopingCall(health.check)
         self._checks.clock = health.clock
 
@@ -258,19 +246,7 @@ class MetricsService(Service):
         super().startService()
         globalLogPublisher.addObserver(self.metrics.observeEvent)
         self._listener.startService()
-        if self._listener._waitingForPort is not None:
-            self._listener._waitingForPort.addCallback(self._announce)
         self._checks.start(HEALTH_INTERVAL, now=True)
-
-    def _announce(self, port: Any) -> Any:
-        address = port.getHost()
-        log.info(
-            "metrics listening on {host}:{port} ({description})",
-            host=getattr(address, "host", "?"),
-            port=getattr(address, "port", "?"),
-            description=self.description,
-        )
-        return port
 
     def stopService(self) -> Deferred[None]:
         # Kept up while the server drains, so that load balancers see

@@ -13,17 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from attrs import define
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
 
 from . import s3
 from .admission import Limits, parsePenalties, parseStartups
@@ -38,6 +34,7 @@ from .config import (
 from .drain import DrainService
 from .flow import MemoryLimit
 from .keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
+from .listener import listeningService
 from .logformat import FORMATS, configure
 from .metrics import Health, Metrics, MetricsService
 from .ssh import S3Realm
@@ -308,31 +305,6 @@ class Options(usage.Options):
             raise ValueError(f"limits: {e}") from None
 
 
-@implementer(IStreamServerEndpoint)
-@define
-class _AnnouncedEndpoint:
-    """
-    An endpoint that logs the address it is bound to: with C{tcp:0} that is
-    the only way to learn the port.
-    """
-
-    endpoint: IStreamServerEndpoint
-    description: str
-
-    def listen(self, factory: Any) -> Any:
-        def announce(port: IListeningPort) -> IListeningPort:
-            address = port.getHost()
-            log.info(
-                "s3sftp listening on {host}:{port} ({description})",
-                host=getattr(address, "host", "?"),
-                port=getattr(address, "port", "?"),
-                description=self.description,
-            )
-            return port
-
-        return self.endpoint.listen(factory).addCallback(announce)
-
-
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
     Build the service: the S3 thread pool with the shutdown drain
@@ -369,9 +341,5 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             top
         )
     for description in config.listen:
-        endpoint = _AnnouncedEndpoint(serverFromString(reactor, description), description)
-        service = StreamServerEndpointService(endpoint, factory)
-        # Fail at start-up (e.g. address in use) rather than log and idle.
-        service._raiseSynchronously = True
-        service.setServiceParent(top)
+        listeningService(reactor, description, factory, "s3sftp").setServiceParent(top)
     return top
