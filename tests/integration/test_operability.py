@@ -100,14 +100,12 @@ def test_gracefulDrain(startGateway: Any, bucket: str, s3: Any) -> None:
     first = os.urandom(6 * 1024 * 1024)
     rest = os.urandom(1024 * 1024)
     with paramikoSFTP(gateway, "dora") as finishing, paramikoSFTP(gateway, "dora") as stuck:
+        # Not pipelined: paramiko loses track of pipelined WRITE replies
+        # that another request on the same session reads first.
         done = finishing.open("done.bin", "wb")
-        done.set_pipelined(True)
         done.write(first)
         left = stuck.open("stuck.bin", "wb")
-        left.set_pipelined(True)
         left.write(first)
-        finishing.stat(".")
-        stuck.stat(".")
         start = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
         time.sleep(1)
