@@ -539,3 +539,45 @@ def loginOverLoopback(harness: Harness, key: Key, user: bytes) -> Any:
     )
     pump.flush()
     return client
+
+
+class ProxiedTests(SynchronousTestCase):
+    """
+    Behind a load balancer speaking the PROXY protocol, connections are
+    admitted by the client's address from the header.
+    """
+
+    def connect(self, factory: S3SSHFactory, client: str) -> tuple[Any, list[bool]]:
+        """
+        Connect through a balancer at 10.0.0.1 for C{client}, and send the
+        first bytes (as the PROXY wrapper does once the header is read).
+
+        @return: the transport and a list that records an abort.
+        """
+        protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
+        assert protocol is not None
+        tcp = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 40000))
+        aborted: list[bool] = []
+        tcp.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        protocol.makeConnection(tcp)
+        tcp.peerAddr = IPv4Address("TCP", client, 5555)
+        protocol.dataReceived(b"SSH-2.0-client\r\n")
+        return protocol, aborted
+
+    def test_admittedByClientAddress(self) -> None:
+        """
+        The per-source cap applies to the clients behind the balancer, not
+        to the balancer; the audit source is the client's address.
+        """
+        harness = Harness(self, perSourceStartups=1)
+        proxied = harness.factory.behindProxy()
+        first, aborted = self.connect(proxied, "192.0.2.1")
+        self.assertEqual((first.peerHost, aborted), ("192.0.2.1", []))
+        second, aborted = self.connect(proxied, "192.0.2.2")
+        self.assertEqual((second.peerHost, aborted), ("192.0.2.2", []))
+        third, aborted = self.connect(proxied, "192.0.2.1")
+        self.assertEqual(aborted, [True])
+        self.assertEqual(harness.factory.admission.unauthenticated, 2)
+        third.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(harness.factory.admission.unauthenticated, 2)
+        self.assertIsNotNone(harness.connect("10.0.0.1"))

@@ -340,6 +340,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         MetricsService(reactor, config.metrics, metrics, health, drain.drained).setServiceParent(
             top
         )
+    proxied = factory.behindProxy()
     for description in config.listen:
-        listeningService(reactor, description, factory, "s3sftp").setServiceParent(top)
+        # "haproxy:..." listeners read a PROXY header first: their clients'
+        # addresses come from it (twisted.protocols.haproxy).
+        which = proxied if description.startswith("haproxy:") else factory
+        listeningService(reactor, description, which, "s3sftp").setServiceParent(top)
     return top

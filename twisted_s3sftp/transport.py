@@ -23,6 +23,7 @@ authentication service that counts failures.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from twisted.conch.error import IgnoreAuthentication
@@ -140,6 +141,8 @@ class S3ServerTransport(SSHServerTransport):
     server's CPU per GiB uploaded by a tenth (4.7 against 5.2 CPU-s).
 
     @ivar peerHost: the client's IP address, as admitted by the factory.
+    @ivar proxied: whether the connection comes through a load balancer
+        speaking the PROXY protocol (C{--listen haproxy:...}).
     @ivar authFailures: failed authentication attempts so far.
     """
 
@@ -149,6 +152,7 @@ class S3ServerTransport(SSHServerTransport):
     supportedCompressions = list(COMPRESSIONS)
 
     peerHost: str | None = None
+    proxied = False
     authFailures = 0
     _timer: IDelayedCall | None = None
     _user: str | None = None
@@ -173,12 +177,32 @@ class S3ServerTransport(SSHServerTransport):
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
+        if self.proxied and self.peerHost is None and not self._admitProxied():
+            return
         if self._user is not None and self._timer is not None:
             self._timer.reset(self.factory.limits.idleTimeout)
         try:
             super().dataReceived(data)
         except Exception as e:
             self._malformed(e)
+
+    def _admitProxied(self) -> bool:
+        """
+        Behind a load balancer speaking the PROXY protocol, the client's
+        address is known only once the header has been read, which is
+        when the first bytes reach this protocol: admit it then.
+
+        @return: whether the connection was admitted.
+        """
+        host = getattr(self.transport.getPeer(), "host", None)
+        refusal = self.factory.admission.admit(host) if host else None
+        if refusal is not None:
+            self.factory.logRefusal(host, refusal)
+            self._refused = self._ended = True
+            self.transport.abortConnection()
+            return False
+        self.peerHost = host
+        return True
 
     def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
         # Conch's handlers parse with struct and assertions: a malformed
@@ -320,6 +344,9 @@ class S3SSHFactory(SSHFactory):
     #: Seconds between two log lines about refused connections.
     REFUSAL_LOG_INTERVAL = 10.0
 
+    #: Whether connections come through a PROXY-protocol load balancer.
+    proxied = False
+
     def __init__(
         self,
         portal: Portal,
@@ -342,11 +369,11 @@ class S3SSHFactory(SSHFactory):
         return None
 
     def buildProtocol(self, addr: Any) -> S3ServerTransport | None:
-        host = getattr(addr, "host", None)
+        host = None if self.proxied else getattr(addr, "host", None)
         if host is not None:
             refusal = self.admission.admit(host)
             if refusal is not None:
-                self._logRefusal(host, refusal)
+                self.logRefusal(host, refusal)
                 return None
         transport = super().buildProtocol(addr)
         offered = set(transport.supportedPublicKeys)
@@ -354,7 +381,19 @@ class S3SSHFactory(SSHFactory):
             algorithm for algorithm in HOST_KEY_ALGORITHMS if algorithm in offered
         ]
         transport.peerHost = host
+        transport.proxied = self.proxied
         return transport
+
+    def behindProxy(self) -> S3SSHFactory:
+        """
+        @return: a factory for a listener behind a load balancer speaking
+            the PROXY protocol: the same users, keys, limits and counts,
+            but each connection admitted by the client's address from the
+            PROXY header rather than the balancer's.
+        """
+        proxied = copy.copy(self)
+        proxied.proxied = True
+        return proxied
 
     def loggedIn(self, transport: S3ServerTransport, user: str) -> str | None:
         """
@@ -380,7 +419,7 @@ class S3SSHFactory(SSHFactory):
         if transport.peerHost is not None:
             self.admission.ended(transport.peerHost, penalty)
 
-    def _logRefusal(self, host: str, reason: str) -> None:
+    def logRefusal(self, host: str, reason: str) -> None:
         """
         Log refused connections without letting a flood flood the log:
         at most one line per L{REFUSAL_LOG_INTERVAL}, with a count.

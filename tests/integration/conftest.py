@@ -82,10 +82,21 @@ class Gateway:
     @ivar log: its log file.
     """
 
-    def __init__(self, root: Path, bucket: str, endpointURL: str, *extra: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        bucket: str,
+        endpointURL: str,
+        *extra: str,
+        keysDir: Path | None = None,
+        hostKey: Path | None = None,
+        listen: str = "tcp:0:interface=127.0.0.1",
+    ) -> None:
         self.root = root
-        self.keysDir = root / "keys"
+        root.mkdir(parents=True, exist_ok=True)
+        self.keysDir = keysDir or root / "keys"
         self.keysDir.mkdir(parents=True, exist_ok=True)
+        hostKey = hostKey or root / "host_key"
         self.log = root / "gateway.log"
         command = [
             twistdBinary(),
@@ -95,9 +106,9 @@ class Gateway:
             "s3sftp",
             f"--bucket={bucket}",
             f"--endpoint-url={endpointURL}",
-            "--listen=tcp:0:interface=127.0.0.1",
+            f"--listen={listen}",
             f"--keys-dir={self.keysDir}",
-            f"--host-key={root / 'host_key'}",
+            f"--host-key={hostKey}",
             "--part-size=5MiB",
             # The tests' own failed logins must not lock 127.0.0.1 out;
             # penalties are tested from other loopback addresses.
@@ -108,7 +119,7 @@ class Gateway:
 
         from twisted_s3sftp.keys import ensurePrivateKey
 
-        ensurePrivateKey(FilePath(str(root / "host_key")))
+        ensurePrivateKey(FilePath(str(hostKey)))
         env = dict(os.environ, **credentialsEnvironment())
         self.process = subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL,
@@ -201,9 +212,13 @@ def startGateway(tmp_path: Path, localS3: LocalS3, bucket: str) -> Iterator[Any]
     """
     started: list[Gateway] = []
 
-    def start(endpointURL: str | None = None, *extra: str) -> Gateway:
+    def start(endpointURL: str | None = None, *extra: str, **options: Any) -> Gateway:
         gateway = Gateway(
-            tmp_path / f"gw{len(started)}", bucket, endpointURL or localS3.endpointURL, *extra
+            tmp_path / f"gw{len(started)}",
+            bucket,
+            endpointURL or localS3.endpointURL,
+            *extra,
+            **options,
         )
         started.append(gateway)
         return gateway

@@ -182,3 +182,91 @@ def test_metricsAndHealth(startGateway: Any, tmp_path: Path) -> None:
         time.sleep(0.5)
         assert get("/healthz")[0] == 503
         gateway.process.wait(timeout=30)
+
+
+def test_twoServersOneBucket(startGateway: Any, tmp_path: Path) -> None:
+    """
+    Two server processes with the same host key and keys directory serve
+    the same users from one bucket: a directory made through one is
+    listed through the other, a file uploaded through one downloads
+    through the other, and both present the same host key.
+    """
+    keysDir = tmp_path / "shared-keys"
+    hostKey = tmp_path / "shared-host-key"
+    one = startGateway(None, keysDir=keysDir, hostKey=hostKey)
+    two = startGateway(None, keysDir=keysDir, hostKey=hostKey)
+    key = one.addUser("sam")
+    (two.root / "sam_key").write_bytes(key.read_bytes())
+    data = os.urandom(300_000)
+    (tmp_path / "up.bin").write_bytes(data)
+    hostKeys = set()
+    with paramikoSFTP(one, "sam") as first, paramikoSFTP(two, "sam") as second:
+        first.mkdir("shared")
+        assert second.listdir("/") == ["shared"]
+        first.put(str(tmp_path / "up.bin"), "shared/up.bin")
+        second.get("shared/up.bin", str(tmp_path / "down.bin"))
+        for sftp in (first, second):
+            hostKeys.add(sftp.get_channel().get_transport().get_remote_server_key().get_base64())
+    assert (tmp_path / "down.bin").read_bytes() == data
+    assert len(hostKeys) == 1
+
+
+def test_proxyProtocol(startGateway: Any, tmp_path: Path) -> None:
+    """
+    Behind a load balancer speaking the PROXY protocol (C{--listen
+    haproxy:tcp:...}), the server logs the client's address from the
+    header, and a connection without the header is closed.
+    """
+    import socket
+    import threading
+
+    gateway = startGateway(None, listen="haproxy:tcp:0:interface=127.0.0.1")
+    gateway.addUser("pia")
+    balancer = socket.socket()
+    balancer.bind(("127.0.0.1", 0))
+    balancer.listen(4)
+    port = balancer.getsockname()[1]
+
+    def relay() -> None:
+        client, _ = balancer.accept()
+        upstream = socket.create_connection(("127.0.0.1", gateway.port))
+        upstream.sendall(f"PROXY TCP4 198.51.100.7 127.0.0.1 40000 {port}\r\n".encode())
+
+        def pump(source: socket.socket, sink: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (source, sink):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        pump(client, upstream)
+
+    threading.Thread(target=relay, daemon=True).start()
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(
+        "127.0.0.1", port=port, username="pia",
+        pkey=paramiko.Ed25519Key.from_private_key_file(str(gateway.root / "pia_key")),
+        allow_agent=False, look_for_keys=False,
+    )
+    sftp = client.open_sftp()
+    assert sftp.listdir("/") == []
+    client.close()
+    balancer.close()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as direct:
+        direct.sendall(b"SSH-2.0-no-proxy-header\r\n")
+        received = b""
+        while chunk := direct.recv(65536):
+            received += chunk
+        assert received.startswith(b"SSH-2.0-") or received == b""
+    log = gateway.stop()
+    assert "login success for pia from 198.51.100.7" in log
