@@ -144,6 +144,9 @@ class OptionsTests(SynchronousTestCase):
             (("--bucket", "ok-bucket", "--per-source-penalties", "crash:1"), "crash"),
             (("--bucket", "ok-bucket", "--penalty-exempt", "nowhere"), "not a network"),
             (("--bucket", "ok-bucket", "--max-sessions", "0"), "at least 1"),
+            (("--bucket", "ok-bucket", "--orphan-age", "0.5"), "at least 1 second"),
+            (("--bucket", "ok-bucket", "--state-prefix", "leases/"), "inside the home"),
+            (("--bucket", "ok-bucket", "--state-prefix", "x"), "end with"),
         ]
         for args, expected in cases:
             with self.subTest(args=args):
@@ -181,14 +184,17 @@ class OptionsTests(SynchronousTestCase):
 
     def test_makeService(self) -> None:
         """
-        The service holds the S3 thread pool and one listener per
-        C{--listen}.
+        The service holds the S3 thread pool with the drain, the orphan
+        sweep, and one listener per C{--listen}; C{--orphan-age 0} leaves
+        the sweep out.
         """
         options = self.parse(
             "--bucket", "ok-bucket", "--listen", "tcp:0", "--listen", "tcp:0"
         )
         service = makeService(options, reactor=Clock())
-        self.assertEqual(len(list(IServiceCollection(service))), 3)
+        self.assertEqual(len(list(IServiceCollection(service))), 4)
+        options = self.parse("--bucket", "ok-bucket", "--orphan-age", "0")
+        self.assertEqual(len(list(IServiceCollection(makeService(options, reactor=Clock())))), 2)
 
 
 class ConfigTests(SynchronousTestCase):

@@ -17,7 +17,7 @@ from attrs import field, frozen, validators
 
 from .admission import Limits
 from .flow import SLACK
-from .paths import validateHomeTemplate
+from .paths import isValidUsername, validateHomeTemplate
 from .upload import MIN_PART_SIZE, MAX_PART_SIZE, MiB, UploadPolicy
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -89,6 +89,26 @@ def checkEndpointURL(url: str) -> str:
     return url
 
 
+def checkStatePrefix(prefix: str, homeTemplate: str) -> str:
+    """
+    @param prefix: where upload leases live.
+    @param homeTemplate: the homes' template.
+    @return: C{prefix}, if it ends with C{/} and no user's home can hold
+        it (no valid username fits where the template puts one).
+    @raise ValueError: otherwise.
+    """
+    if not prefix.endswith("/") or prefix.startswith("/"):
+        raise ValueError(f"state prefix {prefix!r} must end with '/' and not start with it")
+    before = homeTemplate.split("{username}")[0]
+    if prefix.startswith(before):
+        rest = prefix[len(before) :].split("/")[0]
+        if isValidUsername(rest):
+            raise ValueError(
+                f"state prefix {prefix!r} would be inside the home of user {rest!r}"
+            )
+    return prefix
+
+
 def _call(check):  # type: ignore[no-untyped-def]
     def validator(instance: object, attribute: object, value: object) -> None:
         check(value)
@@ -128,6 +148,10 @@ class ServerConfig:
     @ivar limits: the limits before and after login.
     @ivar drainTimeout: seconds running uploads get to finish at shutdown.
     @ivar metrics: the endpoint for C{/metrics} and C{/healthz}, or L{None}.
+    @ivar orphanAge: seconds after which a multipart upload nobody renews
+        is aborted by the orphan sweep; 0 for no sweep.
+    @ivar statePrefix: where the server keeps its upload leases, outside
+        every home.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -150,6 +174,13 @@ class ServerConfig:
     limits: Limits = field(factory=Limits)
     drainTimeout: float = field(default=30.0)
     metrics: str | None = None
+    orphanAge: float = field(default=24 * 3600.0)
+    statePrefix: str = ".s3sftp/uploads/"
+
+    @orphanAge.validator
+    def _checkOrphanAge(self, attribute: object, value: float) -> None:
+        if value != 0 and value < 1:
+            raise ValueError("orphan age must be 0 (no sweep) or at least 1 second")
 
     @drainTimeout.validator
     def _checkDrainTimeout(self, attribute: object, value: float) -> None:
@@ -164,6 +195,7 @@ class ServerConfig:
             )
 
     def __attrs_post_init__(self) -> None:
+        checkStatePrefix(self.statePrefix, self.homeTemplate)
         if self.bufferLimit < self.partSize + SLACK:
             raise ValueError(
                 f"buffer limit {self.bufferLimit} must be at least the part size "

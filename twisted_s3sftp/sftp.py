@@ -160,6 +160,7 @@ class S3SFTPServer:
             owner=self.avatar.username,
             now=self.avatar.clock.seconds,
             uploads=self.avatar.uploads,
+            leases=self.avatar.leases,
             mtime=attrs.get("mtime"),
             replaces=replaces,
             path=virtual,

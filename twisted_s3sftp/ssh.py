@@ -80,6 +80,7 @@ from .protocol import (
 )
 from .sftp import S3SFTPServer
 from .upload import UploadPolicy
+from .sweep import Leases
 from .uploading import ActiveUploads, UploadFile
 
 log = Logger()
@@ -562,6 +563,7 @@ class S3User(ConchUser):
     @ivar memory: the server's memory limit, shared by all uploads.
     @ivar clock: the time source.
     @ivar uploads: the server's uploads under way.
+    @ivar leases: marks multipart uploads as this server's, or L{None}.
     """
 
     def __init__(
@@ -573,6 +575,7 @@ class S3User(ConchUser):
         memory: MemoryLimit,
         clock: IReactorTime,
         uploads: ActiveUploads | None = None,
+        leases: Leases | None = None,
     ) -> None:
         super().__init__()
         self.username = username
@@ -582,6 +585,7 @@ class S3User(ConchUser):
         self.memory = memory
         self.clock = clock
         self.uploads = ActiveUploads() if uploads is None else uploads
+        self.leases = leases
         self.channelLookup[b"session"] = SFTPSession
         self.subsystemLookup[b"sftp"] = S3FileTransferServer
 
@@ -605,6 +609,7 @@ class S3Realm:
     @ivar memory: the server's memory limit.
     @ivar clock: the time source.
     @ivar uploads: the uploads under way, seen by every session.
+    @ivar leases: marks multipart uploads as this server's, or L{None}.
     """
 
     def __init__(
@@ -614,9 +619,11 @@ class S3Realm:
         policy: UploadPolicy,
         memory: MemoryLimit,
         clock: IReactorTime,
+        leases: Leases | None = None,
     ) -> None:
         self.store = store
         self.homeTemplate = homeTemplate
+        self.leases = leases
         self.policy = policy
         self.memory = memory
         self.clock = clock
@@ -634,6 +641,7 @@ class S3Realm:
             self.memory,
             self.clock,
             self.uploads,
+            self.leases,
         )
         log.info("{username} logged in", username=username)
         return IConchUser, user, user.logout

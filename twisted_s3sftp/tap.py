@@ -38,6 +38,7 @@ from .listener import listeningService
 from .logformat import FORMATS, configure
 from .metrics import Health, Metrics, MetricsService
 from .ssh import S3Realm
+from .sweep import Leases, SweepService
 from .transport import S3SSHFactory
 
 log = Logger()
@@ -148,6 +149,19 @@ class Options(usage.Options):
             "e.g. tcp:9100:interface=127.0.0.1 (default: none).",
         ],
         [
+            "orphan-age",
+            None,
+            "86400",
+            "Seconds after which a multipart upload whose server stopped "
+            "renewing its lease (a crash) is aborted; 0 for no sweep.",
+        ],
+        [
+            "state-prefix",
+            None,
+            ".s3sftp/uploads/",
+            "Where the server keeps its upload leases, outside every home.",
+        ],
+        [
             "drain-timeout",
             None,
             "30",
@@ -231,10 +245,12 @@ class Options(usage.Options):
         if self["log-format"] not in FORMATS:
             raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}")
         limits = self._limits()
-        try:
-            drainTimeout = float(self["drain-timeout"])
-        except ValueError:
-            raise ValueError("--drain-timeout: not a number of seconds") from None
+        seconds = {}
+        for name in ("drain-timeout", "orphan-age"):
+            try:
+                seconds[name] = float(self[name])
+            except ValueError:
+                raise ValueError(f"--{name}: not a number of seconds") from None
         self.config = ServerConfig(
             bucket=self["bucket"],
             endpointURL=self["endpoint-url"],
@@ -248,8 +264,10 @@ class Options(usage.Options):
             memoryLimit=sizes["memory-limit"],
             uploadConcurrency=concurrency,
             limits=limits,
-            drainTimeout=drainTimeout,
+            drainTimeout=seconds["drain-timeout"],
             metrics=self["metrics"],
+            orphanAge=seconds["orphan-age"],
+            statePrefix=self["state-prefix"],
         )
         for description in self.config.listen + (
             (self.config.metrics,) if self.config.metrics else ()
@@ -322,12 +340,19 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     memory = MemoryLimit(config.memoryLimit)
-    realm = S3Realm(store, config.homeTemplate, config.policy, memory, reactor)
+    leases = (
+        Leases(store, config.statePrefix, config.orphanAge, reactor)
+        if config.orphanAge
+        else None
+    )
+    realm = S3Realm(store, config.homeTemplate, config.policy, memory, reactor, leases)
     portal = Portal(realm, [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))])
     factory = S3SSHFactory(portal, options.hostKeys, config.limits, reactor)
     top = MultiService()
     drain = DrainService(realm.uploads, reactor, config.drainTimeout, pool)
     drain.setServiceParent(top)
+    if leases is not None:
+        SweepService(leases).setServiceParent(top)
     if config.metrics is not None:
         metrics = Metrics(factory.admission, realm.uploads, memory)
         store.observe = metrics.observeS3

@@ -32,6 +32,7 @@ from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit, uploadRes
 from .interfaces import IObjectStore
 from .listing import fileAttributes
 from .operation import sftpError, sftpOperation
+from .sweep import Lease, Leases
 from .upload import (
     FinalPart,
     Part,
@@ -174,6 +175,8 @@ class UploadFile:
         the size it wrote (as OpenSSH's C{scp} does), or its CLOSE fails:
         the object cannot keep its old tail.
     @ivar path: the path the client opened, for the audit trail.
+    @ivar leases: marks a multipart upload as this server's until it ends
+        (L{twisted_s3sftp.sweep}), or L{None}.
     """
 
     store: IObjectStore
@@ -187,6 +190,7 @@ class UploadFile:
     mtime: int | None = None
     replaces: int | None = None
     path: str = ""
+    leases: Leases | None = None
     _written: bool = field(default=False, init=False)
     _sizeSet: bool = field(default=False, init=False)
     _failure: GatewayError | None = field(default=None, init=False)
@@ -203,6 +207,7 @@ class UploadFile:
     _aborting: Deferred[None] | None = field(default=None, init=False)
     _completed: bool = field(default=False, init=False)
     _ended: bool = field(default=False, init=False)
+    _lease: Lease | None = field(default=None, init=False)
 
     _started: float = field(init=False)
 
@@ -394,6 +399,7 @@ class UploadFile:
         )
         # The upload id is spent: from here a failure deletes the object.
         self._uploadId = None
+        self._endLease()
         # S3 fixes an upload's metadata when it begins, before the hash is
         # known: record it with a copy of the object onto itself.
         try:
@@ -474,6 +480,8 @@ class UploadFile:
     async def _create(self) -> None:
         try:
             self._uploadId = await self.store.createMultipartUpload(self.key)
+            if self.leases is not None:
+                self._lease = self.leases.track(self.key, self._uploadId)
         except Exception as e:
             self._partFailed(e)
         finally:
@@ -543,12 +551,20 @@ class UploadFile:
             except Exception as e:
                 log.error(
                     "Could not abort upload {uploadId} of {key}: {reason}; "
-                    "it stays until a lifecycle rule removes it",
+                    "the orphan sweep or a lifecycle rule will remove it",
                     uploadId=self._uploadId,
                     key=self.key,
                     reason=getattr(e, "message", None) or repr(e),
                 )
+                self._endLease(keepMarker=True)
+            else:
+                self._endLease()
         self._end()
+
+    def _endLease(self, keepMarker: bool = False) -> None:
+        if self._lease is not None:
+            self._lease.end(keepMarker)
+            self._lease = None
 
     def _end(self) -> None:
         """

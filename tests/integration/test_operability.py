@@ -270,3 +270,39 @@ def test_proxyProtocol(startGateway: Any, tmp_path: Path) -> None:
         assert received.startswith(b"SSH-2.0-") or received == b""
     log = gateway.stop()
     assert "login success for pia from 198.51.100.7" in log
+
+
+def test_orphanSweep(startGateway: Any, localS3: Any, bucket: str, s3: Any) -> None:
+    """
+    A server killed with SIGKILL in the middle of a multipart upload leaves
+    it, with its lease; another server on the bucket aborts it once the
+    lease is older than C{--orphan-age}, and leaves a multipart upload it
+    did not start alone.
+    """
+    import signal
+    import time
+
+    from .conftest import multipartUploads
+
+    foreign = s3.create_multipart_upload(Bucket=bucket, Key="other-tool/x")["UploadId"]
+    crashed = startGateway(None, "--orphan-age=3")
+    crashed.addUser("kim")
+    with paramikoSFTP(crashed, "kim") as sftp:
+        f = sftp.open("big.bin", "wb")
+        f.write(os.urandom(6 * 1024 * 1024))
+        sftp.stat(".")
+        deadline = time.monotonic() + 20
+        while "kim/big.bin" not in multipartUploads(s3, bucket) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        crashed.process.send_signal(signal.SIGKILL)
+        crashed.process.wait(timeout=10)
+    assert sorted(multipartUploads(s3, bucket)) == ["kim/big.bin", "other-tool/x"]
+    leases = s3.list_objects_v2(Bucket=bucket, Prefix=".s3sftp/uploads/").get("Contents", [])
+    assert len(leases) == 1
+    startGateway(None, "--orphan-age=3")
+    deadline = time.monotonic() + 30
+    while "kim/big.bin" in multipartUploads(s3, bucket) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert multipartUploads(s3, bucket) == ["other-tool/x"]
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=".s3sftp/").get("KeyCount", 0) == 0
+    s3.abort_multipart_upload(Bucket=bucket, Key="other-tool/x", UploadId=foreign)
