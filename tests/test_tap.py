@@ -220,3 +220,21 @@ class ConfigTests(SynchronousTestCase):
 
         config = ServerConfig(bucket="abc")
         self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, config, "bucket", "x")
+
+
+class DocumentationTests(SynchronousTestCase):
+    """
+    The README's configuration reference is complete.
+    """
+
+    def test_everyOptionDocumented(self) -> None:
+        """
+        Every option of C{twistd s3sftp} has a row in the README's option
+        tables, with its default.
+        """
+        from pathlib import Path
+
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+        names = [name for name, _, _, _ in Options.optParameters] + ["listen", "host-key", "penalty-exempt"]
+        for name in names:
+            self.assertIn(f"| `--{name}` |", readme, name)
