@@ -25,7 +25,6 @@ from twisted.conch.ssh.filetransfer import (
     FXF_TRUNC,
     FXF_WRITE,
 )
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -265,12 +264,10 @@ class PreAuthFuzzTests(SynchronousTestCase):
         line first: no exception escapes and none is logged; the
         transport buffers a bounded amount; the connection stays open or
         is being closed, and closing it frees its place; a fresh
-        connection from the same address is still admitted.
+        login then works.
         """
         harness = Harness(self)
-        keyFile = harness.keysDir.child("alice.pub")
-        keyFile.setContent(self.key.public().toString("openssh") + b"\n")
-        keyFile.chmod(0o644)
+        harness.addUser("alice", self.key)
         connected = harness.connect()
         assert connected is not None
         transport, tcp = connected

@@ -11,7 +11,7 @@ import time
 from statistics import median
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.transport import (
@@ -39,12 +39,7 @@ from twisted_s3sftp.ssh import S3Realm
 from twisted_s3sftp.transport import S3SSHFactory, S3ServerTransport, S3UserAuthServer
 from twisted_s3sftp.upload import MiB, UploadPolicy
 
-
-def hostKey() -> Key:
-    """
-    @return: a fresh ed25519 host key.
-    """
-    return Key(ed25519.Ed25519PrivateKey.generate())
+from .test_keys import newKey as hostKey
 
 
 def kexInit(sent: bytes) -> list[list[bytes]]:
@@ -86,6 +81,15 @@ class Harness:
             self.portal, keys or {b"ssh-ed25519": hostKey()}, Limits(**limits), self.clock
         )
         self.factory.startFactory()
+
+    def addUser(self, name: str, key: Key) -> None:
+        """
+        Give user C{name} the public half of C{key}, in a file the keys
+        directory accepts (mode 0644).
+        """
+        keyFile = self.keysDir.child(f"{name}.pub")
+        keyFile.setContent(key.public().toString("openssh") + b"\n")
+        keyFile.chmod(0o644)
 
     def connect(self, host: str = "10.0.0.1") -> tuple[S3ServerTransport, StringTransport] | None:
         """
@@ -377,10 +381,7 @@ class AuthenticationTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.harness = Harness(self, maxAuthTries=6)
         self.key = hostKey()
-        self.harness.keysDir.child("alice.pub").setContent(
-            self.key.public().toString("openssh") + b"\n"
-        )
-        self.harness.keysDir.child("alice.pub").chmod(0o644)
+        self.harness.addUser("alice", self.key)
         self.transport = FakeTransport(self.harness.factory)
         self.auth = S3UserAuthServer()
         self.auth.transport = self.transport  # type: ignore[assignment]
@@ -480,9 +481,7 @@ class LoopbackLoginTests(SynchronousTestCase):
         """
         harness = Harness(self)
         key = hostKey()
-        keyFile = harness.keysDir.child("alice.pub")
-        keyFile.setContent(key.public().toString("openssh") + b"\n")
-        keyFile.chmod(0o644)
+        harness.addUser("alice", key)
         client = loginOverLoopback(harness, key, b"alice")
         self.assertTrue(client.loggedIn)
         self.assertEqual(client.kexAlg, b"curve25519-sha256")

@@ -13,7 +13,7 @@ already open are served meanwhile, but a new upload on them is refused.
 from __future__ import annotations
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -44,7 +44,7 @@ class DrainService(Service):
         self.clock = clock
         self.timeout = timeout
         self.pool = pool
-        self._done: Deferred[None] | None = None
+        self._over = False
         self._waiting: list[Deferred[None]] = []
 
     def drained(self) -> Deferred[None]:
@@ -52,11 +52,10 @@ class DrainService(Service):
         @return: a Deferred firing once the shutdown drain is over (never
             before the service is stopped).
         """
+        if self._over:
+            return succeed(None)
         waiter: Deferred[None] = Deferred()
-        if self._done is not None and self._done.called:
-            waiter.callback(None)
-        else:
-            self._waiting.append(waiter)
+        self._waiting.append(waiter)
         return waiter
 
     def startService(self) -> None:
@@ -65,10 +64,10 @@ class DrainService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self._done = Deferred.fromCoroutine(self._drain())
-        return self._done
+        return Deferred.fromCoroutine(self._drain())
 
     def _release(self) -> None:
+        self._over = True
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
             waiter.callback(None)

@@ -60,6 +60,10 @@ def readKeys(path: Path) -> list[Key]:
 def writeKeys(path: Path, keys: list[Key], comment: str) -> None:
     """
     Replace C{path} atomically with one line per key, mode 0644.
+
+    The temporary file is the usual write-then-rename of an administrator's
+    key file, in the keys directory itself; it holds public keys, never
+    any of the file data users upload (which never touches a disk).
     """
     lines = [key.public().toString("openssh") + b" " + comment.encode() for key in keys]
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -105,9 +109,9 @@ def remove(keysDir: Path, user: str, which: str | None) -> list[str]:
     @raise KeysError: if there is no such user or key.
     """
     path = keyFile(keysDir, user)
-    existing = readKeys(path)
     if not path.exists():
         raise KeysError(f"no user {user}")
+    existing = readKeys(path)
     if which is None:
         path.unlink()
         return [fingerprint(key) for key in existing]

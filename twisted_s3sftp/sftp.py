@@ -125,14 +125,14 @@ class S3SFTPServer:
     ) -> UploadFile | DownloadFile:
         virtual = normalise(filename)
         key = objectKey(self._home, virtual)
+        # CREAT|EXCL without WRITE (paramiko's mode "x") creates a file as
+        # open(2) does, so it is an upload too: refused over an existing
+        # file, and the new file appears at CLOSE.
         exclusive = flags & FXF_CREAT and flags & FXF_EXCL
         if not flags & FXF_WRITE and not exclusive:
             return await self._openDownload(virtual, key)
         if self.avatar.uploads.draining:
             raise GatewayError("the server is shutting down; upload again shortly")
-        # CREAT|EXCL without WRITE (paramiko's mode "x") creates a file as
-        # open(2) does, so it is an upload too: refused over an existing
-        # file, and the new file appears at CLOSE.
         if flags & FXF_APPEND:
             raise NotSupported(
                 "appending is not supported: an S3 object cannot be changed "

@@ -208,7 +208,6 @@ class UploadFile:
     _completed: bool = field(default=False, init=False)
     _ended: bool = field(default=False, init=False)
     _lease: Lease | None = field(default=None, init=False)
-
     _started: float = field(init=False)
 
     @_partSizeReserved.default
