@@ -37,6 +37,15 @@ DEFAULT_MEMORY_LIMIT = 1024 * MiB
 #: The default number of parts of one upload in flight to S3 at once.
 DEFAULT_UPLOAD_CONCURRENCY = 4
 
+#: The default seconds running uploads get to finish at shutdown.
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
+#: The default age past which an unrenewed upload is an orphan: a day.
+DEFAULT_ORPHAN_AGE = 24 * 3600.0
+
+#: Where upload leases live by default (L{twisted_s3sftp.sweep}).
+DEFAULT_STATE_PREFIX = ".s3sftp/uploads/"
+
 #: The most parts of one upload that may be in flight at once.
 MAX_UPLOAD_CONCURRENCY = 32
 
@@ -172,10 +181,10 @@ class ServerConfig:
     memoryLimit: int = DEFAULT_MEMORY_LIMIT
     uploadConcurrency: int = field(default=DEFAULT_UPLOAD_CONCURRENCY)
     limits: Limits = field(factory=Limits)
-    drainTimeout: float = field(default=30.0)
+    drainTimeout: float = field(default=DEFAULT_DRAIN_TIMEOUT)
     metrics: str | None = None
-    orphanAge: float = field(default=24 * 3600.0)
-    statePrefix: str = ".s3sftp/uploads/"
+    orphanAge: float = field(default=DEFAULT_ORPHAN_AGE)
+    statePrefix: str = DEFAULT_STATE_PREFIX
 
     @orphanAge.validator
     def _checkOrphanAge(self, attribute: object, value: float) -> None:

@@ -34,12 +34,6 @@ from .interfaces import IObjectStore
 
 log = Logger()
 
-#: Where markers live by default.
-DEFAULT_STATE_PREFIX = ".s3sftp/uploads/"
-
-#: The default age past which an unrefreshed upload is an orphan: a day.
-DEFAULT_ORPHAN_AGE = 24 * 3600.0
-
 #: Markers read per listing page.
 PAGE = 1000
 
@@ -186,7 +180,7 @@ class Leases:
                 return aborted
             cutoff = self.clock.seconds() - self.orphanAge
             for info in listing.objects:
-                if info.mtime < cutoff and await self._abort(info.key, info.size, info.etag):
+                if info.mtime < cutoff and await self._abort(info.key, info.etag):
                     aborted += 1
             token = listing.token
             if token is None:
@@ -195,7 +189,7 @@ class Leases:
             log.info("Orphan sweep aborted {count} upload(s)", count=aborted)
         return aborted
 
-    async def _abort(self, marker: str, size: int, etag: str) -> bool:
+    async def _abort(self, marker: str, etag: str) -> bool:
         try:
             key, uploadId = decodeMarker(await self.store.getObject(marker, 0, 4096, etag))
             try:

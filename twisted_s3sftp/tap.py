@@ -25,8 +25,11 @@ from . import s3
 from .admission import Limits, parsePenalties, parseStartups
 from .config import (
     DEFAULT_BUFFER_LIMIT,
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MEMORY_LIMIT,
+    DEFAULT_ORPHAN_AGE,
     DEFAULT_PART_SIZE,
+    DEFAULT_STATE_PREFIX,
     DEFAULT_UPLOAD_CONCURRENCY,
     ServerConfig,
     parseSize,
@@ -151,20 +154,20 @@ class Options(usage.Options):
         [
             "orphan-age",
             None,
-            "86400",
+            f"{DEFAULT_ORPHAN_AGE:g}",
             "Seconds after which a multipart upload whose server stopped "
             "renewing its lease (a crash) is aborted; 0 for no sweep.",
         ],
         [
             "state-prefix",
             None,
-            ".s3sftp/uploads/",
+            DEFAULT_STATE_PREFIX,
             "Where the server keeps its upload leases, outside every home.",
         ],
         [
             "drain-timeout",
             None,
-            "30",
+            f"{DEFAULT_DRAIN_TIMEOUT:g}",
             "Seconds running uploads get to finish at shutdown (SIGTERM) "
             "before they are aborted.",
         ],
