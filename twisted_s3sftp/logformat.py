@@ -10,7 +10,12 @@ A JSON line holds C{time} (ISO 8601, UTC), C{level}, C{namespace},
 C{message} (the event formatted as in the text log), C{traceback} for a
 failure, and every field of the event, so that audit events
 (L{twisted_s3sftp.audit}) can be read field by field.  Values that are not
-JSON types are written as strings.
+JSON types are written as strings.  (Twisted's own C{jsonFileLogObserver}
+is made for reading events back into twisted.logger: it writes the raw
+event, with the format string but no formatted message, an epoch float
+for the time and the level as an object, and by default an RFC 7464
+record separator before each line; log shippers and C{jq} want the
+flat record above.)
 
 twistd takes the observer from C{--logger}, a dotted name: L{configure}
 records the one C{--log-format} asks for and names L{chosenObserver}.  It
