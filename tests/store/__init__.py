@@ -1,0 +1,3 @@
+"""
+Tests for L{twisted_s3sftp.store}.
+"""
