@@ -25,8 +25,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["twisted_s3sftp", "twisted_s3sftp.*"])
-    + ["twisted.plugins"],
+    packages=find_packages(include=["twisted_s3sftp", "twisted_s3sftp.*"]) + ["twisted.plugins"],
     install_requires=[
         "twisted[conch]>=26.10",
         "cryptography>=48",
@@ -35,7 +34,7 @@ setup(
         "prometheus_client>=0.20",
     ],
     entry_points={
-        "console_scripts": ["s3sftp-keys = twisted_s3sftp.keyadmin:main"],
+        "console_scripts": ["s3sftp-keys = twisted_s3sftp.tools.keyadmin:main"],
     },
     classifiers=[
         "Framework :: Twisted",

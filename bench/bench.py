@@ -48,9 +48,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,10 +67,14 @@ USER = "bench"
 
 #: The OpenSSH client options that make C{sftp} non-interactive.
 SFTP_OPTIONS = [
-    "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "BatchMode=yes",
-    "-o", "IdentitiesOnly=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "IdentitiesOnly=yes",
 ]
 
 PATHS = {
@@ -111,7 +116,11 @@ def formatBytes(count: float | None) -> str:
         return "—"
     for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if count >= scale:
-            return f"{count / scale:.0f} {unit}" if count >= 100 * scale else f"{count / scale:.1f} {unit}"
+            return (
+                f"{count / scale:.0f} {unit}"
+                if count >= 100 * scale
+                else f"{count / scale:.1f} {unit}"
+            )
     return f"{count:.0f} B"
 
 
@@ -249,7 +258,7 @@ class ProcessMeter:
         self._existing: set[int] = set()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def start(self) -> "ProcessMeter":
+    def start(self) -> ProcessMeter:
         """
         Take the starting readings and start sampling children.
 
@@ -365,7 +374,9 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
-def waitForPort(process: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 30) -> None:
+def waitForPort(
+    process: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 30
+) -> None:
     """
     Wait until a server accepts connections on a loopback port.
 
@@ -430,7 +441,7 @@ class Bench:
         Make the sources and keys and start SeaweedFS.
         """
         sys.path.insert(0, str(REPO))
-        from twisted_s3sftp.seaweedfs import LocalS3, credentialsEnvironment
+        from twisted_s3sftp.tools.seaweedfs import LocalS3, credentialsEnvironment
 
         self.credentials = credentialsEnvironment()
         say(f"work directory {self.workdir}, SeaweedFS data in {self.s3dir}")
@@ -515,20 +526,33 @@ class Bench:
         """
         log = self.workdir / f"twistd-{tag}.log"
         twistd = Path(sys.executable).parent / "twistd"
-        profiling = [f"--profile={profile}", "--profiler=cprofile", "--savestats"] if profile else []
+        profiling = (
+            [f"--profile={profile}", "--profiler=cprofile", "--savestats"] if profile else []
+        )
         command = [
-            str(twistd if twistd.exists() else "twistd"), "-n", "--pidfile=", f"--logfile={log}",
+            str(twistd if twistd.exists() else "twistd"),
+            "-n",
+            "--pidfile=",
+            f"--logfile={log}",
             *profiling,
-            "s3sftp", "--bucket=bench-a", f"--endpoint-url={self.localS3.endpointURL}",
-            "--listen=tcp:0:interface=127.0.0.1", f"--keys-dir={self.keysDir}",
-            f"--host-key={self.hostKey}", *self.serverArgs,
+            "s3sftp",
+            "--bucket=bench-a",
+            f"--endpoint-url={self.localS3.endpointURL}",
+            "--listen=tcp:0:interface=127.0.0.1",
+            f"--keys-dir={self.keysDir}",
+            f"--host-key={self.hostKey}",
+            *self.serverArgs,
         ]
         pythonPath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, **self.credentials, PYTHONPATH=pythonPath)
         with (self.workdir / f"twistd-{tag}.out").open("wb") as output:
             process = subprocess.Popen(
-                command, env=env, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                stdout=output, stderr=subprocess.STDOUT,
+                command,
+                env=env,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60
         while True:
@@ -564,12 +588,26 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         process = subprocess.Popen(
             [
-                "rclone", "--config", str(config), "serve", "sftp", "seaweedfs:bench-b",
-                "--addr", f"127.0.0.1:{port}", "--key", str(self.hostKey),
-                "--authorized-keys", str(authorized), "--vfs-cache-mode", "off",
+                "rclone",
+                "--config",
+                str(config),
+                "serve",
+                "sftp",
+                "seaweedfs:bench-b",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--key",
+                str(self.hostKey),
+                "--authorized-keys",
+                str(authorized),
+                "--vfs-cache-mode",
+                "off",
             ],
-            env=env, cwd=self.workdir, stdin=subprocess.DEVNULL,
-            stdout=self.logFile(log), stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self.logFile(log),
+            stderr=subprocess.STDOUT,
         )
         waitForPort(process, port, log)
         return Server("b", process, port, "/", "bench-b", "", log=log)
@@ -608,8 +646,10 @@ class Bench:
         log = self.workdir / f"sshd-{tag}.log"
         process = subprocess.Popen(
             [os.path.abspath(sshd), "-D", "-e", "-f", str(config)],
-            cwd=self.workdir, stdin=subprocess.DEVNULL,
-            stdout=self.logFile(log), stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self.logFile(log),
+            stderr=subprocess.STDOUT,
         )
         waitForPort(process, port, log)
         return Server("c", process, port, f"{destination}/", localDir=destination, log=log)
@@ -634,8 +674,17 @@ class Bench:
         user = getpass.getuser() if server.path == "c" else USER
         logging = ["-v"] if verbose else ["-o", "LogLevel=ERROR"]
         return [
-            "sftp", "-P", str(server.port), "-i", str(self.userKey), *SFTP_OPTIONS, *logging,
-            *self.sftpArgs, "-b", str(batch), f"{user}@127.0.0.1",
+            "sftp",
+            "-P",
+            str(server.port),
+            "-i",
+            str(self.userKey),
+            *SFTP_OPTIONS,
+            *logging,
+            *self.sftpArgs,
+            "-b",
+            str(batch),
+            f"{user}@127.0.0.1",
         ]
 
     def writeBatch(self, name: str, commands: Iterable[str]) -> Path:
@@ -652,7 +701,13 @@ class Bench:
             C{server}, from a short verbose session.
         """
         batch = self.writeBatch(f"probe-{server.path}", ["pwd"])
-        done = subprocess.run(self.sftpCommand(server, batch, verbose=True), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            self.sftpCommand(server, batch, verbose=True),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         match = _KEX.search(done.stderr)
         return f"{match.group(1)} / {match.group(2)}" if match else "unknown"
 
@@ -666,8 +721,11 @@ class Bench:
         start = time.monotonic()
         try:
             done = subprocess.run(
-                self.sftpCommand(server, batch), capture_output=True, text=True,
-                timeout=timeout, stdin=subprocess.DEVNULL,
+                self.sftpCommand(server, batch),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
             return False, time.monotonic() - start, f"timed out after {timeout:.0f} s"
@@ -685,7 +743,9 @@ class Bench:
             digest.update(chunk)
         return digest.hexdigest()
 
-    def verify(self, server: Server, name: str, size: int, sha256: str, readBack: bool) -> str | None:
+    def verify(
+        self, server: Server, name: str, size: int, sha256: str, readBack: bool
+    ) -> str | None:
         """
         Check that an uploaded file landed whole, then remove it.
 
@@ -770,20 +830,24 @@ class Bench:
             ok, seconds, error, usage, rss = self.boto3Upload(name, timeout)
         else:
             meter = ProcessMeter(server.pid).start()
-            batch = self.writeBatch(f"big-{server.path}", [f"put {self.source} {server.remoteDir}{name}"])
+            batch = self.writeBatch(
+                f"big-{server.path}", [f"put {self.source} {server.remoteDir}{name}"]
+            )
             ok, seconds, error = self.timedSftp(server, batch, timeout)
             usage = meter.stop()
             server.childPeakRSS = max(server.childPeakRSS, usage.childPeakRSS)
             rss = None
         weedUsage = weed.stop(settle=0)
-        total, idle, steal = (b - a for a, b in zip(machine0, machineTimes()))
+        total, idle, steal = (b - a for a, b in zip(machine0, machineTimes(), strict=True))
         # This process's children include the sftp client and the boto3
         # child (reaped), but not the servers or SeaweedFS (still running).
         ours = sum(cpuSeconds(os.getpid())) - ours0 + weedUsage.cpu
         if server.path != "d" and usage:
             ours += usage.cpu
         others = max(0.0, total - idle - steal - ours)
-        problem = self.verify(server, name, size, self.sourceHash, readBack=run == 0) if ok else error
+        problem = (
+            self.verify(server, name, size, self.sourceHash, readBack=run == 0) if ok else error
+        )
         gib = size / GiB
         result = {
             "ok": problem is None,
@@ -800,14 +864,20 @@ class Bench:
         }
         say(
             f"  {server.path} {label or f'run {run + 1}'}: "
-            + (f"{result['mbps']:.1f} MB/s in {seconds:.1f} s" if problem is None else f"FAILED: {problem}")
+            + (
+                f"{result['mbps']:.1f} MB/s in {seconds:.1f} s"
+                if problem is None
+                else f"FAILED: {problem}"
+            )
             + (f", CPU {result['cpu']:.2f} s/GiB" if result["cpu"] is not None else "")
             + f", SeaweedFS {result['weedCpu']:.2f} s/GiB"
             + f"; other processes {others:.1f} CPU-s, {steal:.1f} s stolen"
         )
         return result
 
-    def boto3Upload(self, name: str, timeout: float) -> tuple[bool, float, str, Usage | None, int | None]:
+    def boto3Upload(
+        self, name: str, timeout: float
+    ) -> tuple[bool, float, str, Usage | None, int | None]:
         """
         Upload the big source with boto3 in a child process that measures
         itself.
@@ -816,21 +886,33 @@ class Bench:
             RSS.
         """
         request = {
-            "source": str(self.source), "bucket": "bench-d", "key": name,
+            "source": str(self.source),
+            "bucket": "bench-d",
+            "key": name,
             "endpoint": self.localS3.endpointURL,
         }
         env = dict(os.environ, **self.credentials)
         try:
             done = subprocess.run(
                 [sys.executable, __file__, "--boto3-child", json.dumps(request)],
-                capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
             return False, timeout, "timed out", None, None
         if done.returncode != 0:
             return False, 0.0, done.stderr.strip()[-2000:], None, None
         report = json.loads(done.stdout)
-        return True, report["seconds"], "", Usage(report["cpu"], report["written"], 0), report["rss"]
+        return (
+            True,
+            report["seconds"],
+            "",
+            Usage(report["cpu"], report["written"], 0),
+            report["rss"],
+        )
 
     def concurrent(self, server: Server) -> dict[str, Any]:
         """
@@ -844,11 +926,15 @@ class Bench:
         processes = []
         start = time.monotonic()
         for i in range(clients):
-            batch = self.writeBatch(f"conc-{server.path}-{i}", [f"put {self.clientSource} /conc-{i:03d}.bin"])
+            batch = self.writeBatch(
+                f"conc-{server.path}-{i}", [f"put {self.clientSource} /conc-{i:03d}.bin"]
+            )
             processes.append(
                 subprocess.Popen(
-                    self.sftpCommand(server, batch), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    self.sftpCommand(server, batch),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
                 )
             )
         errors = []
@@ -885,7 +971,8 @@ class Bench:
         if errors:
             self.noteServerErrors(server, f"{clients} concurrent clients")
         say(
-            f"  {server.path}: {clients} clients, {result['mbps']:.1f} MB/s aggregate in {seconds:.1f} s, "
+            f"  {server.path}: {clients} clients, {result['mbps']:.1f} MB/s aggregate"
+            f" in {seconds:.1f} s, "
             f"{succeeded} exited 0, {intact} objects intact"
             + (f"; first error: {errors[0]}" if errors else "")
         )
@@ -920,7 +1007,8 @@ class Bench:
             "error": error,
         }
         say(
-            f"  {server.path}: {count} files in {seconds:.1f} s, {result['filesPerSecond']:.0f} files/s, "
+            f"  {server.path}: {count} files in {seconds:.1f} s,"
+            f" {result['filesPerSecond']:.0f} files/s, "
             f"{intact} intact" + ("" if ok else f"; FAILED: {error[-300:]}")
         )
         return result
@@ -933,7 +1021,8 @@ class Bench:
         if server.log is None or not server.log.exists():
             return
         errors = [
-            line.strip() for line in server.log.read_text(errors="replace").splitlines()
+            line.strip()
+            for line in server.log.read_text(errors="replace").splitlines()
             if re.search(r"error|fail|traceback", line, re.IGNORECASE)
         ]
         excerpt = "; ".join(dict.fromkeys(errors[-5:])) or "no error lines"
@@ -999,8 +1088,11 @@ def boto3Child(requestJSON: str) -> int:
         ),
     )
     transfer = TransferConfig(
-        multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=10,
-        use_threads=True, preferred_transfer_client="classic",
+        multipart_threshold=8 * MiB,
+        multipart_chunksize=8 * MiB,
+        max_concurrency=10,
+        use_threads=True,
+        preferred_transfer_client="classic",
     )
     pid = os.getpid()
     cpu0, written0, start = sum(cpuSeconds(pid)), writeBytes(pid), time.monotonic()
@@ -1041,7 +1133,7 @@ def versions() -> list[str]:
             return "not installed"
 
     try:
-        from twisted_s3sftp.seaweedfs import weedBinary
+        from twisted_s3sftp.tools.seaweedfs import weedBinary
 
         weed = first([weedBinary(), "version"])
     except Exception:
@@ -1049,13 +1141,17 @@ def versions() -> list[str]:
     commit = first(["git", "-C", str(REPO), "log", "-1", "--format=%h %ad %s", "--date=short"])
     dirty = first(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
     cpuModel = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         "?",
     )
     return [
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-        f"- twisted_s3sftp: {commit}" + (" (with uncommitted changes)" if dirty and dirty != "?" else ""),
+        f"- twisted_s3sftp: {commit}"
+        + (" (with uncommitted changes)" if dirty and dirty != "?" else ""),
         f"- machine: {os.cpu_count()} CPUs ({cpuModel}), Linux {platform.release()}",
         f"- Python {platform.python_version()}, Twisted {package('twisted')}, "
         f"boto3 {package('boto3')}, botocore {package('botocore')}",
@@ -1065,9 +1161,14 @@ def versions() -> list[str]:
     ]
 
 
-def report(bench: Bench, big: dict[str, list[dict[str, Any]]], rss: dict[str, int | None],
-           conc: dict[str, dict[str, Any]], small: dict[str, dict[str, Any]],
-           profiled: dict[str, Any] | None) -> None:
+def report(
+    bench: Bench,
+    big: dict[str, list[dict[str, Any]]],
+    rss: dict[str, int | None],
+    conc: dict[str, dict[str, Any]],
+    small: dict[str, dict[str, Any]],
+    profiled: dict[str, Any] | None,
+) -> None:
     """
     Print the markdown report.
     """
@@ -1121,7 +1222,8 @@ def report(bench: Bench, big: dict[str, list[dict[str, Any]]], rss: dict[str, in
             "",
             f"### {files} files of {formatBytes(options.file_size)} in one sftp session",
             "",
-            "| path | files/s | wall s | session ok | objects intact | server CPU-ms/file | server peak RSS |",
+            "| path | files/s | wall s | session ok | objects intact"
+            " | server CPU-ms/file | server peak RSS |",
             "|---|---|---|---|---|---|---|",
         ]
         for path, r in small.items():
@@ -1135,11 +1237,15 @@ def report(bench: Bench, big: dict[str, list[dict[str, Any]]], rss: dict[str, in
     command = " ".join(shlex.quote(a) for a in ["python", "bench/bench.py", *sys.argv[1:]])
     lines += ["", f"Command: `{command}`", "", *versions()]
     if profiled:
-        lines += ["", f"Profiled run of (a): {formatNumber(profiled['mbps'])} MB/s "
-                  f"(under cProfile; stats in {options.profile})"]
+        lines += [
+            "",
+            f"Profiled run of (a): {formatNumber(profiled['mbps'])} MB/s "
+            f"(under cProfile; stats in {options.profile})",
+        ]
     disturbed = [
         f"{path} run {i + 1}: {r['others']:.1f} CPU-s by other processes, {r['steal']:.1f} s stolen"
-        for path, runs in big.items() for i, r in enumerate(runs)
+        for path, runs in big.items()
+        for i, r in enumerate(runs)
         if r["others"] > 0.1 * r["seconds"] or r["steal"] > 0.05 * r["seconds"]
     ]
     if disturbed:
@@ -1225,24 +1331,55 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         description="Benchmark twisted_s3sftp against rclone, OpenSSH internal-sftp and boto3.",
     )
     parser.add_argument("--size", type=parseSize, default=GiB, help="the big file (default 1GiB)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of the big file per path (default 3)")
-    parser.add_argument("--only", default="a,b,c,d", help="paths to run, e.g. a,c (default a,b,c,d)")
-    parser.add_argument("--skip-concurrency", action="store_true",
-                        help="skip the concurrent-clients and small-files tests")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs of the big file per path (default 3)"
+    )
+    parser.add_argument(
+        "--only", default="a,b,c,d", help="paths to run, e.g. a,c (default a,b,c,d)"
+    )
+    parser.add_argument(
+        "--skip-concurrency",
+        action="store_true",
+        help="skip the concurrent-clients and small-files tests",
+    )
     parser.add_argument("--server-args", default="", help="extra twistd s3sftp options for (a)")
-    parser.add_argument("--sftp-args", default="", help='extra OpenSSH sftp options, e.g. "-R 1024"')
-    parser.add_argument("--profile", type=Path, help="run (a) once more under cProfile, saving stats here")
-    parser.add_argument("--py-spy", type=Path, help="run (a) once more under py-spy (pip install py-spy), "
-                        "saving raw stacks here, and print where the time goes")
-    parser.add_argument("--workdir", type=Path, default=Path("/dev/shm"),
-                        help="where to make the temporary work directory (default /dev/shm)")
-    parser.add_argument("--s3-dir", type=Path, default=Path(tempfile.gettempdir()),
-                        help=f"where to make SeaweedFS's data directory (default {tempfile.gettempdir()})")
+    parser.add_argument(
+        "--sftp-args", default="", help='extra OpenSSH sftp options, e.g. "-R 1024"'
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="run (a) once more under cProfile, saving stats here"
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="run (a) once more under py-spy (pip install py-spy), "
+        "saving raw stacks here, and print where the time goes",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/dev/shm"),
+        help="where to make the temporary work directory (default /dev/shm)",
+    )
+    parser.add_argument(
+        "--s3-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()),
+        help=f"where to make SeaweedFS's data directory (default {tempfile.gettempdir()})",
+    )
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
-    parser.add_argument("--client-size", type=parseSize, default=16 * MiB,
-                        help="each concurrent client's file (default 16MiB)")
-    parser.add_argument("--files", type=int, default=1000, help="small files in one session (default 1000)")
-    parser.add_argument("--file-size", type=parseSize, default=4 * KiB, help="each small file (default 4KiB)")
+    parser.add_argument(
+        "--client-size",
+        type=parseSize,
+        default=16 * MiB,
+        help="each concurrent client's file (default 16MiB)",
+    )
+    parser.add_argument(
+        "--files", type=int, default=1000, help="small files in one session (default 1000)"
+    )
+    parser.add_argument(
+        "--file-size", type=parseSize, default=4 * KiB, help="each small file (default 4KiB)"
+    )
     options = parser.parse_args(argv)
     options.only = [p.strip() for p in options.only.split(",") if p.strip()]
     unknown = set(options.only) - set(PATHS)
@@ -1300,7 +1437,10 @@ def main(argv: list[str]) -> int:
         # Every path's runs alternate, so drift on a noisy machine spreads
         # over all of them; each server is fresh and serves only its own.
         servers = {path: bench.startServer(path, "big") for path in options.only}
-        say(f"one {formatBytes(options.size)} file × {options.runs} run(s): {', '.join(options.only)}")
+        say(
+            f"one {formatBytes(options.size)} file × {options.runs} run(s):"
+            f" {', '.join(options.only)}"
+        )
         for run in range(options.runs):
             for path, server in servers.items():
                 big.setdefault(path, []).append(bench.bigUpload(server, run))
@@ -1330,9 +1470,22 @@ def main(argv: list[str]) -> int:
             say("(a) once more under py-spy")
             server = bench.startServer("a", "py-spy")
             spy = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(server.pid), "--threads", "--nonblocking",
-                 "--format", "raw", "--rate", "250", "-o", str(options.py_spy.resolve())],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--threads",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "-o",
+                    str(options.py_spy.resolve()),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             time.sleep(1)
             bench.bigUpload(server, options.runs, "under py-spy")

@@ -5,8 +5,8 @@ Session set-up shared by all tests.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from hypothesis import settings
@@ -14,12 +14,8 @@ from hypothesis import settings
 # Property-based tests run the same examples on every run (CI must not
 # flake on a new random input); HYPOTHESIS_PROFILE=fuzz explores at random
 # and at length, by hand.
-settings.register_profile(
-    "ci", max_examples=300, derandomize=True, database=None, deadline=None
-)
-settings.register_profile(
-    "fuzz", max_examples=20000, database=None, deadline=None
-)
+settings.register_profile("ci", max_examples=300, derandomize=True, database=None, deadline=None)
+settings.register_profile("fuzz", max_examples=20000, database=None, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -31,14 +31,14 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.flow import MemoryLimit
-from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.protocol import MAX_SFTP_MESSAGE
-from twisted_s3sftp.ssh import S3FileTransferServer, S3User
-from twisted_s3sftp.upload import MiB, UploadPolicy
-
-from .test_ssh import sftpMessage, sftpReplies
-from .test_transport import Harness, hostKey, loginOverLoopback
+from tests.sftp.test_protocol import sftpMessage, sftpReplies
+from tests.ssh.test_transport import Harness, hostKey, loginOverLoopback
+from twisted_s3sftp.sftp.extensions import MAX_SFTP_MESSAGE
+from twisted_s3sftp.sftp.flow import MemoryLimit
+from twisted_s3sftp.sftp.protocol import S3FileTransferServer
+from twisted_s3sftp.ssh.session import S3User
+from twisted_s3sftp.store.memory import MemoryObjectStore
+from twisted_s3sftp.store.parts import MiB, UploadPolicy
 
 #: Request types a client may send (INIT included), and a few it may not.
 KINDS = [1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 200, 0, 2, 101, 255]
@@ -119,14 +119,19 @@ def streams(draw: Any, handles: list[bytes]) -> tuple[list[bytes], list[int]]:
     return parts, cuts
 
 
-def newSession(store: MemoryObjectStore, memory: MemoryLimit) -> tuple[S3FileTransferServer, StringTransport]:
+def newSession(
+    store: MemoryObjectStore, memory: MemoryLimit
+) -> tuple[S3FileTransferServer, StringTransport]:
     """
     @return: an SFTP session of user C{alice} past INIT, and its transport.
     """
     user = S3User(
-        "alice", "alice/", store,
+        "alice",
+        "alice/",
+        store,
         UploadPolicy(partSize=5 * MiB, bufferLimit=16 * MiB, concurrency=2),
-        memory, Clock(),
+        memory,
+        Clock(),
     )
     server = S3FileTransferServer(avatar=user)
     transport = StringTransport()
@@ -206,7 +211,9 @@ class SFTPFuzzTests(SynchronousTestCase):
         self.assertEqual(store.uploads, {})
         fresh, freshTransport = newSession(store, memory)
         fresh.dataReceived(
-            sftpMessage(3, 1, NS(b"after") + struct.pack("!LL", FXF_WRITE | FXF_CREAT | FXF_TRUNC, 0))
+            sftpMessage(
+                3, 1, NS(b"after") + struct.pack("!LL", FXF_WRITE | FXF_CREAT | FXF_TRUNC, 0)
+            )
         )
         ((kind, _, payload),) = sftpReplies(freshTransport.value())
         self.assertEqual(kind, 102)
@@ -219,7 +226,9 @@ def kexInitPacket(lists: list[bytes]) -> bytes:
     """
     @return: a client KEXINIT in the clear, framed as an SSH packet.
     """
-    payload = b"\x14" + b"\x00" * 16 + b"".join(NS(names) for names in lists) + b"\x00" + b"\x00" * 4
+    payload = (
+        b"\x14" + b"\x00" * 16 + b"".join(NS(names) for names in lists) + b"\x00" + b"\x00" * 4
+    )
     padding = 8 - (len(payload) + 5) % 8
     if padding < 4:
         padding += 8
@@ -233,8 +242,16 @@ def mutatedKexInit(draw: Any) -> bytes:
     cut short or extended.
     """
     lists = [
-        b"curve25519-sha256,ext-info-c", b"ssh-ed25519", b"aes128-ctr", b"aes128-ctr",
-        b"hmac-sha2-256", b"hmac-sha2-256", b"none", b"none", b"", b"",
+        b"curve25519-sha256,ext-info-c",
+        b"ssh-ed25519",
+        b"aes128-ctr",
+        b"aes128-ctr",
+        b"hmac-sha2-256",
+        b"hmac-sha2-256",
+        b"none",
+        b"none",
+        b"",
+        b"",
     ]
     data = bytearray(kexInitPacket(lists))
     for _ in range(draw(st.integers(0, 6))):

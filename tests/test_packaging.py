@@ -25,7 +25,8 @@ def test_wheelInstallsPlugin(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = dist.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -38,10 +39,14 @@ def test_wheelInstallsPlugin(tmp_path: Path) -> None:
     python = env / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     listing = subprocess.run(
-        [str(env / "bin" / "twistd"), "--help"], check=True, capture_output=True, text=True,
+        [str(env / "bin" / "twistd"), "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
         cwd=tmp_path,
     ).stdout
     assert "s3sftp" in listing
@@ -49,6 +54,8 @@ def test_wheelInstallsPlugin(tmp_path: Path) -> None:
     keys.mkdir()
     listed = subprocess.run(
         [str(env / "bin" / "s3sftp-keys"), "--keys-dir", str(keys), "list"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert listed.stdout == ""

@@ -13,8 +13,8 @@ from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.admission import Limits
 from twisted_s3sftp.config import ServerConfig, parseSize
+from twisted_s3sftp.ssh.admission import Limits
 from twisted_s3sftp.tap import Options, makeService
 
 
@@ -44,7 +44,7 @@ class OptionsTests(SynchronousTestCase):
         self.keys = self.root.child("keys")
         self.keys.makedirs()
         self.hostKey = self.root.child("host_key")
-        from twisted_s3sftp.keys import ensurePrivateKey
+        from twisted_s3sftp.ssh.keys import ensurePrivateKey
 
         ensurePrivateKey(self.hostKey)
 
@@ -53,9 +53,7 @@ class OptionsTests(SynchronousTestCase):
         Parse C{args} plus a working keys directory and host key.
         """
         options = options or FakeOptions()
-        options.parseOptions(
-            ["--keys-dir", self.keys.path, "--host-key", self.hostKey.path, *args]
-        )
+        options.parseOptions(["--keys-dir", self.keys.path, "--host-key", self.hostKey.path, *args])
         return options
 
     def error(self, *args: str, options: FakeOptions | None = None) -> str:
@@ -83,13 +81,20 @@ class OptionsTests(SynchronousTestCase):
         Repeatable options accumulate and every value is kept.
         """
         options = self.parse(
-            "--bucket", "b.example-1",
-            "--endpoint-url", "http://127.0.0.1:9000",
-            "--region", "eu-west-1",
-            "--listen", "tcp:0:interface=127.0.0.1",
-            "--listen", "tcp6:0:interface=\\:\\:1",
-            "--home", "sftp/{username}/",
-            "--part-size", "16MiB",
+            "--bucket",
+            "b.example-1",
+            "--endpoint-url",
+            "http://127.0.0.1:9000",
+            "--region",
+            "eu-west-1",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--listen",
+            "tcp6:0:interface=\\:\\:1",
+            "--home",
+            "sftp/{username}/",
+            "--part-size",
+            "16MiB",
         )
         config = options.config
         self.assertEqual(len(config.listen), 2)
@@ -104,24 +109,42 @@ class OptionsTests(SynchronousTestCase):
         """
         self.assertEqual(self.parse("--bucket", "b-1").config.limits, Limits())
         limits = self.parse(
-            "--bucket", "b-1",
-            "--login-grace", "10",
-            "--max-auth-tries", "3",
-            "--max-startups", "5:50:20",
-            "--per-source-max-startups", "2",
-            "--per-source-penalties", "authfail:30 max:60",
-            "--penalty-exempt", "10.0.0.0/8",
-            "--penalty-exempt", "::1",
-            "--max-user-connections", "4",
-            "--max-sessions", "1",
-            "--idle-timeout", "60",
+            "--bucket",
+            "b-1",
+            "--login-grace",
+            "10",
+            "--max-auth-tries",
+            "3",
+            "--max-startups",
+            "5:50:20",
+            "--per-source-max-startups",
+            "2",
+            "--per-source-penalties",
+            "authfail:30 max:60",
+            "--penalty-exempt",
+            "10.0.0.0/8",
+            "--penalty-exempt",
+            "::1",
+            "--max-user-connections",
+            "4",
+            "--max-sessions",
+            "1",
+            "--idle-timeout",
+            "60",
         ).config.limits
         self.assertEqual(
             limits,
             Limits(
-                loginGrace=10, maxAuthTries=3, startups=(5, 50, 20), perSourceStartups=2,
-                authFailPenalty=30, maxPenalty=60, exempt=("10.0.0.0/8", "::1"),
-                perUser=4, maxChannels=1, idleTimeout=60,
+                loginGrace=10,
+                maxAuthTries=3,
+                startups=(5, 50, 20),
+                perSourceStartups=2,
+                authFailPenalty=30,
+                maxPenalty=60,
+                exempt=("10.0.0.0/8", "::1"),
+                perUser=4,
+                maxChannels=1,
+                idleTimeout=60,
             ),
         )
 
@@ -188,9 +211,7 @@ class OptionsTests(SynchronousTestCase):
         sweep, and one listener per C{--listen}; C{--orphan-age 0} leaves
         the sweep out.
         """
-        options = self.parse(
-            "--bucket", "ok-bucket", "--listen", "tcp:0", "--listen", "tcp:0"
-        )
+        options = self.parse("--bucket", "ok-bucket", "--listen", "tcp:0", "--listen", "tcp:0")
         service = makeService(options, reactor=Clock())
         self.assertEqual(len(list(IServiceCollection(service))), 4)
         options = self.parse("--bucket", "ok-bucket", "--orphan-age", "0")
@@ -235,6 +256,10 @@ class DocumentationTests(SynchronousTestCase):
         from pathlib import Path
 
         readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-        names = [name for name, _, _, _ in Options.optParameters] + ["listen", "host-key", "penalty-exempt"]
+        names = [name for name, _, _, _ in Options.optParameters] + [
+            "listen",
+            "host-key",
+            "penalty-exempt",
+        ]
         for name in names:
             self.assertIn(f"| `--{name}` |", readme, name)

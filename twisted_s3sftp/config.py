@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen, validators
 
-from .admission import Limits
-from .flow import SLACK
-from .paths import isValidUsername, validateHomeTemplate
-from .upload import MIN_PART_SIZE, MAX_PART_SIZE, MiB, UploadPolicy
+from .sftp.flow import SLACK
+from .sftp.paths import isValidUsername, validateHomeTemplate
+from .ssh.admission import Limits
+from .store.parts import MAX_PART_SIZE, MIN_PART_SIZE, MiB, UploadPolicy
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SIZE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
@@ -43,7 +43,7 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 #: The default age past which an unrenewed upload is an orphan: a day.
 DEFAULT_ORPHAN_AGE = 24 * 3600.0
 
-#: Where upload leases live by default (L{twisted_s3sftp.sweep}).
+#: Where upload leases live by default (L{twisted_s3sftp.store.leases}).
 DEFAULT_STATE_PREFIX = ".s3sftp/uploads/"
 
 #: The most parts of one upload that may be in flight at once.
@@ -92,7 +92,7 @@ def checkEndpointURL(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http:// or https:// URL")
     try:
-        parts.port
+        parts.port  # noqa: B018 (reading the port is what validates it)
     except ValueError:
         raise ValueError(f"{url!r} has an invalid port") from None
     return url
@@ -112,9 +112,7 @@ def checkStatePrefix(prefix: str, homeTemplate: str) -> str:
     if prefix.startswith(before):
         rest = prefix[len(before) :].split("/")[0]
         if isValidUsername(rest):
-            raise ValueError(
-                f"state prefix {prefix!r} would be inside the home of user {rest!r}"
-            )
+            raise ValueError(f"state prefix {prefix!r} would be inside the home of user {rest!r}")
     return prefix
 
 
@@ -168,14 +166,10 @@ class ServerConfig:
         default=None, validator=validators.optional(_call(checkEndpointURL))
     )
     region: str | None = None
-    listen: tuple[str, ...] = field(
-        default=("tcp:2222",), converter=tuple, validator=_nonEmpty
-    )
+    listen: tuple[str, ...] = field(default=("tcp:2222",), converter=tuple, validator=_nonEmpty)
     keysDir: str = "etc/keys"
     hostKeys: tuple[str, ...] = field(default=(), converter=tuple)
-    homeTemplate: str = field(
-        default="{username}/", validator=_call(validateHomeTemplate)
-    )
+    homeTemplate: str = field(default="{username}/", validator=_call(validateHomeTemplate))
     partSize: int = field(default=DEFAULT_PART_SIZE, validator=_checkPartSize)
     bufferLimit: int = DEFAULT_BUFFER_LIMIT
     memoryLimit: int = DEFAULT_MEMORY_LIMIT
@@ -199,9 +193,7 @@ class ServerConfig:
     @uploadConcurrency.validator
     def _checkConcurrency(self, attribute: object, value: int) -> None:
         if not 1 <= value <= MAX_UPLOAD_CONCURRENCY:
-            raise ValueError(
-                f"upload concurrency must be between 1 and {MAX_UPLOAD_CONCURRENCY}"
-            )
+            raise ValueError(f"upload concurrency must be between 1 and {MAX_UPLOAD_CONCURRENCY}")
 
     def __attrs_post_init__(self) -> None:
         checkStatePrefix(self.statePrefix, self.homeTemplate)

@@ -1,9 +1,10 @@
 """
-The gateway's exceptions and the single mapping from them to SFTP status.
+The gateway's exceptions, each with the SFTP status code a client gets for it.
 
 Every layer raises one of the L{GatewayError} subclasses below (the S3 module
-translates boto3's errors into them); L{statusFor} is the only place that
-turns an exception into an SFTP status code and the message a client sees.
+translates boto3's errors into them);
+L{twisted_s3sftp.sftp.status.statusFor} is the only place that turns an
+exception into an SFTP status code and the message a client sees.
 
 This module is part of the pure core: it imports neither C{twisted.internet}
 nor C{boto3}, so the SFTP v3 status codes are defined here rather than taken
@@ -118,32 +119,3 @@ class StoreError(GatewayError):
     def __init__(self, message: str, storeCode: str = "") -> None:
         super().__init__(message)
         self.storeCode = storeCode
-
-
-def asciiSafe(text: str, limit: int = 200) -> str:
-    """
-    Make C{text} safe for an SFTP status message.
-
-    Conch sends no reply at all when a status message is not ASCII
-    (conch-pitfalls item 4), so anything else is replaced.
-
-    @param text: the message.
-    @param limit: the longest message returned.
-    @return: printable ASCII, at most C{limit} characters.
-    """
-    safe = "".join(c if " " <= c <= "~" else "?" for c in text)
-    return safe[:limit]
-
-
-def statusFor(error: BaseException) -> tuple[int, str] | None:
-    """
-    Map an exception to the SFTP status a client receives.
-
-    @param error: whatever an operation raised.
-    @return: C{(code, message)} for an expected error, or L{None} for an
-        unexpected one, which the caller logs with context and answers with
-        C{FX_FAILURE} and a generic message.
-    """
-    if isinstance(error, GatewayError):
-        return error.code, asciiSafe(error.message)
-    return None

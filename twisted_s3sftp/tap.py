@@ -11,7 +11,8 @@ text, which would bury it).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
@@ -21,8 +22,6 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from . import s3
-from .admission import Limits, parsePenalties, parseStartups
 from .config import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_DRAIN_TIMEOUT,
@@ -34,15 +33,17 @@ from .config import (
     ServerConfig,
     parseSize,
 )
-from .drain import DrainService
-from .flow import MemoryLimit
-from .keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
-from .listener import listeningService
-from .logformat import FORMATS, configure
-from .metrics import Health, Metrics, MetricsService
-from .ssh import S3Realm
-from .sweep import Leases, SweepService
-from .transport import S3SSHFactory
+from .ops.drain import DrainService
+from .ops.listener import listeningService
+from .ops.logformat import FORMATS, configure
+from .ops.metrics import Health, Metrics, MetricsService
+from .sftp.flow import MemoryLimit
+from .ssh.admission import Limits, parsePenalties, parseStartups
+from .ssh.keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
+from .ssh.session import S3Realm
+from .ssh.transport import S3SSHFactory
+from .store import s3
+from .store.leases import Leases, SweepService
 
 log = Logger()
 
@@ -108,8 +109,7 @@ class Options(usage.Options):
             "login-grace",
             None,
             f"{_DEFAULTS.loginGrace:g}",
-            "Seconds from connecting (banner and key exchange included) to "
-            "logging in.",
+            "Seconds from connecting (banner and key exchange included) to logging in.",
         ],
         ["max-auth-tries", None, str(_DEFAULTS.maxAuthTries), "Failed logins per connection."],
         [
@@ -168,8 +168,7 @@ class Options(usage.Options):
             "drain-timeout",
             None,
             f"{DEFAULT_DRAIN_TIMEOUT:g}",
-            "Seconds running uploads get to finish at shutdown (SIGTERM) "
-            "before they are aborted.",
+            "Seconds running uploads get to finish at shutdown (SIGTERM) before they are aborted.",
         ],
         [
             "log-format",
@@ -344,9 +343,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     memory = MemoryLimit(config.memoryLimit)
     leases = (
-        Leases(store, config.statePrefix, config.orphanAge, reactor)
-        if config.orphanAge
-        else None
+        Leases(store, config.statePrefix, config.orphanAge, reactor) if config.orphanAge else None
     )
     realm = S3Realm(store, config.homeTemplate, config.policy, memory, reactor, leases)
     portal = Portal(realm, [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))])

@@ -10,7 +10,6 @@ C{weed} is an error, so CI cannot pass without running these tests.
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import os
 import re
@@ -20,14 +19,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from tests.faultproxy import FaultProxy
-from twisted_s3sftp.demo import makeUserKey
-from twisted_s3sftp.seaweedfs import LocalS3, credentialsEnvironment
+from tests.integration.faultproxy import FaultProxy
+from twisted_s3sftp.tools.demo import makeUserKey
+from twisted_s3sftp.tools.seaweedfs import LocalS3, credentialsEnvironment
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -117,13 +117,17 @@ class Gateway:
         ]
         from twisted.python.filepath import FilePath
 
-        from twisted_s3sftp.keys import ensurePrivateKey
+        from twisted_s3sftp.ssh.keys import ensurePrivateKey
 
         ensurePrivateKey(FilePath(str(hostKey)))
         env = dict(os.environ, **credentialsEnvironment())
         self.process = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root,
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=root,
         )
         self.port = self._waitForPort()
 
@@ -150,7 +154,9 @@ class Gateway:
         makeUserKey(private, self.keysDir / f"{name}.pub", f"{name}@test")
         return private
 
-    def sftp(self, user: str, commands: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    def sftp(
+        self, user: str, commands: list[str], timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
         """
         Run OpenSSH C{sftp -b} as C{user}.
 
@@ -160,8 +166,16 @@ class Gateway:
         batch = self.root / f"batch-{uuid.uuid4().hex}"
         batch.write_text("\n".join(commands) + "\n")
         return subprocess.run(
-            [*sftpCommand(self.port, self.root / f"{user}_key"), "-b", str(batch), f"{user}@127.0.0.1"],
-            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            [
+                *sftpCommand(self.port, self.root / f"{user}_key"),
+                "-b",
+                str(batch),
+                f"{user}@127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
 
     def diskWrites(self) -> int:
@@ -197,9 +211,21 @@ def sftpCommand(port: int, key: Path) -> list[str]:
     @return: the OpenSSH C{sftp} command line, non-interactive.
     """
     return [
-        "sftp", "-P", str(port), "-i", str(key),
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+        "sftp",
+        "-P",
+        str(port),
+        "-i",
+        str(key),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "LogLevel=ERROR",
     ]
 
 

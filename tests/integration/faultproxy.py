@@ -15,8 +15,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Union
+from typing import Union
 
 from attrs import frozen
 
@@ -85,6 +86,7 @@ def isPart(method: str, path: str, number: int | None = None) -> bool:
     if method != "PUT" or "uploadId=" not in path:
         return False
     return number is None or f"partNumber={number}&" in path + "&"
+
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 

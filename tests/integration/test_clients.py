@@ -22,19 +22,20 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from attrs import define
 from twisted.conch.ssh.keys import Key
 
-from twisted_s3sftp.seaweedfs import LocalS3
+from twisted_s3sftp.tools.seaweedfs import LocalS3
 
 from .conftest import (
-    MiB,
     PART,
     Gateway,
+    MiB,
     keys,
     multipartUploads,
     objectBytes,
@@ -57,8 +58,16 @@ MTIME = 1_600_000_000
 
 #: Options making OpenSSH clients non-interactive and quiet.
 SSH_OPTIONS = [
-    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "LogLevel=ERROR",
 ]
 
 
@@ -271,8 +280,12 @@ def test_lftpMirror(matrix: Matrix) -> None:
     assert matrix.lastModified("lftp/") == before
 
     result = run(
-        ["lftp", "-c", connect + "mv /tree/ladder/one /tree/renamed; rm /tree/renamed; "
-         "mkdir /made; rmdir /made; cls -l /tree"]
+        [
+            "lftp",
+            "-c",
+            connect + "mv /tree/ladder/one /tree/renamed; rm /tree/renamed; "
+            "mkdir /made; rmdir /made; cls -l /tree",
+        ]
     )
     assert result.returncode == 0, result.stderr
     assert keys(matrix.s3, matrix.bucket, "lftp/tree/renamed") == []
@@ -290,9 +303,7 @@ def test_rclone(matrix: Matrix) -> None:
     server refuses commands, so rclone reports hashes as unavailable.
     """
     key = matrix.user("rclone")
-    env = {
-        k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"
-    } | {
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"} | {
         "RCLONE_CONFIG": str(matrix.root / "rclone.conf"),
         "RCLONE_CONFIG_GW_TYPE": "sftp",
         "RCLONE_CONFIG_GW_HOST": "127.0.0.1",
@@ -408,8 +419,14 @@ def test_curl(matrix: Matrix) -> None:
     key = matrix.user("curl")
     base = f"sftp://127.0.0.1:{matrix.gateway.port}"
     command = [
-        "curl", "-sS", "--key", str(key), "-u", "curl:",
-        "--hostpubsha256", matrix.hostFingerprint(),
+        "curl",
+        "-sS",
+        "--key",
+        str(key),
+        "-u",
+        "curl:",
+        "--hostpubsha256",
+        matrix.hostFingerprint(),
     ]
     for name in LADDER:
         result = run([*command, "-T", str(matrix.ladder / name), f"{base}/up/{name}"])
@@ -424,8 +441,18 @@ def test_curl(matrix: Matrix) -> None:
     assert listing.returncode == 0, listing.stderr
     assert sorted(line.split()[-1] for line in listing.stdout.splitlines()) == sorted(LADDER)
     result = run(
-        [*command, "-Q", "rename /up/one /up/renamed", "-Q", "rm /up/renamed",
-         "-Q", "mkdir /made", "-Q", "rmdir /made", f"{base}/"]
+        [
+            *command,
+            "-Q",
+            "rename /up/one /up/renamed",
+            "-Q",
+            "rm /up/renamed",
+            "-Q",
+            "mkdir /made",
+            "-Q",
+            "rmdir /made",
+            f"{base}/",
+        ]
     )
     assert result.returncode == 0, result.stderr
     assert keys(matrix.s3, matrix.bucket, "curl/up/one") == []

@@ -1,6 +1,6 @@
 """
 The upload engine against a real S3 with faults injected by
-L{tests.faultproxy}: bounded memory under a slow S3, retries of transient
+L{tests.integration.faultproxy}: bounded memory under a slow S3, retries of transient
 errors, prompt and final failures, checksums.
 """
 
@@ -10,14 +10,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.faultproxy import Fault, FaultProxy, isPart, once
+from tests.integration.faultproxy import Fault, FaultProxy, isPart, once
 
 from .conftest import (
-    MiB,
-    memoryKiB,
     PART,
+    MiB,
     assertStored,
     keys,
+    memoryKiB,
     multipartUploads,
     sftpCommand,
 )
@@ -58,9 +58,20 @@ def test_slowS3BoundedMemory(
     batch = tmp_path / "batch"
     batch.write_text(f"put {source}\n")
     result = subprocess.run(
-        [*sftpCommand(gateway.port, key), "-R", "1024", "-B", "131072",
-         "-b", str(batch), "alice@127.0.0.1"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        [
+            *sftpCommand(gateway.port, key),
+            "-R",
+            "1024",
+            "-B",
+            "131072",
+            "-b",
+            str(batch),
+            "alice@127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
     growth = memoryKiB(gateway.process.pid, "VmHWM") - baseline
@@ -82,7 +93,11 @@ def test_transientFaultsRetried(
     gateway = startGateway(proxy.endpointURL)
     gateway.addUser("alice")
     proxy.rules.append(
-        once(lambda method, path: Fault(status=503, code="SlowDown") if isPart(method, path, 2) else None)
+        once(
+            lambda method, path: (
+                Fault(status=503, code="SlowDown") if isPart(method, path, 2) else None
+            )
+        )
     )
     proxy.rules.append(
         once(lambda method, path: Fault(reset=True) if isPart(method, path, 3) else None)
@@ -104,12 +119,12 @@ def test_persistentFailure(
     the file), and leaves no object and no multipart upload; the gateway
     then stores the next file.
     """
-    gateway = startGateway(
-        proxy.endpointURL, "--upload-concurrency=1", "--buffer-limit=7MiB"
-    )
+    gateway = startGateway(proxy.endpointURL, "--upload-concurrency=1", "--buffer-limit=7MiB")
     gateway.addUser("alice")
     proxy.rules.append(
-        lambda method, path: Fault(status=500) if isPart(method, path, 1) and "/alice/big" in path else None
+        lambda method, path: (
+            Fault(status=500) if isPart(method, path, 1) and "/alice/big" in path else None
+        )
     )
     source = makeFile(tmp_path, "big", 8 * PART)
     result = gateway.sftp("alice", [f"put {source}"])
@@ -135,9 +150,14 @@ def test_checksumMismatch(
     gateway = startGateway(proxy.endpointURL)
     gateway.addUser("alice")
     proxy.rules.append(
-        lambda method, path: Fault(corrupt=True)
-        if (isPart(method, path, 2) or (method == "PUT" and path.startswith(f"/{bucket}/alice/small")))
-        else None
+        lambda method, path: (
+            Fault(corrupt=True)
+            if (
+                isPart(method, path, 2)
+                or (method == "PUT" and path.startswith(f"/{bucket}/alice/small"))
+            )
+            else None
+        )
     )
     big = makeFile(tmp_path, "big", 3 * PART + 7)
     small = makeFile(tmp_path, "small", 1000)

@@ -16,15 +16,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from twisted_s3sftp.policy import CIPHERS, KEY_EXCHANGES, MACS
-from twisted_s3sftp.seaweedfs import LocalS3
+from twisted_s3sftp.ssh.policy import CIPHERS, KEY_EXCHANGES, MACS
+from twisted_s3sftp.tools.seaweedfs import LocalS3
 
 from .conftest import Gateway
 
@@ -33,8 +34,16 @@ POLICY_FILE = Path(__file__).parents[2] / "etc" / "ssh-audit-policy.txt"
 
 #: Options making OpenSSH non-interactive.
 SSH_OPTIONS = [
-    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=20",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "ConnectTimeout=20",
 ]
 
 #: The login grace time of the gateway that tests it, in seconds.
@@ -78,19 +87,33 @@ def door(tmp_path_factory: pytest.TempPathFactory, localS3: LocalS3) -> Iterator
     assert "Unhandled error" not in log, log
 
 
-def ssh(door: Gateway, *options: str, user: str = "alice", key: Path | None = None,
-        command: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def ssh(
+    door: Gateway,
+    *options: str,
+    user: str = "alice",
+    key: Path | None = None,
+    command: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """
     Run OpenSSH's C{ssh} against C{door}: by default the C{sftp} subsystem
     with no input, which logs in, opens the session and ends it.
     """
     return subprocess.run(
         [
-            "ssh", "-p", str(door.port), "-i", str(key or door.root / f"{user}_key"),
-            *SSH_OPTIONS, *options, f"{user}@127.0.0.1",
+            "ssh",
+            "-p",
+            str(door.port),
+            "-i",
+            str(key or door.root / f"{user}_key"),
+            *SSH_OPTIONS,
+            *options,
+            f"{user}@127.0.0.1",
             *(command if command is not None else ["-s", "sftp"]),
         ],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -100,7 +123,9 @@ def sshAudit(*args: str) -> subprocess.CompletedProcess[str]:
     """
     return subprocess.run(
         [sys.executable, "-m", "ssh_audit", "--no-colors", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -407,7 +432,7 @@ def test_floodFromOneSource(door: Gateway) -> None:
             try:
                 if sock.recv(65536)[:4] != b"SSH-":
                     closed += 1
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 pass
         assert closed >= 20
     finally:

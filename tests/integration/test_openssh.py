@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.faultproxy import FaultProxy
+from tests.integration.faultproxy import FaultProxy
 
 from .conftest import (
-    MiB,
     PART,
     Gateway,
+    MiB,
     assertStored,
     keys,
     multipartUploads,
@@ -97,7 +97,9 @@ def test_killedClientLeavesNothing(gateway: Gateway, bucket: str, s3: Any, tmp_p
         # -l limits the rate (Kbit/s), so the upload is still running
         # when it is killed.
         [*sftpCommand(gateway.port, key), "-l", "16000", "-b", str(batch), "alice@127.0.0.1"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
@@ -129,9 +131,7 @@ def test_usersConfined(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) -
     listing = gateway.sftp("bob", ["ls -la /", "ls -la ..", "ls -la /../alice"])
     assert "secret" not in listing.stdout
     assert listing.returncode != 0  # /../alice is bob's own (missing) alice/
-    result = gateway.sftp(
-        "bob", [f"put {evil} ../alice/secret", f"put {evil} /../../alice/secret"]
-    )
+    result = gateway.sftp("bob", [f"put {evil} ../alice/secret", f"put {evil} /../../alice/secret"])
     assert result.returncode == 0, result.stderr
     assert objectBytes(s3, bucket, "alice/secret") == secret.read_bytes()
     assert sorted(keys(s3, bucket, "bob/")) == ["bob/alice/secret"]
@@ -156,7 +156,9 @@ def test_keysHotReload(gateway: Gateway) -> None:
     assert gateway.sftp("Dave", ["ls"]).returncode != 0
 
 
-def test_s3FailuresReachTheClient(startGateway: Any, localS3: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
+def test_s3FailuresReachTheClient(
+    startGateway: Any, localS3: Any, bucket: str, s3: Any, tmp_path: Path
+) -> None:
     """
     When S3 refuses a part, the client's upload fails and the multipart
     upload is aborted; when S3 refuses the PutObject of a small file, the
@@ -168,12 +170,16 @@ def test_s3FailuresReachTheClient(startGateway: Any, localS3: Any, bucket: str, 
         gateway = startGateway(proxy.endpointURL)
         gateway.addUser("alice")
         proxy.rules.append(
-            lambda method, path: (403, "AccessDenied")
-            if method == "PUT" and "/alice/big?" in path and "partNumber=2" in path else None
+            lambda method, path: (
+                (403, "AccessDenied")
+                if method == "PUT" and "/alice/big?" in path and "partNumber=2" in path
+                else None
+            )
         )
         proxy.rules.append(
-            lambda method, path: (500, "InternalError")
-            if method == "PUT" and "/alice/refused" in path else None
+            lambda method, path: (
+                (500, "InternalError") if method == "PUT" and "/alice/refused" in path else None
+            )
         )
         big = makeFile(tmp_path, "big", 3 * PART + 7)
         failed = gateway.sftp("alice", [f"put {big}"])
@@ -198,14 +204,18 @@ def test_startupErrors(localS3: Any, tmp_path: Path) -> None:
     A missing bucket, or a store that refuses the credentials, stops
     C{twistd s3sftp} before it serves, with one line saying what is wrong.
     """
-    from twisted_s3sftp.seaweedfs import credentialsEnvironment
+    from twisted_s3sftp.tools.seaweedfs import credentialsEnvironment
 
     from .conftest import twistdBinary
 
     (tmp_path / "keys").mkdir()
     base = [
-        twistdBinary(), "-n", "--pidfile=", "s3sftp",
-        f"--endpoint-url={localS3.endpointURL}", "--keys-dir=keys",
+        twistdBinary(),
+        "-n",
+        "--pidfile=",
+        "s3sftp",
+        f"--endpoint-url={localS3.endpointURL}",
+        "--keys-dir=keys",
     ]
     cases = [
         (["--bucket=no-such-bucket-here"], credentialsEnvironment(), "does not exist"),
@@ -217,8 +227,13 @@ def test_startupErrors(localS3: Any, tmp_path: Path) -> None:
     ]
     for args, env, expected in cases:
         result = subprocess.run(
-            base + args, env=dict(os.environ, **env), cwd=tmp_path,
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            base + args,
+            env=dict(os.environ, **env),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
         )
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from twisted_s3sftp.keys import fingerprint
-from twisted_s3sftp.seaweedfs import credentialsEnvironment
+from twisted_s3sftp.ssh.keys import fingerprint
+from twisted_s3sftp.tools.seaweedfs import credentialsEnvironment
 
 from .conftest import paramikoSFTP
 from .test_hardening import wrongKey
@@ -41,8 +41,12 @@ def test_jsonAuditTrail(startGateway: Any, bucket: str, tmp_path: Path) -> None:
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     with pytest.raises(paramiko.AuthenticationException):
         client.connect(
-            "127.0.0.1", port=gateway.port, username="olga", pkey=wrongKey(),
-            allow_agent=False, look_for_keys=False,
+            "127.0.0.1",
+            port=gateway.port,
+            username="olga",
+            pkey=wrongKey(),
+            allow_agent=False,
+            look_for_keys=False,
         )
     client.close()
     with paramikoSFTP(gateway, "olga") as sftp:
@@ -70,7 +74,10 @@ def test_jsonAuditTrail(startGateway: Any, bucket: str, tmp_path: Path) -> None:
     (upload,) = [e for e in events if e["audit"] == "upload"]
     assert upload["outcome"] == "stored"
     assert (upload["user"], upload["path"], upload["bucket"], upload["key"]) == (
-        "olga", "/in/report.csv", bucket, "olga/in/report.csv",
+        "olga",
+        "/in/report.csv",
+        bucket,
+        "olga/in/report.csv",
     )
     assert (upload["bytes"], upload["parts"]) == (len(content), 1)
     assert upload["sha256"] == hashlib.sha256(content).hexdigest()
@@ -137,9 +144,7 @@ def test_metricsAndHealth(startGateway: Any, tmp_path: Path) -> None:
     import urllib.error
     import urllib.request
 
-    gateway = startGateway(
-        None, "--metrics=tcp:0:interface=127.0.0.1", "--drain-timeout=3"
-    )
+    gateway = startGateway(None, "--metrics=tcp:0:interface=127.0.0.1", "--drain-timeout=3")
     port = None
     deadline = time.monotonic() + 20
     while port is None and time.monotonic() < deadline:
@@ -254,9 +259,12 @@ def test_proxyProtocol(startGateway: Any, tmp_path: Path) -> None:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     client.connect(
-        "127.0.0.1", port=port, username="pia",
+        "127.0.0.1",
+        port=port,
+        username="pia",
         pkey=paramiko.Ed25519Key.from_private_key_file(str(gateway.root / "pia_key")),
-        allow_agent=False, look_for_keys=False,
+        allow_agent=False,
+        look_for_keys=False,
     )
     sftp = client.open_sftp()
     assert sftp.listdir("/") == []

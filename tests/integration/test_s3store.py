@@ -1,5 +1,5 @@
 """
-L{twisted_s3sftp.s3.S3ObjectStore} against a real S3, for what the SFTP
+L{twisted_s3sftp.store.s3.S3ObjectStore} against a real S3, for what the SFTP
 tests cannot reach cheaply: copies of objects larger than one copy
 request takes, paged listings, ranged reads and their edge cases.
 """
@@ -7,16 +7,16 @@ request takes, paged listings, ranged reads and their edge cases.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
-
 from zope.interface.verify import verifyObject
 
 from twisted_s3sftp.errors import Changed, EndOfFile
-from twisted_s3sftp.interfaces import IObjectStore
-from twisted_s3sftp.s3 import S3ObjectStore, makeClient
-from twisted_s3sftp.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY
+from twisted_s3sftp.store.interfaces import IObjectStore
+from twisted_s3sftp.store.s3 import S3ObjectStore, makeClient
+from twisted_s3sftp.tools.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY
 
 from .conftest import MiB, keys, multipartUploads, objectBytes
 
@@ -175,7 +175,10 @@ def test_rangedReads(localS3: Any, bucket: str, s3: Any) -> None:
     etag = result(store.headObject("f")).etag
     assert result(store.getObject("f", 10, 1000, etag)) == data[10:1010]
     assert result(store.getObject("f", 99_000, 5000, etag)) == data[99_000:]
-    for key, start, tag in [("f", 100_000, etag), ("empty", 0, result(store.headObject("empty")).etag)]:
+    for key, start, tag in [
+        ("f", 100_000, etag),
+        ("empty", 0, result(store.headObject("empty")).etag),
+    ]:
         try:
             result(store.getObject(key, start, 10, tag))
         except EndOfFile:

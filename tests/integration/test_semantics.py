@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tests.faultproxy import Fault, FaultProxy
+from tests.integration.faultproxy import Fault, FaultProxy
 
 from .conftest import (
-    MiB,
     PART,
+    MiB,
     keys,
     memoryKiB,
     multipartUploads,
@@ -42,9 +42,7 @@ def test_largeDirectory(startGateway: Any, bucket: str, s3: Any) -> None:
     assert result.returncode == 0, result.stderr
     # OpenSSH prints each name with the directory it listed.
     listed = [
-        line.strip().removeprefix("many/")
-        for line in result.stdout.splitlines()
-        if "file-" in line
+        line.strip().removeprefix("many/") for line in result.stdout.splitlines() if "file-" in line
     ]
     assert sorted(listed) == names
     result = gateway.sftp("alice", ["ls -l many"])
@@ -122,7 +120,11 @@ def test_downloadBoundedMemory(
     with paramikoSFTP(gateway, "alice") as sftp:
         sftp.getfo("big", open(tmp_path / "warm", "wb"))
         baseline = memoryKiB(gateway.process.pid, "VmHWM")
-        proxy.rules.append(lambda method, path: Fault(delay=0.05) if method == "GET" and "alice/big" in path else None)
+        proxy.rules.append(
+            lambda method, path: (
+                Fault(delay=0.05) if method == "GET" and "alice/big" in path else None
+            )
+        )
         target = tmp_path / "paramiko"
         with target.open("wb") as out:
             sftp.getfo("big", out)
@@ -131,8 +133,18 @@ def test_downloadBoundedMemory(
     batch = tmp_path / "batch"
     batch.write_text(f"get big {local}\n")
     result = subprocess.run(
-        [*sftpCommand(gateway.port, gateway.root / "alice_key"), "-R", "1024", "-b", str(batch), "alice@127.0.0.1"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        [
+            *sftpCommand(gateway.port, gateway.root / "alice_key"),
+            "-R",
+            "1024",
+            "-b",
+            str(batch),
+            "alice@127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
     assert local.read_bytes() == data

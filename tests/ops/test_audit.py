@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.audit} and L{twisted_s3sftp.logformat}: one
+Tests for L{twisted_s3sftp.ops.audit} and L{twisted_s3sftp.ops.logformat}: one
 structured event per login, upload, download, rename, remove, mkdir and
 rmdir, written as text or as JSON lines.
 """
@@ -15,11 +15,10 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.usage import Options as UsageOptions
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.audit import audit, safeName
-from twisted_s3sftp.logformat import jsonFileObserver, jsonRecord, observerFactory
-
-from .test_sftp import PART, WRITE, SFTPTestCase, makeServer
-from .test_tap import FakeOptions
+from tests.sftp.test_server import PART, WRITE, SFTPTestCase, makeServer
+from tests.test_tap import FakeOptions
+from twisted_s3sftp.ops.audit import audit, safeName
+from twisted_s3sftp.ops.logformat import jsonFileObserver, jsonRecord, observerFactory
 
 
 class Events:
@@ -64,10 +63,19 @@ class OperationEventTests(SFTPTestCase):
         self.successResultOf(f.close())
         (event,) = events.of("upload")
         self.assertEqual(
-            {k: event[k] for k in ("outcome", "user", "path", "bucket", "key", "bytes", "parts", "seconds")},
             {
-                "outcome": "stored", "user": "alice", "path": "/in/a.csv", "bucket": "memory",
-                "key": "alice/in/a.csv", "bytes": len(data), "parts": 2, "seconds": 2.5,
+                k: event[k]
+                for k in ("outcome", "user", "path", "bucket", "key", "bytes", "parts", "seconds")
+            },
+            {
+                "outcome": "stored",
+                "user": "alice",
+                "path": "/in/a.csv",
+                "bucket": "memory",
+                "key": "alice/in/a.csv",
+                "bytes": len(data),
+                "parts": 2,
+                "seconds": 2.5,
             },
         )
         self.assertEqual(event["etag"], store._info("alice/in/a.csv").etag)
@@ -111,7 +119,9 @@ class OperationEventTests(SFTPTestCase):
         download, rename, remove, mkdir, rmdir = events.events
         self.assertEqual((download["bytes"], download["size"], download["path"]), (5, 5, "/f"))
         self.assertEqual((rename["path"], rename["to"], rename["toKey"]), ("/f", "/g", "alice/g"))
-        self.assertEqual((remove["key"], mkdir["key"], rmdir["key"]), ("alice/g", "alice/dir/", "alice/dir/"))
+        self.assertEqual(
+            (remove["key"], mkdir["key"], rmdir["key"]), ("alice/g", "alice/dir/", "alice/dir/")
+        )
 
 
 class FormatTests(SynchronousTestCase):
@@ -136,10 +146,14 @@ class FormatTests(SynchronousTestCase):
         record = json.loads(line)
         self.assertEqual(record["audit"], "remove")
         self.assertEqual(record["message"], "remove: alice /x (s3://b/alice/x)")
-        self.assertEqual((record["level"], record["namespace"]), ("info", "twisted_s3sftp.audit"))
+        self.assertEqual(
+            (record["level"], record["namespace"]), ("info", "twisted_s3sftp.ops.audit")
+        )
         self.assertNotIn("_why", record)
         self.assertTrue(record["time"].endswith("+00:00"))
-        self.assertIn("odd", jsonRecord({"log_format": "{x}", "x": object(), "odd": {1, 2}, "log_time": 0}))
+        self.assertIn(
+            "odd", jsonRecord({"log_format": "{x}", "x": object(), "odd": {1, 2}, "log_time": 0})
+        )
 
     def test_debugDropped(self) -> None:
         """
@@ -148,8 +162,22 @@ class FormatTests(SynchronousTestCase):
         path = self.mktemp()
         for logFormat in ("text", "json"):
             observer = observerFactory(logFormat, path, False)()
-            observer({"log_level": LogLevel.debug, "log_format": "chatter", "log_time": 0, "log_namespace": "x"})
-            observer({"log_level": LogLevel.info, "log_format": "kept", "log_time": 0, "log_namespace": "x"})
+            observer(
+                {
+                    "log_level": LogLevel.debug,
+                    "log_format": "chatter",
+                    "log_time": 0,
+                    "log_namespace": "x",
+                }
+            )
+            observer(
+                {
+                    "log_level": LogLevel.info,
+                    "log_format": "kept",
+                    "log_time": 0,
+                    "log_namespace": "x",
+                }
+            )
         with open(path) as f:
             text = f.read()
         self.assertNotIn("chatter", text)
@@ -174,7 +202,7 @@ class FormatTests(SynchronousTestCase):
         options = FakeOptions()
         options.parent = parent
         options.parseOptions(["--bucket", "b-1", "--keys-dir", keys, "--log-format", "json"])
-        self.assertEqual(parent["logger"], "twisted_s3sftp.logformat.chosenObserver")
+        self.assertEqual(parent["logger"], "twisted_s3sftp.ops.logformat.chosenObserver")
         from twisted.python.reflect import namedAny
 
         self.assertTrue(callable(namedAny(parent["logger"])))
@@ -203,9 +231,8 @@ class LoginEventTests(SynchronousTestCase):
         A login records the user, source address, method and the SHA256
         fingerprint of the key used.
         """
-        from twisted_s3sftp.keys import fingerprint
-
-        from .test_transport import Harness, hostKey, loginOverLoopback
+        from tests.ssh.test_transport import Harness, hostKey, loginOverLoopback
+        from twisted_s3sftp.ssh.keys import fingerprint
 
         events = Events(self)
         harness = Harness(self)
@@ -219,7 +246,12 @@ class LoginEventTests(SynchronousTestCase):
         failures = [e for e in logins if e["outcome"] == "failure"]
         self.assertEqual(len(success), 1)
         self.assertEqual(
-            (success[0]["user"], success[0]["source"], success[0]["fingerprint"], success[0]["method"]),
+            (
+                success[0]["user"],
+                success[0]["source"],
+                success[0]["fingerprint"],
+                success[0]["method"],
+            ),
             ("alice", "10.0.0.9", fingerprint(key), "publickey"),
         )
         self.assertEqual({e["fingerprint"] for e in failures}, {fingerprint(wrong)})

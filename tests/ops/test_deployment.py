@@ -13,9 +13,9 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .test_tap import FakeOptions
+from tests.test_tap import FakeOptions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "etc" / "s3sftp.service"
 
 
@@ -72,7 +72,7 @@ class SystemdUnitTests(SynchronousTestCase):
         hostKey = Path(self.mktemp())
         from twisted.python.filepath import FilePath
 
-        from twisted_s3sftp.keys import ensurePrivateKey
+        from twisted_s3sftp.ssh.keys import ensurePrivateKey
 
         ensurePrivateKey(FilePath(str(hostKey)))
         options = FakeOptions()
@@ -96,7 +96,8 @@ class SystemdUnitTests(SynchronousTestCase):
             [str(analyze), "verify", str(copy)], capture_output=True, text=True, timeout=60
         )
         problems = [
-            line for line in (result.stdout + result.stderr).splitlines()
+            line
+            for line in (result.stdout + result.stderr).splitlines()
             if "s3sftp.service" in line
         ]
         self.assertEqual(problems, [])

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.drain}: uploads under way are given time to
+Tests for L{twisted_s3sftp.ops.drain}: uploads under way are given time to
 finish at shutdown, then aborted.
 """
 
@@ -10,9 +10,8 @@ from typing import Any
 from twisted.conch.ssh.filetransfer import FX_FAILURE
 from twisted.internet.task import Clock
 
-from twisted_s3sftp.drain import DrainService
-
-from .test_sftp import PART, WRITE, SFTPTestCase, makeServer
+from tests.sftp.test_server import PART, WRITE, SFTPTestCase, makeServer
+from twisted_s3sftp.ops.drain import DrainService
 
 
 class FakePool:

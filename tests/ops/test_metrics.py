@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.metrics}: the Prometheus metrics and the health
+Tests for L{twisted_s3sftp.ops.metrics}: the Prometheus metrics and the health
 check.
 """
 
@@ -11,11 +11,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from twisted_s3sftp.admission import Admission, Limits
-from twisted_s3sftp.audit import audit
-from twisted_s3sftp.flow import MemoryLimit
-from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.metrics import (
+from twisted_s3sftp.ops.audit import audit
+from twisted_s3sftp.ops.metrics import (
     HEALTH_INTERVAL,
     HEALTH_STALE,
     Health,
@@ -23,7 +20,10 @@ from twisted_s3sftp.metrics import (
     MetricsService,
     _HealthResource,
 )
-from twisted_s3sftp.uploading import ActiveUploads
+from twisted_s3sftp.sftp.flow import MemoryLimit
+from twisted_s3sftp.sftp.upload import ActiveUploads
+from twisted_s3sftp.ssh.admission import Admission, Limits
+from twisted_s3sftp.store.memory import MemoryObjectStore
 
 
 def sample(metrics: Metrics, name: str) -> float:

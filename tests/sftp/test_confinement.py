@@ -42,13 +42,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.flow import MemoryLimit
-from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.paths import normalise
-from twisted_s3sftp.ssh import S3FileTransferServer, S3User
-from twisted_s3sftp.upload import MiB, UploadPolicy
-
-from .test_ssh import sftpMessage, sftpReplies
+from tests.sftp.test_protocol import sftpMessage, sftpReplies
+from twisted_s3sftp.sftp.flow import MemoryLimit
+from twisted_s3sftp.sftp.paths import normalise
+from twisted_s3sftp.sftp.protocol import S3FileTransferServer
+from twisted_s3sftp.ssh.session import S3User
+from twisted_s3sftp.store.memory import MemoryObjectStore
+from twisted_s3sftp.store.parts import MiB, UploadPolicy
 
 #: The home the user under test is confined to.
 HOME = "users/alice/"
@@ -168,13 +168,21 @@ class ConfinementTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.store = RecordingStore()
         self.store.touched = []
-        for key in ("users/bob/secret", "users/alice2/secret", "secret-at-root",
-                    "users/alice/inside", "users/alice/dir/"):
+        for key in (
+            "users/bob/secret",
+            "users/alice2/secret",
+            "secret-at-root",
+            "users/alice/inside",
+            "users/alice/dir/",
+        ):
             self.store.objects[key] = (b"not yours", 0)
         user = S3User(
-            "alice", HOME, self.store,
+            "alice",
+            HOME,
+            self.store,
             UploadPolicy(partSize=5 * MiB, bufferLimit=16 * MiB, concurrency=2),
-            MemoryLimit(256 * MiB), Clock(),
+            MemoryLimit(256 * MiB),
+            Clock(),
         )
         self.server = S3FileTransferServer(avatar=user)
         self.transport = StringTransport()
@@ -200,7 +208,11 @@ class ConfinementTests(SynchronousTestCase):
         attrs = struct.pack("!L", 0)
         mtime = struct.pack("!LLL", 0x08, 1_600_000_000, 1_600_000_000)
         return [
-            ("open-write", FXP_OPEN, NS(name) + struct.pack("!L", FXF_WRITE | FXF_CREAT | FXF_TRUNC) + attrs),
+            (
+                "open-write",
+                FXP_OPEN,
+                NS(name) + struct.pack("!L", FXF_WRITE | FXF_CREAT | FXF_TRUNC) + attrs,
+            ),
             ("open-read", FXP_OPEN, NS(name) + struct.pack("!L", FXF_READ) + attrs),
             ("stat", FXP_STAT, NS(name)),
             ("lstat", FXP_LSTAT, NS(name)),
@@ -209,7 +221,11 @@ class ConfinementTests(SynchronousTestCase):
             ("remove", FXP_REMOVE, NS(name)),
             ("rename-from", FXP_RENAME, NS(name) + NS(b"landed")),
             ("rename-to", FXP_RENAME, NS(b"inside") + NS(name)),
-            ("posix-rename-to", FXP_EXTENDED, NS(b"posix-rename@openssh.com") + NS(b"dir2") + NS(name)),
+            (
+                "posix-rename-to",
+                FXP_EXTENDED,
+                NS(b"posix-rename@openssh.com") + NS(b"dir2") + NS(name),
+            ),
             ("mkdir", FXP_MKDIR, NS(name) + attrs),
             ("rmdir", FXP_RMDIR, NS(name)),
             ("setstat", FXP_SETSTAT, NS(name) + mtime),
@@ -217,7 +233,9 @@ class ConfinementTests(SynchronousTestCase):
             ("symlink", FXP_SYMLINK, NS(name) + NS(b"inside")),
         ]
 
-    def assertConfined(self, name: bytes, label: str, replies: list[tuple[int, int, bytes]]) -> None:
+    def assertConfined(
+        self, name: bytes, label: str, replies: list[tuple[int, int, bytes]]
+    ) -> None:
         """
         Exactly one reply; every key touched so far is in the home; a
         handle is closed again and the CLOSE answered.
@@ -301,7 +319,7 @@ class ConfinementTests(SynchronousTestCase):
                 filename, rest = getNS(rest)
                 _, rest = getNS(rest)
                 (flags,) = struct.unpack("!L", rest[:4])
-                rest = rest[4 + 8 + 8 + 4 + 8:] if flags == 0x0F else rest[4:]
+                rest = rest[4 + 8 + 8 + 4 + 8 :] if flags == 0x0F else rest[4:]
                 names.append(filename)
         self.assertEqual(sorted(names), sorted([b"dir", b"inside", "é and ‥".encode()]))
         for name in names:

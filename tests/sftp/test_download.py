@@ -1,5 +1,5 @@
 """
-Downloads (L{twisted_s3sftp.downloading.DownloadFile}) over an in-memory
+Downloads (L{twisted_s3sftp.sftp.download.DownloadFile}) over an in-memory
 store: exact bytes and EOF, bounded read-ahead, ranged reads for random
 access, and a file replaced mid-download.
 """
@@ -17,13 +17,12 @@ from twisted.conch.ssh.filetransfer import (
 )
 from twisted.internet.defer import Deferred
 
-from twisted_s3sftp.downloading import BLOCK_SIZE, READ_AHEAD, downloadReservation
-from twisted_s3sftp.flow import MemoryLimit
-from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.protocol import MAX_READ
-from twisted_s3sftp.upload import MiB
-
-from .test_sftp import SFTPTestCase, makeServer
+from tests.sftp.test_server import SFTPTestCase, makeServer
+from twisted_s3sftp.sftp.download import BLOCK_SIZE, READ_AHEAD, downloadReservation
+from twisted_s3sftp.sftp.extensions import MAX_READ
+from twisted_s3sftp.sftp.flow import MemoryLimit
+from twisted_s3sftp.store.memory import MemoryObjectStore
+from twisted_s3sftp.store.parts import MiB
 
 
 class RecordingStore(MemoryObjectStore):
@@ -102,7 +101,9 @@ class DownloadTests(SFTPTestCase):
             store.release()
         self.assertEqual(b"".join(self.successResultOf(r) for r in reads), data[: 64 * 32768])
         for offset in range(64 * 32768, len(data), 32768):
-            self.assertEqual(self.successResultOf(f.readChunk(offset, 32768)), data[offset : offset + 32768])
+            self.assertEqual(
+                self.successResultOf(f.readChunk(offset, 32768)), data[offset : offset + 32768]
+            )
             self.assertLessEqual(len(f._data), READ_AHEAD + 2)
             while store.held:
                 store.release()
@@ -121,10 +122,22 @@ class DownloadTests(SFTPTestCase):
         store.objects["alice/f"] = (data, 0)
         f = self.successResultOf(server.openFile(b"f", FXF_READ, {}))
         offset = 5 * BLOCK_SIZE + 77
-        self.assertEqual(self.successResultOf(f.readChunk(offset, 1000)), data[offset : offset + 1000])
+        self.assertEqual(
+            self.successResultOf(f.readChunk(offset, 1000)), data[offset : offset + 1000]
+        )
         self.assertEqual(store.ranges, [(offset, 1000)])
-        self.assertEqual(self.successResultOf(f.readChunk(offset + 1000, 1000)), data[offset + 1000 : offset + 2000])
-        self.assertEqual(store.ranges[1:], [(5 * BLOCK_SIZE, BLOCK_SIZE), (6 * BLOCK_SIZE, BLOCK_SIZE), (7 * BLOCK_SIZE, BLOCK_SIZE)])
+        self.assertEqual(
+            self.successResultOf(f.readChunk(offset + 1000, 1000)),
+            data[offset + 1000 : offset + 2000],
+        )
+        self.assertEqual(
+            store.ranges[1:],
+            [
+                (5 * BLOCK_SIZE, BLOCK_SIZE),
+                (6 * BLOCK_SIZE, BLOCK_SIZE),
+                (7 * BLOCK_SIZE, BLOCK_SIZE),
+            ],
+        )
 
     def test_changedDuringDownload(self) -> None:
         """

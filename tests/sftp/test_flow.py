@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.flow}: the memory limit and the channel window
+Tests for L{twisted_s3sftp.sftp.flow}: the memory limit and the channel window
 bookkeeping.
 """
 
@@ -9,8 +9,8 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.flow import SLACK, ChannelWindow, MemoryLimit, uploadReservation
-from twisted_s3sftp.upload import MiB
+from twisted_s3sftp.sftp.flow import SLACK, ChannelWindow, MemoryLimit, uploadReservation
+from twisted_s3sftp.store.parts import MiB
 
 
 class MemoryLimitTests(SynchronousTestCase):
@@ -155,9 +155,7 @@ class ReservationTests(SynchronousTestCase):
         self.assertEqual(
             uploadReservation(8 * MiB, 4, 64 * MiB), (8 * MiB + SLACK, 40 * MiB + SLACK)
         )
-        self.assertEqual(
-            uploadReservation(8 * MiB, 16, 64 * MiB), (8 * MiB + SLACK, 64 * MiB)
-        )
+        self.assertEqual(uploadReservation(8 * MiB, 16, 64 * MiB), (8 * MiB + SLACK, 64 * MiB))
         self.assertEqual(
             uploadReservation(128 * MiB, 4, 64 * MiB),
             (128 * MiB + SLACK, 128 * MiB + SLACK),

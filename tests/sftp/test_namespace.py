@@ -1,5 +1,5 @@
 """
-The file-system semantics of L{twisted_s3sftp.sftp.S3SFTPServer} over an
+The file-system semantics of L{twisted_s3sftp.sftp.server.S3SFTPServer} over an
 in-memory store: directories, times, renames, removes, open flags and the
 protocol extensions.
 """
@@ -25,12 +25,11 @@ from twisted.conch.ssh.filetransfer import (
 )
 from twisted.internet.task import Clock
 
-from twisted_s3sftp.directory import BATCH_BYTES, BATCH_ENTRIES, PAGE
+from tests.sftp.test_server import PART, WRITE, SFTPTestCase, makeServer
 from twisted_s3sftp.errors import FX_FILE_ALREADY_EXISTS
-from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.protocol import MAX_HANDLES, MAX_READ, MAX_SFTP_MESSAGE, MAX_WRITE
-
-from .test_sftp import PART, WRITE, SFTPTestCase, makeServer
+from twisted_s3sftp.sftp.directory import BATCH_BYTES, BATCH_ENTRIES, PAGE
+from twisted_s3sftp.sftp.extensions import MAX_HANDLES, MAX_READ, MAX_SFTP_MESSAGE, MAX_WRITE
+from twisted_s3sftp.store.memory import MemoryObjectStore
 
 MODE_FILE = 0o100644
 MODE_DIR = 0o040755
@@ -311,7 +310,9 @@ class FileTests(SFTPTestCase):
         entries = [(name, attrs["size"]) for name, _, attrs in readAll(self, listing)]
         self.assertEqual(sorted(entries), [(b"new", 5), (b"old", 0)])
         other, _ = makeServer(store)
-        self.assertEqual(readAll(self, self.successResultOf(other.openDirectory(b"d")))[0][0], b"old")
+        self.assertEqual(
+            readAll(self, self.successResultOf(other.openDirectory(b"d")))[0][0], b"old"
+        )
         self.successResultOf(f.close())
         self.successResultOf(g.close())
         self.assertEqual(self.successResultOf(server.getAttrs(b"d/new", True))["size"], 5)
@@ -402,7 +403,9 @@ class FileTests(SFTPTestCase):
         store = MemoryObjectStore(now=clock.seconds)
         server, _ = makeServer(store, clock=clock)
         self.upload(server, b"plain", b"abc")
-        self.assertEqual(self.successResultOf(server.getAttrs(b"plain", True))["mtime"], 1_700_000_000)
+        self.assertEqual(
+            self.successResultOf(server.getAttrs(b"plain", True))["mtime"], 1_700_000_000
+        )
         f = self.successResultOf(server.openFile(b"kept", WRITE, {}))
         self.successResultOf(f.writeChunk(0, b"data"))
         self.successResultOf(f.setAttrs({"permissions": 0o600, "atime": 5, "mtime": 1_000_000}))
@@ -411,7 +414,9 @@ class FileTests(SFTPTestCase):
         self.assertEqual(store.metadata["alice/kept"]["mtime"], "1000000")
         self.assertEqual(self.successResultOf(server.getAttrs(b"kept", True))["mtime"], 1_000_000)
         sha = store.metadata["alice/plain"]["sha256"]
-        self.successResultOf(server.setAttrs(b"plain", {"atime": 7, "mtime": 1234, "uid": 5, "gid": 5}))
+        self.successResultOf(
+            server.setAttrs(b"plain", {"atime": 7, "mtime": 1234, "uid": 5, "gid": 5})
+        )
         self.assertEqual(store.metadata["alice/plain"], {"sha256": sha, "mtime": "1234"})
         self.assertEqual(self.successResultOf(server.getAttrs(b"plain", True))["mtime"], 1234)
         store.calls.clear()

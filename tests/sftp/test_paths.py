@@ -1,11 +1,11 @@
 """
-Tests for L{twisted_s3sftp.paths}: client paths never leave the home.
+Tests for L{twisted_s3sftp.sftp.paths}: client paths never leave the home.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_s3sftp.errors import InvalidPath
-from twisted_s3sftp.paths import (
+from twisted_s3sftp.sftp.paths import (
     baseName,
     directoryPrefix,
     homePrefix,
@@ -118,8 +118,19 @@ class UsernameTests(SynchronousTestCase):
         Names with capitals, a leading digit/dot/dash, path characters,
         whitespace or over 32 characters are not users.
         """
-        for name in ["", "Alice", "9lives", ".hidden", "-x", "a/b", "..",
-                     "a b", "a" * 33, "alice\n", "\u00e9"]:
+        for name in [
+            "",
+            "Alice",
+            "9lives",
+            ".hidden",
+            "-x",
+            "a/b",
+            "..",
+            "a b",
+            "a" * 33,
+            "alice\n",
+            "\u00e9",
+        ]:
             self.assertFalse(isValidUsername(name), name)
 
     def test_homePrefix(self) -> None:
@@ -150,6 +161,14 @@ class HomeTemplateTests(SynchronousTestCase):
         slash, absolute, or with empty, C{.} or C{..} components are
         refused.
         """
-        for template in ["home/", "{username}", "/{username}/", "{username}{username}/",
-                         "a//{username}/", "../{username}/", "{user}/", "{0}/{username}/"]:
+        for template in [
+            "home/",
+            "{username}",
+            "/{username}/",
+            "{username}{username}/",
+            "a//{username}/",
+            "../{username}/",
+            "{user}/",
+            "{0}/{username}/",
+        ]:
             self.assertRaises(ValueError, validateHomeTemplate, template)

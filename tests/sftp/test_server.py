@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.sftp}: the SFTP operations over an in-memory
+Tests for L{twisted_s3sftp.sftp.server}: the SFTP operations over an in-memory
 store.
 """
 
@@ -25,13 +25,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_s3sftp.interfaces import IObjectStore
 from twisted_s3sftp.errors import StoreError
-from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.uploading import UploadFile
-from twisted_s3sftp.ssh import S3User
-from twisted_s3sftp.flow import BASE_WINDOW, SLACK, ChannelWindow, MemoryLimit
-from twisted_s3sftp.upload import MIN_PART_SIZE, MiB, PartLimits, UploadPolicy
+from twisted_s3sftp.sftp.flow import BASE_WINDOW, SLACK, ChannelWindow, MemoryLimit
+from twisted_s3sftp.sftp.upload import UploadFile
+from twisted_s3sftp.ssh.session import S3User
+from twisted_s3sftp.store.interfaces import IObjectStore
+from twisted_s3sftp.store.memory import MemoryObjectStore
+from twisted_s3sftp.store.parts import MIN_PART_SIZE, MiB, PartLimits, UploadPolicy
 
 PART = MIN_PART_SIZE
 WRITE = FXF_WRITE | FXF_CREAT | FXF_TRUNC
@@ -503,7 +503,6 @@ class EngineTests(SFTPTestCase):
         self.assertStatus(f.close(), FX_FAILURE)
         self.assertEqual(store.uploads, {})
         self.assertEqual(memory.used, 0)
-
 
     def test_abortWhileWaitingToGrow(self) -> None:
         """

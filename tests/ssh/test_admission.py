@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.admission}: caps on unauthenticated
+Tests for L{twisted_s3sftp.ssh.admission}: caps on unauthenticated
 connections, per-source penalties and per-user caps.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.admission import (
+from twisted_s3sftp.ssh.admission import (
     AUTH_FAILED,
     GRACE_EXCEEDED,
     NO_AUTH,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.keys}: users are key files, read at each login.
+Tests for L{twisted_s3sftp.ssh.keys}: users are key files, read at each login.
 """
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import stat
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh.keys import Key
 from twisted.cred.credentials import SSHPrivateKey
@@ -14,16 +16,13 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.keys import (
+from twisted_s3sftp.ssh.keys import (
     KeysDirectory,
     KeysDirectoryChecker,
     ensurePrivateKey,
     loadHostKeys,
     parseAuthorizedKeys,
 )
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 
 def newKey() -> Key:
@@ -76,8 +75,11 @@ class KeysDirectoryTests(SynchronousTestCase):
         """
         self.write(
             "alice.pub",
-            b"# alice's keys\n\n" + line(self.key1, "laptop") + b"\n"
-            + line(self.key2, "ci") + b"\n",
+            b"# alice's keys\n\n"
+            + line(self.key1, "laptop")
+            + b"\n"
+            + line(self.key2, "ci")
+            + b"\n",
         )
         self.assertEqual(
             self.db.getAuthorizedKeys(b"alice"), [self.key1.public(), self.key2.public()]
@@ -116,11 +118,16 @@ class KeysDirectoryTests(SynchronousTestCase):
         self.write(
             "carol.pub",
             b"garbage here\r\n"
-            + line(self.key1) + b"\r\n"
+            + line(self.key1)
+            + b"\r\n"
             + b"ssh-ed25519 AAAA!!notbase64\n"
-            + b'from="10.0.0.1" ' + line(self.key2) + b"\n"
-            + line(rsaKey(1024)) + b"\n"
-            + line(self.key2) + b"\n",
+            + b'from="10.0.0.1" '
+            + line(self.key2)
+            + b"\n"
+            + line(rsaKey(1024))
+            + b"\n"
+            + line(self.key2)
+            + b"\n",
         )
         self.assertEqual(
             self.db.getAuthorizedKeys(b"carol"), [self.key1.public(), self.key2.public()]
@@ -186,7 +193,7 @@ class KeysDirectoryTests(SynchronousTestCase):
         self.write("real.pub", line(self.key2) + b"\n")
         os.symlink("real.pub", self.dir.child("frank.pub").path)
         messages: list[str] = []
-        from twisted.logger import globalLogPublisher, formatEvent
+        from twisted.logger import formatEvent, globalLogPublisher
 
         observer = lambda event: messages.append(formatEvent(event))  # noqa: E731
         globalLogPublisher.addObserver(observer)

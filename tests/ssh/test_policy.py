@@ -1,12 +1,12 @@
 """
-Tests for L{twisted_s3sftp.policy}: the crypto policy's judgements.
+Tests for L{twisted_s3sftp.ssh.policy}: the crypto policy's judgements.
 """
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.policy import (
+from twisted_s3sftp.ssh.policy import (
     CIPHERS,
     KEY_EXCHANGES,
     MACS,

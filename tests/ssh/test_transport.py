@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.transport}: the crypto policy on the wire, the
+Tests for L{twisted_s3sftp.ssh.transport}: the crypto policy on the wire, the
 login grace time, the idle timeout, admission and the limits on
 authentication.
 """
@@ -12,6 +12,7 @@ from statistics import median
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.keys import Key
 from twisted.conch.ssh.transport import (
@@ -30,16 +31,20 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.admission import Limits
-from twisted_s3sftp.flow import MemoryLimit
-from twisted_s3sftp.keys import KeysDirectory, KeysDirectoryChecker
-from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.policy import CIPHERS, KEY_EXCHANGES, MACS
-from twisted_s3sftp.ssh import S3Realm
-from twisted_s3sftp.transport import S3SSHFactory, S3ServerTransport, S3UserAuthServer
-from twisted_s3sftp.upload import MiB, UploadPolicy
-
-from .test_keys import newKey as hostKey
+from tests.ssh.test_keys import newKey as hostKey
+from twisted_s3sftp.sftp.flow import MemoryLimit
+from twisted_s3sftp.ssh.admission import Limits
+from twisted_s3sftp.ssh.keys import KeysDirectory, KeysDirectoryChecker
+from twisted_s3sftp.ssh.policy import CIPHERS, KEY_EXCHANGES, MACS, USER_SIGNATURE_ALGORITHMS
+from twisted_s3sftp.ssh.session import S3Realm
+from twisted_s3sftp.ssh.transport import (
+    READ_SIZE,
+    S3ServerTransport,
+    S3SSHFactory,
+    S3UserAuthServer,
+)
+from twisted_s3sftp.store.memory import MemoryObjectStore
+from twisted_s3sftp.store.parts import MiB, UploadPolicy
 
 
 def kexInit(sent: bytes) -> list[list[bytes]]:
@@ -65,7 +70,9 @@ class Harness:
     A factory and the transports it builds, on a fake clock.
     """
 
-    def __init__(self, test: SynchronousTestCase, keys: dict[bytes, Key] | None = None, **limits: Any) -> None:
+    def __init__(
+        self, test: SynchronousTestCase, keys: dict[bytes, Key] | None = None, **limits: Any
+    ) -> None:
         self.clock = Clock()
         self.keysDir = FilePath(test.mktemp())
         self.keysDir.makedirs()
@@ -236,7 +243,10 @@ class QuietTests(SynchronousTestCase):
         errors: list[object] = []
         from twisted.logger import LogLevel, globalLogPublisher
 
-        observer = lambda event: errors.append(event) if event.get("log_level") == LogLevel.error else None  # noqa: E731
+        def observer(event: dict[str, object]) -> None:
+            if event.get("log_level") == LogLevel.error:
+                errors.append(event)
+
         globalLogPublisher.addObserver(observer)
         try:
             transport.receiveError(DISCONNECT_BY_APPLICATION, b"disconnected by user")
@@ -258,7 +268,7 @@ class MalformedTests(SynchronousTestCase):
         C{struct.error}) disconnects with a protocol error and one warning,
         not a traceback; nothing after it is handled.
         """
-        from .test_fuzz import kexInitPacket
+        from tests.test_fuzz import kexInitPacket
 
         connected = Harness(self).connect()
         assert connected is not None
@@ -395,7 +405,14 @@ class AuthenticationTests(SynchronousTestCase):
         blob = key.public().blob()
         body = NS(user) + NS(b"ssh-connection") + NS(b"publickey")
         if signed:
-            signed_data = NS(self.transport.sessionID) + bytes([50]) + body + b"\x01" + NS(b"ssh-ed25519") + NS(blob)
+            signed_data = (
+                NS(self.transport.sessionID)
+                + bytes([50])
+                + body
+                + b"\x01"
+                + NS(b"ssh-ed25519")
+                + NS(blob)
+            )
             packet = body + b"\x01" + NS(b"ssh-ed25519") + NS(blob) + NS(key.sign(signed_data))
         else:
             packet = body + b"\x00" + NS(b"ssh-ed25519") + NS(blob)
@@ -580,3 +597,52 @@ class ProxiedTests(SynchronousTestCase):
         third.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(harness.factory.admission.unauthenticated, 2)
         self.assertIsNotNone(harness.connect("10.0.0.1"))
+
+
+class TransportTests(SynchronousTestCase):
+    """
+    L{S3ServerTransport} advertises user signature algorithms.
+    """
+
+    def test_serverSigAlgs(self) -> None:
+        """
+        C{server-sig-algs} lists the algorithms accepted for user keys,
+        whatever the host keys are (twisted#12107).
+        """
+        sent: list[Any] = []
+        transport = S3ServerTransport()
+        transport._peerSupportsExtensions = True
+        transport.sendPacket = lambda kind, payload: sent.append(payload)  # type: ignore[method-assign]
+        transport.sendExtInfo([(b"server-sig-algs", b"ssh-ed25519"), (b"other", b"1")])
+        self.assertIn(b",".join(USER_SIGNATURE_ALGORITHMS), sent[0])
+        self.assertIn(b"rsa-sha2-256", sent[0])
+        self.assertIn(b"other", sent[0])
+
+
+class TransportSocketTests(SynchronousTestCase):
+    """
+    Connections have Nagle's algorithm turned off and read in large
+    chunks.
+    """
+
+    def test_tcpNoDelay(self) -> None:
+        """
+        L{S3ServerTransport} sets C{TCP_NODELAY} and a 256 KiB read size
+        when the connection is made.
+        """
+        key = Key(Ed25519PrivateKey.generate())
+        factory = S3SSHFactory(Portal(None), {b"ssh-ed25519": key}, clock=Clock())  # type: ignore[arg-type]
+        factory.startFactory()
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2222))
+        calls: list[bool] = []
+
+        class NoDelayTransport(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                calls.append(enabled)
+
+        transport = NoDelayTransport()
+        transport.bufferSize = 65536  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        self.assertEqual(calls, [True])
+        self.assertEqual(transport.bufferSize, READ_SIZE)  # type: ignore[attr-defined]
+        factory.stopFactory()

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.sweep}: leases mark this server's multipart
+Tests for L{twisted_s3sftp.store.leases}: leases mark this server's multipart
 uploads, and the sweep aborts only the orphans among them.
 """
 
@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from twisted_s3sftp.memory import MemoryObjectStore
-from twisted_s3sftp.sweep import Leases, decodeMarker, markerKey
-
-from .test_sftp import PART, WRITE, SFTPTestCase, makeServer
+from tests.sftp.test_server import PART, WRITE, SFTPTestCase, makeServer
+from twisted_s3sftp.store.leases import Leases, decodeMarker, markerKey
+from twisted_s3sftp.store.memory import MemoryObjectStore
 
 AGE = 3600.0
 PREFIX = ".s3sftp/uploads/"
@@ -96,7 +95,8 @@ class SweepTests(SFTPTestCase):
         An old marker whose upload is already gone is simply deleted.
         """
         self.store.objects[markerKey(PREFIX, "gone")] = (
-            b'{"key": "alice/x", "uploadId": "gone"}', 0
+            b'{"key": "alice/x", "uploadId": "gone"}',
+            0,
         )
         self.store.objects[PREFIX + "junk"] = (b"not json", 0)
         self.assertEqual(self.successResultOf(self.leases.sweep()), 1)

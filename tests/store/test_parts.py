@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.upload}: how a stream of writes becomes parts.
+Tests for L{twisted_s3sftp.store.parts}: how a stream of writes becomes parts.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_s3sftp.errors import NotSupported, UploadFailed
-from twisted_s3sftp.upload import (
+from twisted_s3sftp.store.parts import (
     MAX_PART_SIZE,
     MIN_PART_SIZE,
     FinalPart,
@@ -30,7 +30,10 @@ TiB = 1024 * 1024 * MiB
 TINY = PartLimits(minPartSize=5, maxPartSize=40, maxParts=22)
 
 
-def makePlanner(initial: int = PART, limits: PartLimits = PartLimits()) -> PartPlanner:
+S3_LIMITS = PartLimits()
+
+
+def makePlanner(initial: int = PART, limits: PartLimits = S3_LIMITS) -> PartPlanner:
     """
     @return: a planner whose capacity never gets in the way.
     """
@@ -232,8 +235,8 @@ class ScheduleTests(SynchronousTestCase):
         parts, final = plan(planner, data, chunk=3)
         sizes = [len(p.data) for p in parts]
         self.assertEqual(
-            sizes, [5, 5, 10, 10, 20, 20, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40,
-                    40, 40, 40, 40, 40]
+            sizes,
+            [5, 5, 10, 10, 20, 20, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40],
         )
         assert isinstance(final, FinalPart)
         self.assertEqual(final.part.number, TINY.maxParts)

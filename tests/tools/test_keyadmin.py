@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.keyadmin}: the C{s3sftp-keys} command.
+Tests for L{twisted_s3sftp.tools.keyadmin}: the C{s3sftp-keys} command.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
 from twisted.conch.ssh.keys import Key
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.keyadmin import main
-from twisted_s3sftp.keys import KeysDirectory, fingerprint
-from twisted.python.filepath import FilePath
+from twisted_s3sftp.ssh.keys import KeysDirectory, fingerprint
+from twisted_s3sftp.tools.keyadmin import main
 
 
 def publicLine(key: Key) -> bytes:

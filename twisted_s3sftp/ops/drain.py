@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from .uploading import ActiveUploads
+from ..sftp.upload import ActiveUploads
 
 log = Logger()
 

@@ -9,7 +9,7 @@ otherwise write too.
 A JSON line holds C{time} (ISO 8601, UTC), C{level}, C{namespace},
 C{message} (the event formatted as in the text log), C{traceback} for a
 failure, and every field of the event, so that audit events
-(L{twisted_s3sftp.audit}) can be read field by field.  Values that are not
+(L{twisted_s3sftp.ops.audit}) can be read field by field.  Values that are not
 JSON types are written as strings.  (Twisted's own C{jsonFileLogObserver}
 is made for reading events back into twisted.logger: it writes the raw
 event, with the format string but no formatted message, an epoch float
@@ -23,14 +23,19 @@ is made by L{observerFactory}, writing where twistd would: standard output
 with C{--nodaemon} or C{--logfile=-}, else the C{--logfile} (default
 C{twistd.log}), appended to and never rotated (leave that to logrotate
 with C{copytruncate}, or to journald).
+
+L{quietObserver} is where the Conch classes the server subclasses log: it
+keeps their warnings and drops their chatter (an event per SFTP packet or
+window adjustment).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -38,12 +43,20 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
+    globalLogPublisher,
     textFileLogObserver,
 )
 from zope.interface import provider
 
 #: The log formats C{--log-format} accepts.
 FORMATS = ("text", "json")
+
+# Conch logs every SFTP packet at info level; a log event per packet costs
+# a large share of upload throughput (testbed.md).  Keep its warnings only.
+quietObserver = FilteringLogObserver(
+    globalLogPublisher,
+    [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
+)
 
 
 def jsonRecord(event: dict[str, Any]) -> str:
@@ -52,7 +65,7 @@ def jsonRecord(event: dict[str, Any]) -> str:
     @return: the event as one line of JSON, without its newline.
     """
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(),
+        "time": datetime.fromtimestamp(event.get("log_time", 0), UTC).isoformat(),
         "level": getattr(event.get("log_level"), "name", "info"),
         "namespace": event.get("log_namespace", "-"),
         "message": formatEvent(event),

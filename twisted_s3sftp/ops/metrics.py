@@ -6,7 +6,7 @@ C{--metrics ENDPOINT} (e.g. C{tcp:9100:interface=127.0.0.1}):
   - C{/healthz}: C{200} while the server accepts logins and S3 answers,
     C{503} otherwise (for load balancers).
 
-C{/healthz} answers until the shutdown drain is over (L{twisted_s3sftp.drain}),
+C{/healthz} answers until the shutdown drain is over (L{twisted_s3sftp.ops.drain}),
 with C{503} from the moment it begins.
 
 Metrics (all prefixed C{s3sftp_}):
@@ -25,14 +25,15 @@ Metrics (all prefixed C{s3sftp_}):
     with a latency histogram.
 
 Counts of things that end (logins, uploads, bytes) come from the audit
-trail (L{twisted_s3sftp.audit}), so the log and the metrics cannot
+trail (L{twisted_s3sftp.ops.audit}), so the log and the metrics cannot
 disagree; levels (sessions, memory) are read from the live objects when
 Prometheus scrapes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -45,11 +46,11 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from .admission import Admission
-from .flow import MemoryLimit
-from .interfaces import IObjectStore
+from ..sftp.flow import MemoryLimit
+from ..sftp.upload import ActiveUploads
+from ..ssh.admission import Admission
+from ..store.interfaces import IObjectStore
 from .listener import listeningService
-from .uploading import ActiveUploads
 
 log = Logger()
 
@@ -136,16 +137,26 @@ class _Levels:
     def collect(self) -> Iterator[Any]:
         metrics = self.metrics
         for family, name, documentation, value in [
-            (GaugeMetricFamily, "sessions", "Logged-in connections.",
-             metrics._admission.sessions),
-            (GaugeMetricFamily, "unauthenticated_connections",
-             "Connections not logged in yet.", metrics._admission.unauthenticated),
-            (CounterMetricFamily, "uploads_started", "Uploads opened.",
-             metrics._uploads.started),
-            (GaugeMetricFamily, "buffered_bytes",
-             "Memory reserved by uploads and downloads.", metrics._memory.used),
-            (GaugeMetricFamily, "buffer_limit_bytes",
-             "The memory limit (--memory-limit).", metrics._memory.limit),
+            (GaugeMetricFamily, "sessions", "Logged-in connections.", metrics._admission.sessions),
+            (
+                GaugeMetricFamily,
+                "unauthenticated_connections",
+                "Connections not logged in yet.",
+                metrics._admission.unauthenticated,
+            ),
+            (CounterMetricFamily, "uploads_started", "Uploads opened.", metrics._uploads.started),
+            (
+                GaugeMetricFamily,
+                "buffered_bytes",
+                "Memory reserved by uploads and downloads.",
+                metrics._memory.used,
+            ),
+            (
+                GaugeMetricFamily,
+                "buffer_limit_bytes",
+                "The memory limit (--memory-limit).",
+                metrics._memory.limit,
+            ),
         ]:
             yield family(f"s3sftp_{name}", documentation, value=value)
 

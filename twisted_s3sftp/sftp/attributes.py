@@ -1,6 +1,7 @@
 """
-Object metadata from the store, and its translation into SFTP attributes and
-C{ls -l} style long names.
+The SFTP view of the store's objects: SFTP attributes, C{ls -l} style long
+names, directory entries from a listing, and the modification time a file
+reports.
 
 SFTP version 3 has no file-type field: clients tell directories from files
 only by the C{S_IFDIR}/C{S_IFREG} bits of C{permissions} (OpenSSH's C{cd}
@@ -15,7 +16,7 @@ from __future__ import annotations
 import stat
 import time
 
-from attrs import field, frozen
+from ..store.interfaces import ObjectInfo, ObjectListing
 
 #: Mode reported for every object.
 FILE_MODE = stat.S_IFREG | 0o644
@@ -24,44 +25,6 @@ FILE_MODE = stat.S_IFREG | 0o644
 DIRECTORY_MODE = stat.S_IFDIR | 0o755
 
 _SIX_MONTHS = 182 * 24 * 3600
-
-
-@frozen
-class ObjectInfo:
-    """
-    One object, as a HEAD or a listing reports it.
-
-    @ivar key: its full S3 key.
-    @ivar size: its size in bytes.
-    @ivar mtime: when S3 stored it (C{LastModified}), seconds since the
-        epoch.
-    @ivar etag: its ETag, quotes included, as S3 sends it.
-    @ivar metadata: its user metadata (C{x-amz-meta-*}, without the
-        prefix); only a HEAD reports it, a listing leaves it empty.
-    """
-
-    key: str
-    size: int
-    mtime: int
-    etag: str = ""
-    metadata: dict[str, str] = field(factory=dict, hash=False)
-
-
-@frozen
-class ObjectListing:
-    """
-    What is directly under one prefix, with C{/} as the delimiter.
-
-    @ivar objects: the objects directly under the prefix, in key order.
-    @ivar prefixes: the common prefixes (sub-directories), each ending in
-        C{/}, in key order.
-    @ivar token: where to continue the listing (the S3 continuation
-        token), or L{None} if nothing is left.
-    """
-
-    objects: tuple[ObjectInfo, ...] = field(converter=tuple, default=())
-    prefixes: tuple[str, ...] = field(converter=tuple, default=())
-    token: str | None = None
 
 
 def modificationTime(info: ObjectInfo) -> int:

@@ -6,7 +6,7 @@ plain iterator (conch-pitfalls items 8 and 9): it cannot wait for a page
 of an S3 listing, and 250 long names make a reply larger than OpenSSH
 accepts.  L{DirectoryListing.readBatch} instead returns a Deferred of the
 next batch, bounded both in entries and in bytes; the SFTP protocol
-(L{twisted_s3sftp.ssh.S3FileTransferServer}) calls it.  Only one page of
+(L{twisted_s3sftp.ssh.session.S3FileTransferServer}) calls it.  Only one page of
 the listing is held at a time, however large the directory.
 
 Uploads under way into the directory are listed first, with the bytes
@@ -26,7 +26,7 @@ rather than failing the READDIR: the names matter more than the times.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from attrs import define, field
 from twisted.internet.defer import (
@@ -37,10 +37,10 @@ from twisted.internet.defer import (
 )
 from twisted.logger import Logger
 
-from .errors import EndOfFile, GatewayError
-from .interfaces import IObjectStore
-from .listing import ObjectInfo, directoryEntries, longName, modificationTime
-from .operation import sftpOperation
+from ..errors import EndOfFile, GatewayError
+from ..store.interfaces import IObjectStore, ObjectInfo
+from .attributes import directoryEntries, longName, modificationTime
+from .status import sftpOperation
 
 log = Logger()
 

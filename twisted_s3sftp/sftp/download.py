@@ -10,7 +10,7 @@ the bytes asked for.  A download therefore holds at most
 C{(READ_AHEAD + 2) * BLOCK_SIZE} bytes of blocks, which it reserves from
 the server's memory limit when it is opened, plus the READ replies not
 yet sent, which the SFTP protocol bounds per session
-(L{twisted_s3sftp.protocol.MAX_OUTGOING}).
+(L{twisted_s3sftp.sftp.extensions.MAX_OUTGOING}).
 
 Every GET names the ETag the object had when the file was opened: a file
 replaced during a download fails the next READ instead of mixing two
@@ -19,8 +19,7 @@ versions.
 
 from __future__ import annotations
 
-
-from typing import Callable
+from collections.abc import Callable
 
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPFile
@@ -28,20 +27,19 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .audit import audit
-from .errors import EndOfFile, NotSupported
-from .interfaces import IObjectStore
-from .listing import ObjectInfo, fileAttributes, modificationTime
-from .operation import sftpOperation
-from .protocol import MAX_READ
-from .uploading import MemoryBudget
+from ..errors import EndOfFile, NotSupported
+from ..ops.audit import audit
+from ..store.interfaces import IObjectStore, ObjectInfo
+from .attributes import fileAttributes, modificationTime
+from .extensions import MAX_READ
+from .status import sftpOperation
+from .upload import MemoryBudget
 
 #: Bytes fetched by one read-ahead GET.
 BLOCK_SIZE = 1024 * 1024
 
 #: How many blocks past the latest READ are fetched ahead.
 READ_AHEAD = 4
-
 
 
 def downloadReservation() -> int:

@@ -28,7 +28,7 @@ Pure core: no Twisted, no boto3.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from attrs import define, field
 
@@ -71,9 +71,7 @@ class MemoryLimit:
 
     limit: int
     used: int = field(default=0, init=False)
-    _waiting: deque[tuple[int, Callable[[], None]]] = field(
-        factory=deque, init=False, repr=False
-    )
+    _waiting: deque[tuple[int, Callable[[], None]]] = field(factory=deque, init=False, repr=False)
 
     @property
     def available(self) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidPath
+from ..errors import InvalidPath
 
 #: Usernames that may ever be users (also what a key file may be called).
 USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")

@@ -2,12 +2,12 @@
 The SFTP operations of one user's session over an L{IObjectStore}: Conch's
 C{ISFTPServer}.
 
-This module only translates.  Paths go through L{twisted_s3sftp.paths},
-attributes through L{twisted_s3sftp.listing}, files open for writing are
-L{twisted_s3sftp.uploading.UploadFile}, for reading
-L{twisted_s3sftp.downloading.DownloadFile}, directories
-L{twisted_s3sftp.directory.DirectoryListing}, and every error goes through
-L{twisted_s3sftp.operation.sftpError}, the one place where an exception
+This module only translates.  Paths go through L{twisted_s3sftp.sftp.paths},
+attributes through L{twisted_s3sftp.sftp.attributes}, files open for writing are
+L{twisted_s3sftp.sftp.upload.UploadFile}, for reading
+L{twisted_s3sftp.sftp.download.DownloadFile}, directories
+L{twisted_s3sftp.sftp.directory.DirectoryListing}, and every error goes through
+L{twisted_s3sftp.sftp.status.sftpError}, the one place where an exception
 becomes an SFTP status.
 
 How a file system maps onto S3 (the README has the user's view):
@@ -35,7 +35,6 @@ How a file system maps onto S3 (the README has the user's view):
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPServer
@@ -48,12 +47,9 @@ from twisted.conch.ssh.filetransfer import (
     FXF_WRITE,
 )
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import Attribute, Interface, implementer
 
-from .audit import audit
-from .directory import DirectoryListing
-from .downloading import DownloadFile, downloadReservation
-from .errors import (
+from ..errors import (
     FileExists,
     GatewayError,
     InvalidPath,
@@ -61,22 +57,21 @@ from .errors import (
     NotSupported,
     PermissionDenied,
 )
-from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, uploadReservation
-from .interfaces import IObjectStore
-from .listing import (
-    ObjectInfo,
+from ..ops.audit import audit
+from ..store.interfaces import IObjectStore, ObjectInfo
+from ..store.parts import PartPlanner, PartSchedule
+from .attributes import (
     directoryAttributes,
     fileAttributes,
     modificationTime,
 )
-from .operation import sftpOperation
+from .directory import DirectoryListing
+from .download import DownloadFile, downloadReservation
+from .extensions import EXTENSIONS, limitsReply, statvfsReply
+from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, uploadReservation
 from .paths import directoryPrefix, normalise, objectKey
-from .protocol import EXTENSIONS, limitsReply, statvfsReply
-from .upload import PartPlanner, PartSchedule
-from .uploading import TRUNCATE_REFUSED, MemoryBudget, UploadFile
-
-if TYPE_CHECKING:
-    from .ssh import S3User
+from .status import sftpOperation
+from .upload import TRUNCATE_REFUSED, MemoryBudget, UploadFile
 
 log = Logger()
 
@@ -90,6 +85,22 @@ _DIRECTORY = object()
 Found = ObjectInfo | UploadFile | object | None
 
 
+class ISFTPUser(Interface):
+    """
+    The logged-in user an L{S3SFTPServer} serves: what the SSH layer's
+    avatar must provide (L{twisted_s3sftp.ssh.session.S3User} does).
+    """
+
+    username = Attribute("The login name (C{str}), for logs and the audit trail.")
+    home = Attribute("The key prefix (C{str}) the user is confined to.")
+    store = Attribute("The L{IObjectStore} (the bucket) every home lives in.")
+    policy = Attribute("The L{UploadPolicy}: how uploads use memory and S3.")
+    memory = Attribute("The server's L{MemoryLimit}, shared by all uploads.")
+    clock = Attribute("The C{IReactorTime} every time is read from.")
+    uploads = Attribute("The server's L{ActiveUploads}, seen by every session.")
+    leases = Attribute("The L{Leases} marking multipart uploads as this server's, or L{None}.")
+
+
 @implementer(ISFTPServer)
 @define(eq=False)
 class S3SFTPServer:
@@ -101,7 +112,7 @@ class S3SFTPServer:
         (set by the SFTP protocol; unmetered otherwise).
     """
 
-    avatar: S3User
+    avatar: ISFTPUser
     window: ChannelWindow | FreeWindow = field(factory=FreeWindow)
 
     @property
@@ -142,9 +153,7 @@ class S3SFTPServer:
         if flags & FXF_EXCL or not flags & FXF_TRUNC or not flags & FXF_CREAT:
             replaces = await self._checkTarget(virtual, flags)
         policy = self.avatar.policy
-        budget = MemoryBudget(
-            self.avatar.memory, self.window, self.avatar.clock, policy.memoryWait
-        )
+        budget = MemoryBudget(self.avatar.memory, self.window, self.avatar.clock, policy.memoryWait)
         await budget.reserve(
             *uploadReservation(policy.partSize, policy.concurrency, policy.bufferLimit)
         )
@@ -300,9 +309,7 @@ class S3SFTPServer:
             self.avatar.policy.memoryWait,
         )
         await budget.reserve(downloadReservation(), downloadReservation())
-        log.info(
-            "Download of {key} for {owner} opened", key=key, owner=self.avatar.username
-        )
+        log.info("Download of {key} for {owner} opened", key=key, owner=self.avatar.username)
         return DownloadFile(
             self._store,
             info,
@@ -375,9 +382,7 @@ class S3SFTPServer:
         if target is not None and not overwrite:
             raise GatewayError("a file with the new name exists")
         newKey = objectKey(self._home, new)
-        await self._store.copyObject(
-            found.key, newKey, found.etag, found.size, found.metadata
-        )
+        await self._store.copyObject(found.key, newKey, found.etag, found.size, found.metadata)
         await self._store.deleteObject(found.key)
         self._audit("rename", old, found.key, to=new, toKey=newKey)
 
@@ -399,9 +404,7 @@ class S3SFTPServer:
         await self._store.deleteObject(oldPrefix)
         self._audit("rename", old, oldPrefix, to=new, toKey=newPrefix)
 
-    async def _checkEmpty(
-        self, prefix: str, error: GatewayError | None = None
-    ) -> bool:
+    async def _checkEmpty(self, prefix: str, error: GatewayError | None = None) -> bool:
         """
         @param prefix: a directory's prefix.
         @param error: raised if anything is in it.

@@ -1,24 +1,55 @@
 """
-The one place where a failed SFTP operation becomes the status its client
-sees: L{sftpError}, and the decorator L{sftpOperation} that runs an
-C{async} operation as a Deferred and applies it.
+The one place where an exception becomes the SFTP status its client sees:
+L{statusFor} maps it, L{sftpError} applies that to a failed operation, and
+the decorator L{sftpOperation} runs an C{async} operation as a Deferred and
+applies L{sftpError} to its failure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from twisted.conch.ssh.filetransfer import SFTPError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .errors import FX_FAILURE, statusFor
+from ..errors import FX_FAILURE, GatewayError
 
 log = Logger()
 
 T = TypeVar("T")
+
+
+def asciiSafe(text: str, limit: int = 200) -> str:
+    """
+    Make C{text} safe for an SFTP status message.
+
+    Conch sends no reply at all when a status message is not ASCII
+    (conch-pitfalls item 4), so anything else is replaced.
+
+    @param text: the message.
+    @param limit: the longest message returned.
+    @return: printable ASCII, at most C{limit} characters.
+    """
+    safe = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return safe[:limit]
+
+
+def statusFor(error: BaseException) -> tuple[int, str] | None:
+    """
+    Map an exception to the SFTP status a client receives.
+
+    @param error: whatever an operation raised.
+    @return: C{(code, message)} for an expected error, or L{None} for an
+        unexpected one, which the caller logs with context and answers with
+        C{FX_FAILURE} and a generic message.
+    """
+    if isinstance(error, GatewayError):
+        return error.code, asciiSafe(error.message)
+    return None
 
 
 def sftpError(failure: Failure, operation: str, subject: str) -> Failure:

@@ -1,9 +1,9 @@
 """
 Uploads: one file open for writing becomes one S3 object, all or nothing.
 
-L{UploadFile} cuts the writes into parts (L{twisted_s3sftp.upload}) and
+L{UploadFile} cuts the writes into parts (L{twisted_s3sftp.store.parts}) and
 sends them to the store; L{MemoryBudget} is the memory it reserved and the
-SSH window it credits back (L{twisted_s3sftp.flow}); L{ActiveUploads}
+SSH window it credits back (L{twisted_s3sftp.sftp.flow}); L{ActiveUploads}
 lists the uploads under way on this server, so that C{stat}, C{ls} and
 C{remove} see them.
 
@@ -16,7 +16,7 @@ sends afterwards fails (conch-pitfalls items 1 and 2).
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPFile
@@ -26,22 +26,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .audit import audit
-from .errors import GatewayError, NotSupported, UploadFailed
-from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit, uploadReservation
-from .interfaces import IObjectStore
-from .listing import fileAttributes
-from .operation import sftpError, sftpOperation
-from .sweep import Lease, Leases
-from .upload import (
+from ..errors import GatewayError, NotSupported, UploadFailed
+from ..ops.audit import audit
+from ..store.interfaces import IObjectStore, StoredObject, StoredPart
+from ..store.leases import Lease, Leases
+from ..store.parts import (
     FinalPart,
     Part,
     PartPlanner,
     SinglePut,
-    StoredObject,
-    StoredPart,
     UploadPolicy,
 )
+from .attributes import fileAttributes
+from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit, uploadReservation
+from .status import sftpError, sftpOperation
 
 log = Logger()
 
@@ -53,8 +51,7 @@ RESUME_REFUSED = (
 
 #: Why a change of size is refused.
 TRUNCATE_REFUSED = (
-    "changing a file's size is not supported: S3 objects cannot be "
-    "truncated or extended"
+    "changing a file's size is not supported: S3 objects cannot be truncated or extended"
 )
 
 
@@ -176,7 +173,7 @@ class UploadFile:
         the object cannot keep its old tail.
     @ivar path: the path the client opened, for the audit trail.
     @ivar leases: marks a multipart upload as this server's until it ends
-        (L{twisted_s3sftp.sweep}), or L{None}.
+        (L{twisted_s3sftp.store.leases}), or L{None}.
     """
 
     store: IObjectStore
@@ -386,16 +383,12 @@ class UploadFile:
             **fields,
         )
 
-    async def _finishMultipart(
-        self, plan: FinalPart, metadata: dict[str, str]
-    ) -> StoredObject:
+    async def _finishMultipart(self, plan: FinalPart, metadata: dict[str, str]) -> StoredObject:
         self._enqueue([plan.part])
         await self._settled()
         self._checkWritable()
         assert self._uploadId is not None
-        completed = await self.store.completeMultipartUpload(
-            self.key, self._uploadId, self._stored
-        )
+        completed = await self.store.completeMultipartUpload(self.key, self._uploadId, self._stored)
         # The upload id is spent: from here a failure deletes the object.
         self._uploadId = None
         self._endLease()
@@ -410,8 +403,7 @@ class UploadFile:
                 await self.store.deleteObject(self.key)
             except Exception as e:
                 log.error(
-                    "Could not delete {key} after failing to record its "
-                    "checksum: {reason}",
+                    "Could not delete {key} after failing to record its checksum: {reason}",
                     key=self.key,
                     reason=getattr(e, "message", None) or repr(e),
                 )
@@ -490,9 +482,7 @@ class UploadFile:
     async def _send(self, part: Part) -> None:
         assert self._uploadId is not None
         try:
-            stored = await self.store.uploadPart(
-                self.key, self._uploadId, part.number, part.data
-            )
+            stored = await self.store.uploadPart(self.key, self._uploadId, part.number, part.data)
             self._stored.append(stored)
         except Exception as e:
             self._partFailed(e)
@@ -504,9 +494,7 @@ class UploadFile:
 
     def _partFailed(self, error: Exception) -> None:
         if not isinstance(error, GatewayError):
-            log.failure(
-                "Unexpected error uploading {key}", Failure(error), key=self.key
-            )
+            log.failure("Unexpected error uploading {key}", Failure(error), key=self.key)
             error = UploadFailed("internal error")
         self._fail(error)
 
@@ -594,7 +582,7 @@ class ActiveUploads:
     one and C{remove} aborts both.
 
     @ivar draining: set when the server shuts down: no new upload may
-        start (L{twisted_s3sftp.drain}).
+        start (L{twisted_s3sftp.ops.drain}).
     @ivar started: how many uploads have started, for metrics.
     """
 

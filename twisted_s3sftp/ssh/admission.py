@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from attrs import define, field, frozen
 
@@ -95,8 +95,7 @@ class Limits:
         start, rate, full = self.startups
         if not (0 < start <= full and 0 <= rate <= 100):
             raise ValueError(
-                "startups must be start:rate:full with 0 < start <= full "
-                "and rate a percentage"
+                "startups must be start:rate:full with 0 < start <= full and rate a percentage"
             )
         for name in ("loginGrace", "idleTimeout"):
             if getattr(self, name) <= 0:
@@ -316,8 +315,7 @@ class Admission:
     def _exempt(self, host: str) -> bool:
         address = _address(host)
         return any(
-            address in ipaddress.ip_network(network, strict=False)
-            for network in self.limits.exempt
+            address in ipaddress.ip_network(network, strict=False) for network in self.limits.exempt
         )
 
     def _expire(self, now: float) -> None:

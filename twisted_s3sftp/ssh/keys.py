@@ -6,7 +6,7 @@ format (several keys, comments and blank lines allowed; no options).  The direct
 read at every login, with parsed files cached by modification time and
 size, so adding or removing a file takes effect at the next login without a
 restart.  A username that does not match
-L{twisted_s3sftp.paths.USERNAME} is never looked up on disk.
+L{twisted_s3sftp.sftp.paths.USERNAME} is never looked up on disk.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
 from twisted.conch.error import ValidPublicKey
-from twisted.cred.error import UnauthorizedLogin
 from twisted.conch.ssh.keys import BadKeyError, Key
 from twisted.cred.credentials import ISSHPrivateKey
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from .paths import isValidUsername
+from ..sftp.paths import isValidUsername
 from .policy import hostKeyProblem, signatureAccepted, userKeyProblem
 
 log = Logger()
@@ -166,9 +166,7 @@ class KeysDirectory:
             return cached[1]
         problem = self._fileProblem(keyFile, info)
         if problem is not None:
-            log.warn(
-                "Ignoring key file {path}: {problem}", path=keyFile.path, problem=problem
-            )
+            log.warn("Ignoring key file {path}: {problem}", path=keyFile.path, problem=problem)
             self._cache[name] = (stamp, [])
             return []
         try:
@@ -176,9 +174,7 @@ class KeysDirectory:
                 data = f.read(MAX_KEY_FILE + 1)
                 after = _stamp(os.fstat(f.fileno()))
         except OSError as e:
-            log.warn(
-                "Cannot read key file {path}: {error}", path=keyFile.path, error=e.strerror
-            )
+            log.warn("Cannot read key file {path}: {error}", path=keyFile.path, error=e.strerror)
             return []
         found, problems = parseAuthorizedKeys(data)
         for problem in problems:

@@ -70,7 +70,10 @@ def hostKeyProblem(keyType: str, bits: int) -> str | None:
         if bits < MIN_RSA_HOST_BITS:
             return f"an RSA host key needs at least {MIN_RSA_HOST_BITS} bits, this one has {bits}"
         return None
-    return f"{keyType} host keys are not offered (use ed25519, or RSA of {MIN_RSA_HOST_BITS} bits or more)"
+    return (
+        f"{keyType} host keys are not offered"
+        f" (use ed25519, or RSA of {MIN_RSA_HOST_BITS} bits or more)"
+    )
 
 
 def userKeyProblem(keyType: str, bits: int) -> str | None:

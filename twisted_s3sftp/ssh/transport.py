@@ -3,10 +3,10 @@ The SSH front door: the factory that admits connections, the transport
 that enforces the crypto policy and the login grace time, and the
 authentication service that counts failures.
 
-  - L{S3SSHFactory} asks L{twisted_s3sftp.admission.Admission} whether to
+  - L{S3SSHFactory} asks L{twisted_s3sftp.ssh.admission.Admission} whether to
     take each connection (caps on unauthenticated connections, per-source
     penalties) and offers only the host key algorithms of
-    L{twisted_s3sftp.policy}.
+    L{twisted_s3sftp.ssh.policy}.
   - L{S3ServerTransport} offers only the policy's key exchanges, ciphers,
     MACs and no compression; drops a connection that has not logged in
     within the grace time (counting the banner and key exchange, which
@@ -43,6 +43,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..ops.audit import audit, safeName
+from ..ops.logformat import quietObserver
 from .admission import (
     AUTH_FAILED,
     GRACE_EXCEEDED,
@@ -50,7 +52,6 @@ from .admission import (
     Admission,
     Limits,
 )
-from .audit import audit, safeName
 from .keys import blobFingerprint
 from .policy import (
     CIPHERS,
@@ -60,7 +61,7 @@ from .policy import (
     MACS,
     USER_SIGNATURE_ALGORITHMS,
 )
-from .ssh import S3Connection, _quietObserver
+from .session import S3Connection
 
 log = Logger()
 
@@ -170,9 +171,7 @@ class S3ServerTransport(SSHServerTransport):
             except OSError:
                 pass
         super().connectionMade()
-        self._timer = self.factory.clock.callLater(
-            self.factory.limits.loginGrace, self._timeout
-        )
+        self._timer = self.factory.clock.callLater(self.factory.limits.loginGrace, self._timeout)
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
@@ -313,9 +312,7 @@ class S3ServerTransport(SSHServerTransport):
 
 
 def _abortIfOpen(transport: Any) -> None:
-    if getattr(transport, "connected", False) and not getattr(
-        transport, "disconnected", False
-    ):
+    if getattr(transport, "connected", False) and not getattr(transport, "disconnected", False):
         transport.abortConnection()
 
 
@@ -332,7 +329,7 @@ class S3SSHFactory(SSHFactory):
 
     # Conch logs a line per connection about group-exchange moduli, which
     # the policy does not offer anyway.  Keep its warnings only.
-    _log = Logger(namespace="twisted.conch.ssh.factory", observer=_quietObserver)
+    _log = Logger(namespace="twisted.conch.ssh.factory", observer=quietObserver)
 
     protocol = S3ServerTransport
     services = {

@@ -1,14 +1,83 @@
 """
-The seam between the SFTP layer and object storage.
+The seam between the SFTP layer and object storage: L{IObjectStore} and the
+values it speaks (L{ObjectInfo}, L{ObjectListing}, L{StoredPart},
+L{StoredObject}).
 
-L{IObjectStore} is implemented over boto3 by L{twisted_s3sftp.s3} and in
-memory by L{twisted_s3sftp.memory}.  Every method returns a Deferred; on
+L{IObjectStore} is implemented over boto3 by L{twisted_s3sftp.store.s3} and in
+memory by L{twisted_s3sftp.store.memory}.  Every method returns a Deferred; on
 failure it fails with a L{twisted_s3sftp.errors.GatewayError}.
 """
 
 from __future__ import annotations
 
+from attrs import field, frozen
 from zope.interface import Attribute, Interface
+
+
+@frozen
+class ObjectInfo:
+    """
+    One object, as a HEAD or a listing reports it.
+
+    @ivar key: its full S3 key.
+    @ivar size: its size in bytes.
+    @ivar mtime: when S3 stored it (C{LastModified}), seconds since the
+        epoch.
+    @ivar etag: its ETag, quotes included, as S3 sends it.
+    @ivar metadata: its user metadata (C{x-amz-meta-*}, without the
+        prefix); only a HEAD reports it, a listing leaves it empty.
+    """
+
+    key: str
+    size: int
+    mtime: int
+    etag: str = ""
+    metadata: dict[str, str] = field(factory=dict, hash=False)
+
+
+@frozen
+class ObjectListing:
+    """
+    What is directly under one prefix, with C{/} as the delimiter.
+
+    @ivar objects: the objects directly under the prefix, in key order.
+    @ivar prefixes: the common prefixes (sub-directories), each ending in
+        C{/}, in key order.
+    @ivar token: where to continue the listing (the S3 continuation
+        token), or L{None} if nothing is left.
+    """
+
+    objects: tuple[ObjectInfo, ...] = field(converter=tuple, default=())
+    prefixes: tuple[str, ...] = field(converter=tuple, default=())
+    token: str | None = None
+
+
+@frozen
+class StoredPart:
+    """
+    A part the object store has confirmed.
+
+    @ivar number: its part number.
+    @ivar etag: the ETag the store gave it.
+    @ivar checksum: the checksum it was sent with (base64), if any.
+    """
+
+    number: int
+    etag: str
+    checksum: str | None = None
+
+
+@frozen
+class StoredObject:
+    """
+    An object the store has confirmed.
+
+    @ivar etag: its ETag.
+    @ivar versionId: its version, if the bucket keeps versions.
+    """
+
+    etag: str
+    versionId: str | None = None
 
 
 class IObjectStore(Interface):
@@ -22,7 +91,7 @@ class IObjectStore(Interface):
         """
         @param key: an object key.
         @return: a Deferred firing with its
-            L{twisted_s3sftp.listing.ObjectInfo}, ETag and user metadata
+            L{ObjectInfo}, ETag and user metadata
             included, or L{None} if there is no such object.
         """
 
@@ -37,7 +106,7 @@ class IObjectStore(Interface):
         @param token: the C{token} of the previous page, to continue after
             it; L{None} to start.
         @return: a Deferred firing with a
-            L{twisted_s3sftp.listing.ObjectListing} whose C{token} is
+            L{twisted_s3sftp.sftp.attributes.ObjectListing} whose C{token} is
             L{None} when nothing is left.
         """
 
@@ -66,7 +135,7 @@ class IObjectStore(Interface):
         @param data: its bytes.
         @param metadata: user metadata (C{x-amz-meta-*}), or L{None}.
         @return: a Deferred firing with its
-            L{twisted_s3sftp.upload.StoredObject} (ETag and version) once
+            L{StoredObject} (ETag and version) once
             it is stored.
         """
 
@@ -85,7 +154,7 @@ class IObjectStore(Interface):
         @param number: the part number, from 1.
         @param data: the part's bytes.
         @return: a Deferred firing with a
-            L{twisted_s3sftp.upload.StoredPart}.
+            L{StoredPart}.
         """
 
     def completeMultipartUpload(key, uploadId, parts):  # type: ignore[no-untyped-def]
@@ -94,10 +163,10 @@ class IObjectStore(Interface):
 
         @param key: the upload's object key.
         @param uploadId: from L{createMultipartUpload}.
-        @param parts: every L{twisted_s3sftp.upload.StoredPart}, in any
+        @param parts: every L{StoredPart}, in any
             order.
         @return: a Deferred firing with the object's
-            L{twisted_s3sftp.upload.StoredObject} once it exists.
+            L{StoredObject} once it exists.
         """
 
     def copyObject(source, destination, etag, size, metadata):  # type: ignore[no-untyped-def]
@@ -117,7 +186,7 @@ class IObjectStore(Interface):
         @param size: its size in bytes.
         @param metadata: the copy's user metadata.
         @return: a Deferred firing with the copy's
-            L{twisted_s3sftp.upload.StoredObject}; it fails with
+            L{StoredObject}; it fails with
             L{twisted_s3sftp.errors.Changed} if the source is gone or no
             longer has C{etag}.
         """

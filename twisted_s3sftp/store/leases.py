@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .errors import GatewayError, NoSuchFile
+from ..errors import GatewayError, NoSuchFile
 from .interfaces import IObjectStore
 
 log = Logger()

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from .errors import Changed, EndOfFile, GatewayError, StoreError
-from .interfaces import IObjectStore
-from .listing import ObjectInfo, ObjectListing
-from .upload import MIN_PART_SIZE, StoredObject, StoredPart
+from ..errors import Changed, EndOfFile, GatewayError, StoreError
+from .interfaces import IObjectStore, ObjectInfo, ObjectListing, StoredObject, StoredPart
+from .parts import MIN_PART_SIZE
 
 
 @define(eq=False)
@@ -113,9 +112,7 @@ class MemoryObjectStore:
 
         return self._call("headObject", run)
 
-    def listDirectory(
-        self, prefix: str, limit: int, token: str | None = None
-    ) -> Deferred[object]:
+    def listDirectory(self, prefix: str, limit: int, token: str | None = None) -> Deferred[object]:
         def run() -> ObjectListing:
             objects: list[ObjectInfo] = []
             prefixes: list[str] = []
@@ -169,9 +166,7 @@ class MemoryObjectStore:
 
         return self._call("createMultipartUpload", run)
 
-    def uploadPart(
-        self, key: str, uploadId: str, number: int, data: bytes
-    ) -> Deferred[object]:
+    def uploadPart(self, key: str, uploadId: str, number: int, data: bytes) -> Deferred[object]:
         def run() -> StoredPart:
             parts = self._upload(key, uploadId)
             parts[number] = bytes(data)

@@ -37,7 +37,7 @@ import hashlib
 
 from attrs import define, field, frozen
 
-from .errors import NotSupported, UploadFailed
+from ..errors import NotSupported, UploadFailed
 
 MiB = 1024 * 1024
 
@@ -180,34 +180,6 @@ class FinalPart:
     part: Part
 
 
-@frozen
-class StoredPart:
-    """
-    A part the object store has confirmed.
-
-    @ivar number: its part number.
-    @ivar etag: the ETag the store gave it.
-    @ivar checksum: the checksum it was sent with (base64), if any.
-    """
-
-    number: int
-    etag: str
-    checksum: str | None = None
-
-
-@frozen
-class StoredObject:
-    """
-    An object the store has confirmed.
-
-    @ivar etag: its ETag.
-    @ivar versionId: its version, if the bucket keeps versions.
-    """
-
-    etag: str
-    versionId: str | None = None
-
-
 @define(eq=False)
 class _PendingPart:
     """
@@ -278,7 +250,7 @@ class PartPlanner:
     partsPlanned: int = field(default=0, init=False)
     _sent: int = field(default=0, init=False)
     _pending: list[_PendingPart] = field(factory=list, init=False, repr=False)
-    _hash: "hashlib._Hash" = field(factory=hashlib.sha256, init=False, repr=False)
+    _hash: hashlib._Hash = field(factory=hashlib.sha256, init=False, repr=False)
 
     @property
     def held(self) -> int:

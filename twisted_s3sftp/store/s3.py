@@ -14,7 +14,8 @@ from __future__ import annotations
 import base64
 import time
 import zlib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import boto3
 from attrs import define
@@ -26,7 +27,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .errors import (
+from ..errors import (
     Changed,
     EndOfFile,
     GatewayError,
@@ -34,15 +35,19 @@ from .errors import (
     PermissionDenied,
     StoreError,
 )
-from .interfaces import IObjectStore
-from .listing import ObjectInfo, ObjectListing
-from .upload import MAX_PART_SIZE, StoredObject, StoredPart
+from .interfaces import IObjectStore, ObjectInfo, ObjectListing, StoredObject, StoredPart
+from .parts import MAX_PART_SIZE
 
 T = TypeVar("T")
 
 _MISSING = {"NoSuchKey", "NotFound", "404", "NoSuchBucket"}
-_DENIED = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId",
-           "SignatureDoesNotMatch"}
+_DENIED = {
+    "AccessDenied",
+    "403",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+}
 _CHANGED = {"PreconditionFailed", "412"}
 _RANGE = {"InvalidRange", "416"}
 
@@ -165,7 +170,7 @@ class S3ObjectStore:
         request (S3's limit); larger ones are copied in parts this big.
     @ivar observe: called in the worker thread after every S3 call with
         its operation name, C{"ok"} or C{"error"}, and its duration in
-        seconds (L{twisted_s3sftp.metrics}).
+        seconds (L{twisted_s3sftp.ops.metrics}).
     @ivar timer: the monotonic clock those durations are read from.
     """
 
@@ -269,9 +274,7 @@ class S3ObjectStore:
             finally:
                 body.close()
 
-        return self._inThread(
-            "GetObject", get, "the file changed while it was being read"
-        )
+        return self._inThread("GetObject", get, "the file changed while it was being read")
 
     def putObject(
         self, key: str, data: bytes, metadata: dict[str, str] | None = None
@@ -282,9 +285,7 @@ class S3ObjectStore:
             # leaves the connection stalled for the next request (4.48).
             body = {"Body": data, "ChecksumCRC32": crc32(data)} if data else {}
             return _stored(
-                self.client.put_object(
-                    Bucket=self.bucket, Key=key, Metadata=metadata or {}, **body
-                )
+                self.client.put_object(Bucket=self.bucket, Key=key, Metadata=metadata or {}, **body)
             )
 
         return self._inThread("PutObject", put)
@@ -296,12 +297,10 @@ class S3ObjectStore:
                 self.client.create_multipart_upload(
                     Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
                 )["UploadId"]
-            )
+            ),
         )
 
-    def uploadPart(
-        self, key: str, uploadId: str, number: int, data: bytes
-    ) -> Deferred[StoredPart]:
+    def uploadPart(self, key: str, uploadId: str, number: int, data: bytes) -> Deferred[StoredPart]:
         def upload() -> StoredPart:
             checksum = crc32(data)
             response = self.client.upload_part(
@@ -333,7 +332,7 @@ class S3ObjectStore:
                     UploadId=uploadId,
                     MultipartUpload={"Parts": listed},
                 )
-            )
+            ),
         )
 
     def copyObject(
@@ -378,9 +377,7 @@ class S3ObjectStore:
                         CopySourceIfMatch=etag,
                         CopySourceRange=f"bytes={start}-{stop}",
                     )
-                    parts.append(
-                        {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
-                    )
+                    parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
                 return _stored(
                     self.client.complete_multipart_upload(
                         Bucket=self.bucket,
@@ -404,16 +401,14 @@ class S3ObjectStore:
         return self._inThread(
             "AbortMultipartUpload",
             lambda: self._none(
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=uploadId
-                )
-            )
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=uploadId)
+            ),
         )
 
     def deleteObject(self, key: str) -> Deferred[None]:
         return self._inThread(
             "DeleteObject",
-            lambda: self._none(self.client.delete_object(Bucket=self.bucket, Key=key))
+            lambda: self._none(self.client.delete_object(Bucket=self.bucket, Key=key)),
         )
 
     @staticmethod

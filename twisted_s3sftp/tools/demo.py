@@ -1,5 +1,5 @@
 """
-A working demo on one machine: C{python -m twisted_s3sftp.demo} (what
+A working demo on one machine: C{python -m twisted_s3sftp.tools.demo} (what
 C{tox -e demo} runs).
 
 It starts a local SeaweedFS S3 on loopback with its data under C{.demo/},
@@ -18,10 +18,9 @@ import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-
 from twisted.python.filepath import FilePath
 
-from .keys import ensurePrivateKey
+from ..ssh.keys import ensurePrivateKey
 from .seaweedfs import LocalS3, credentialsEnvironment
 
 BUCKET = "demo"
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(
             f"""
-S3:      {s3.endpointURL}  bucket '{BUCKET}'  (data under {root / 's3'})
+S3:      {s3.endpointURL}  bucket '{BUCKET}'  (data under {root / "s3"})
 Users:   {keysDir}/<name>.pub  (drop in more public keys; no restart)
 
 Connect with:

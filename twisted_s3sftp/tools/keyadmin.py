@@ -7,7 +7,7 @@ C{s3sftp-keys}: the administrator's command for the keys directory.
     s3sftp-keys [--keys-dir DIR] fingerprint USER
 
 C{add} checks the username and every key against the server's own rules
-(L{twisted_s3sftp.keys.parseAuthorizedKeys}: the crypto policy, no
+(L{twisted_s3sftp.ssh.keys.parseAuthorizedKeys}: the crypto policy, no
 options, no damaged lines) before writing anything, so a key it accepts is
 a key the server accepts.  Files are written atomically (a temporary file
 in the same directory, flushed, then renamed over the old one) with mode
@@ -26,8 +26,8 @@ from typing import TextIO
 
 from twisted.conch.ssh.keys import Key
 
-from .keys import fingerprint, parseAuthorizedKeys
-from .paths import isValidUsername
+from ..sftp.paths import isValidUsername
+from ..ssh.keys import fingerprint, parseAuthorizedKeys
 
 
 class KeysError(Exception):
@@ -163,11 +163,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         if not keysDir.is_dir():
             raise KeysError(f"{keysDir} is not a directory")
         if args.command == "add":
-            data = (
-                Path(args.keyfile).read_bytes()
-                if args.keyfile
-                else sys.stdin.buffer.read()
-            )
+            data = Path(args.keyfile).read_bytes() if args.keyfile else sys.stdin.buffer.read()
             for added in add(keysDir, args.user, data) or ["(key already present)"]:
                 print(f"added {args.user} {added}", file=out)
         elif args.command == "remove":

@@ -22,7 +22,7 @@ from typing import Any
 
 from attrs import define, field
 
-from .s3 import makeClient
+from ..store.s3 import makeClient
 
 #: The credentials the local server accepts.
 ACCESS_KEY = "s3sftp-local"
@@ -126,9 +126,7 @@ class LocalS3:
                     "identities": [
                         {
                             "name": "s3sftp",
-                            "credentials": [
-                                {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}
-                            ],
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                         }
                     ]
