@@ -301,7 +301,7 @@ class Options(usage.Options):
         @raise ValueError: naming the option at fault.
         """
         values: dict[str, Any] = {}
-        for option, name, kind in [
+        fields: list[tuple[str, str | None, Callable[[str], Any]]] = [
             ("login-grace", "loginGrace", float),
             ("max-auth-tries", "maxAuthTries", int),
             ("per-source-max-startups", "perSourceStartups", int),
@@ -310,7 +310,8 @@ class Options(usage.Options):
             ("idle-timeout", "idleTimeout", float),
             ("max-startups", "startups", parseStartups),
             ("per-source-penalties", None, parsePenalties),
-        ]:
+        ]
+        for option, name, kind in fields:
             try:
                 value = kind(self[option])
             except ValueError as e:

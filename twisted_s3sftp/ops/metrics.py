@@ -33,7 +33,7 @@ Prometheus scrapes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -42,7 +42,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -255,7 +255,7 @@ class MetricsService(Service):
 
     def startService(self) -> None:
         super().startService()
-        globalLogPublisher.addObserver(self.metrics.observeEvent)
+        globalLogPublisher.addObserver(cast(ILogObserver, self.metrics.observeEvent))
         self._listener.startService()
         self._checks.start(HEALTH_INTERVAL, now=True)
 
@@ -270,5 +270,5 @@ class MetricsService(Service):
             await self.drained()
         if self._checks.running:
             self._checks.stop()
-        globalLogPublisher.removeObserver(self.metrics.observeEvent)
+        globalLogPublisher.removeObserver(cast(ILogObserver, self.metrics.observeEvent))
         await self._listener.stopService()

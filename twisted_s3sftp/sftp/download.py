@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPFile
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -109,7 +109,7 @@ class DownloadFile:
         blocks = await gatherResults(
             [self._block(index) for index in range(first, last + 1)],
             consumeErrors=True,
-        ).addErrback(lambda failure: failure.value.subFailure)
+        ).addErrback(_firstFailure)
         data = b"".join(blocks)
         start = offset - first * BLOCK_SIZE
         self._sent += min(length, len(data) - start)
@@ -207,3 +207,13 @@ class DownloadFile:
         for index in range(first, min(blocks, first + READ_AHEAD + 1)):
             if index not in self._data:
                 self._start(index)
+
+
+def _firstFailure(failure: Failure) -> Failure:
+    """
+    @param failure: a L{FirstError} from L{gatherResults}.
+    @return: the failure of the block that failed first.
+    """
+    error = failure.value
+    assert isinstance(error, FirstError)
+    return error.subFailure

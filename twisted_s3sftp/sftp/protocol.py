@@ -36,6 +36,7 @@ from twisted.conch.ssh.filetransfer import (
     FileTransferServer,
 )
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -49,6 +50,7 @@ from .extensions import (
     MAX_WRITE,
 )
 from .flow import ChannelWindow, FreeWindow
+from .server import S3SFTPServer
 from .upload import UploadFile
 
 log = Logger()
@@ -75,6 +77,8 @@ class S3FileTransferServer(FileTransferServer):
     """
 
     _log = Logger(namespace="twisted.conch.ssh.filetransfer", observer=quietObserver)
+    client: S3SFTPServer
+    transport: ITransport
     _lost = False
     _refused = False
 
@@ -197,7 +201,7 @@ class S3FileTransferServer(FileTransferServer):
         (handleLength,) = struct.unpack_from("!L", message, 4)
         handle = bytes(message[8 : 8 + handleLength])
         offset, dataLength = struct.unpack_from("!QL", message, 8 + handleLength)
-        data = message[20 + handleLength :]
+        data: memoryview | bytes = message[20 + handleLength :]
         if dataLength > MAX_WRITE:
             raise ValueError(f"WRITE of {dataLength} bytes exceeds {MAX_WRITE}")
         if len(data) < dataLength:

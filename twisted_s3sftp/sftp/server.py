@@ -35,6 +35,7 @@ How a file system maps onto S3 (the README has the user's view):
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPServer
@@ -431,7 +432,7 @@ class S3SFTPServer:
                     return info.mtime
         return int(self.avatar.clock.seconds())
 
-    def _audit(self, kind: str, virtual: str, key: str, **fields: str) -> None:
+    def _audit(self, kind: str, virtual: str, key: str, **fields: Any) -> None:
         """
         Record a completed operation in the audit trail.
         """

@@ -38,7 +38,7 @@ def asciiSafe(text: str, limit: int = 200) -> str:
     return safe[:limit]
 
 
-def statusFor(error: BaseException) -> tuple[int, str] | None:
+def statusFor(error: BaseException | None) -> tuple[int, str] | None:
     """
     Map an exception to the SFTP status a client receives.
 
@@ -90,7 +90,7 @@ def sftpOperation(
     def decorator(method: Callable[..., Awaitable[T]]) -> Callable[..., Deferred[T]]:
         @wraps(method)
         def wrapper(self: object, *args: Any) -> Deferred[T]:
-            d = Deferred.fromCoroutine(method(self, *args))  # type: ignore[arg-type]
+            d: Deferred[T] = Deferred.fromCoroutine(method(self, *args))  # type: ignore[arg-type]
             if args and isinstance(args[0], bytes):
                 subject = args[0].decode("utf-8", "replace")
             else:

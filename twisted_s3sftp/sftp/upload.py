@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from attrs import define, field
 from twisted.conch.interfaces import ISFTPFile
@@ -651,7 +652,7 @@ class ActiveUploads:
                 yield uploads[-1]
 
 
-async def whenSettled(d: Deferred[object]) -> None:
+async def whenSettled(d: Deferred[Any]) -> None:
     """
     Wait for C{d} to fire, whatever its outcome, without consuming it.
     """

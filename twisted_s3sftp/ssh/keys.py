@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh.keys import BadKeyError, Key
-from twisted.cred.credentials import ISSHPrivateKey
+from twisted.cred.credentials import ISSHPrivateKey, SSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -235,7 +235,7 @@ class KeysDirectoryChecker(SSHPublicKeyChecker):
         return d
 
     @staticmethod
-    def _requireSignature(pubKey: Key, credentials: ISSHPrivateKey) -> Key:
+    def _requireSignature(pubKey: Key, credentials: SSHPrivateKey) -> Key:
         if not credentials.signature:
             raise ValidPublicKey()
         return pubKey

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.interfaces import IConchUser, ISFTPServer
@@ -51,6 +51,9 @@ from ..store.interfaces import IObjectStore
 from ..store.leases import Leases
 from ..store.parts import UploadPolicy
 
+if TYPE_CHECKING:
+    from .transport import S3ServerTransport
+
 log = Logger()
 
 
@@ -66,6 +69,7 @@ class S3Connection(SSHConnection):
     """
 
     _log = Logger(namespace="twisted.conch.ssh.connection", observer=quietObserver)
+    transport: S3ServerTransport
 
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
         # Conch logs a traceback for every refused channel (forwarding
@@ -97,7 +101,7 @@ class S3Connection(SSHConnection):
         localChannel, dataLength = struct.unpack(">2L", packet[:8])
         channel = self.channels.get(localChannel)
         window = getattr(channel, "window", None)
-        if window is None:
+        if channel is None or window is None:
             super().ssh_CHANNEL_DATA(packet)
             return
         if dataLength > channel.localMaxPacket or not window.receive(dataLength):
@@ -261,8 +265,8 @@ class S3Realm:
         self.clock = clock
         self.uploads = ActiveUploads()
 
-    def requestAvatar(self, avatarId: bytes, mind: object, *interfaces: Any) -> Any:
-        if IConchUser not in interfaces:
+    def requestAvatar(self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any) -> Any:
+        if IConchUser not in interfaces or not isinstance(avatarId, bytes):
             raise NotImplementedError("only SSH users are served")
         username = avatarId.decode("ascii")
         user = S3User(

@@ -24,7 +24,7 @@ authentication service that counts failures.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 from twisted.conch.error import IgnoreAuthentication
 from twisted.conch.ssh.common import getNS
@@ -39,7 +39,7 @@ from twisted.conch.ssh.transport import (
 )
 from twisted.conch.ssh.userauth import SSHUserAuthServer
 from twisted.cred.portal import Portal
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -83,10 +83,13 @@ class S3UserAuthServer(SSHUserAuthServer):
     10-hour login timeout is set to the same grace time as a second guard.
     """
 
+    transport: S3ServerTransport
+
     def serviceStarted(self) -> None:
         factory = self.transport.factory
         self.clock = factory.clock
-        self.loginTimeout = factory.limits.loginGrace
+        # Conch annotates it as an int; it is a delay for callLater.
+        self.loginTimeout = factory.limits.loginGrace  # type: ignore[assignment]
         # Conch disconnects once failures exceed this count.
         self.attemptsBeforeDisconnect = factory.limits.maxAuthTries - 1
         super().serviceStarted()
@@ -152,6 +155,9 @@ class S3ServerTransport(SSHServerTransport):
     supportedMACs = list(MACS)
     supportedCompressions = list(COMPRESSIONS)
 
+    factory: S3SSHFactory
+    transport: ITCPTransport
+
     peerHost: str | None = None
     proxied = False
     authFailures = 0
@@ -163,6 +169,7 @@ class S3ServerTransport(SSHServerTransport):
 
     def connectionMade(self) -> None:
         if hasattr(self.transport, "bufferSize"):
+            # A FileDescriptor's attribute, in no interface.
             self.transport.bufferSize = READ_SIZE
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
@@ -194,12 +201,13 @@ class S3ServerTransport(SSHServerTransport):
         @return: whether the connection was admitted.
         """
         host = getattr(self.transport.getPeer(), "host", None)
-        refusal = self.factory.admission.admit(host) if host else None
-        if refusal is not None:
-            self.factory.logRefusal(host, refusal)
-            self._refused = self._ended = True
-            self.transport.abortConnection()
-            return False
+        if host:
+            refusal = self.factory.admission.admit(host)
+            if refusal is not None:
+                self.factory.logRefusal(host, refusal)
+                self._refused = self._ended = True
+                self.transport.abortConnection()
+                return False
         self.peerHost = host
         return True
 
@@ -352,7 +360,9 @@ class S3SSHFactory(SSHFactory):
         clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.portal = portal
         self.privateKeys = hostKeys
         self.publicKeys = {kind: key.public() for kind, key in hostKeys.items()}
@@ -365,14 +375,16 @@ class S3SSHFactory(SSHFactory):
     def getPrimes(self) -> None:
         return None
 
-    def buildProtocol(self, addr: Any) -> S3ServerTransport | None:
+    # Twisted lets a factory refuse a connection by returning None; Conch's
+    # annotation does not say so.
+    def buildProtocol(self, addr: Any) -> S3ServerTransport | None:  # type: ignore[override]
         host = None if self.proxied else getattr(addr, "host", None)
         if host is not None:
             refusal = self.admission.admit(host)
             if refusal is not None:
                 self.logRefusal(host, refusal)
                 return None
-        transport = super().buildProtocol(addr)
+        transport = cast(S3ServerTransport, super().buildProtocol(addr))
         offered = set(transport.supportedPublicKeys)
         transport.supportedPublicKeys = [
             algorithm for algorithm in HOST_KEY_ALGORITHMS if algorithm in offered

@@ -10,6 +10,8 @@ failure it fails with a L{twisted_s3sftp.errors.GatewayError}.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from attrs import field, frozen
 from zope.interface import Attribute, Interface
 
@@ -35,6 +37,14 @@ class ObjectInfo:
     metadata: dict[str, str] = field(factory=dict, hash=False)
 
 
+def _infos(objects: Iterable[ObjectInfo]) -> tuple[ObjectInfo, ...]:
+    return tuple(objects)
+
+
+def _names(prefixes: Iterable[str]) -> tuple[str, ...]:
+    return tuple(prefixes)
+
+
 @frozen
 class ObjectListing:
     """
@@ -47,8 +57,8 @@ class ObjectListing:
         token), or L{None} if nothing is left.
     """
 
-    objects: tuple[ObjectInfo, ...] = field(converter=tuple, default=())
-    prefixes: tuple[str, ...] = field(converter=tuple, default=())
+    objects: tuple[ObjectInfo, ...] = field(converter=_infos, default=())
+    prefixes: tuple[str, ...] = field(converter=_names, default=())
     token: str | None = None
 
 

@@ -155,7 +155,7 @@ class Part:
     """
 
     number: int
-    data: bytes = field(repr=lambda data: f"<{len(data)} bytes>")
+    data: bytes | bytearray = field(repr=lambda data: f"<{len(data)} bytes>")
 
 
 @frozen
@@ -166,7 +166,7 @@ class SinglePut:
     @ivar data: the file's bytes (possibly none).
     """
 
-    data: bytes = field(repr=lambda data: f"<{len(data)} bytes>")
+    data: bytes | bytearray = field(repr=lambda data: f"<{len(data)} bytes>")
 
 
 @frozen
@@ -321,6 +321,7 @@ class PartPlanner:
                 raise UploadFailed(
                     f"the file has a hole at offset {part.start + part.contiguous()}"
                 )
+        data: bytes | bytearray
         if not self._pending:
             data = b""
         else:
@@ -375,5 +376,5 @@ class PartPlanner:
             self._hash.update(first.data)
             self._sent += first.size
             self.partsPlanned += 1
-            parts.append(Part(first.number, first.data))  # type: ignore[arg-type]
+            parts.append(Part(first.number, first.data))
         return parts
