@@ -147,7 +147,7 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(record["audit"], "remove")
         self.assertEqual(record["message"], "remove: alice /x (s3://b/alice/x)")
         self.assertEqual(
-            (record["level"], record["namespace"]), ("info", "twisted_s3sftp.ops.audit")
+            (record["level"], record["namespace"]), ("info", "twisted_s3sftp.audit")
         )
         self.assertNotIn("_why", record)
         self.assertTrue(record["time"].endswith("+00:00"))

@@ -3,7 +3,8 @@ The audit trail: one log event per login (success or failure), upload
 outcome, download, rename, remove, mkdir and rmdir.
 
 Each is an ordinary twisted.logger event in the namespace
-C{twisted_s3sftp.ops.audit}, at C{info} (a failed login or upload at C{warn}),
+C{twisted_s3sftp.audit} (kept from before this module moved into C{ops/}:
+log shippers filter on it), at C{info} (a failed login or upload at C{warn}),
 with a field C{audit} naming its kind and one field per fact, so that the
 JSON log (L{twisted_s3sftp.ops.logformat}) can be filtered and read without
 parsing messages:
@@ -30,7 +31,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-log = Logger(namespace="twisted_s3sftp.ops.audit")
+log = Logger(namespace="twisted_s3sftp.audit")
 
 _FORMATS = {
     "login": "login {outcome} for {user} from {source} with {fingerprint}{_why}",
