@@ -1265,7 +1265,7 @@ SPY_GROUPS = [
     ("PoolThread", "readinto", "worker threads: waiting for S3's answer"),
     ("PoolThread", "Condition.wait", "worker threads: waiting for work"),
     ("PoolThread", "", "worker threads: botocore and urllib3 (Python)"),
-    ("", "upload.py", "reactor: SHA-256 of the file and copying writes into parts"),
+    ("", "store/parts.py", "reactor: SHA-256 of the file and copying writes into parts"),
     ("", "HMAC", "reactor: SSH MAC (hmac-sha2-256)"),
     ("", "hmac", "reactor: SSH MAC (hmac-sha2-256)"),
     ("", "SSHCiphers.verify", "reactor: SSH MAC (hmac-sha2-256)"),
