@@ -206,27 +206,27 @@ class Gateway:
         return self.log.read_text() if self.log.exists() else ""
 
 
+#: Options making OpenSSH clients non-interactive.
+BATCH_OPTIONS = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "IdentitiesOnly=yes",
+]
+
+#: Options making OpenSSH clients non-interactive and quiet.
+SSH_OPTIONS = [*BATCH_OPTIONS, "-o", "LogLevel=ERROR"]
+
+
 def sftpCommand(port: int, key: Path) -> list[str]:
     """
     @return: the OpenSSH C{sftp} command line, non-interactive.
     """
-    return [
-        "sftp",
-        "-P",
-        str(port),
-        "-i",
-        str(key),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "LogLevel=ERROR",
-    ]
+    return ["sftp", "-P", str(port), "-i", str(key), *SSH_OPTIONS]
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from twisted_s3sftp.tools.seaweedfs import LocalS3
 
 from .conftest import (
     PART,
+    SSH_OPTIONS,
     Gateway,
     MiB,
     keys,
@@ -55,20 +56,6 @@ LADDER = {
 
 #: The modification time given to every ladder file.
 MTIME = 1_600_000_000
-
-#: Options making OpenSSH clients non-interactive and quiet.
-SSH_OPTIONS = [
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "LogLevel=ERROR",
-]
 
 
 @define

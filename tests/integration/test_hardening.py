@@ -27,24 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted_s3sftp.ssh.policy import CIPHERS, KEY_EXCHANGES, MACS
 from twisted_s3sftp.tools.seaweedfs import LocalS3
 
-from .conftest import Gateway
+from .conftest import BATCH_OPTIONS, Gateway
 
 #: The repo's ssh-audit policy.
 POLICY_FILE = Path(__file__).parents[2] / "etc" / "ssh-audit-policy.txt"
 
 #: Options making OpenSSH non-interactive.
-SSH_OPTIONS = [
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "ConnectTimeout=20",
-]
+SSH_OPTIONS = [*BATCH_OPTIONS, "-o", "ConnectTimeout=20"]
 
 #: The login grace time of the gateway that tests it, in seconds.
 GRACE = 2

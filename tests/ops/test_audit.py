@@ -146,9 +146,7 @@ class FormatTests(SynchronousTestCase):
         record = json.loads(line)
         self.assertEqual(record["audit"], "remove")
         self.assertEqual(record["message"], "remove: alice /x (s3://b/alice/x)")
-        self.assertEqual(
-            (record["level"], record["namespace"]), ("info", "twisted_s3sftp.audit")
-        )
+        self.assertEqual((record["level"], record["namespace"]), ("info", "twisted_s3sftp.audit"))
         self.assertNotIn("_why", record)
         self.assertTrue(record["time"].endswith("+00:00"))
         self.assertIn(
