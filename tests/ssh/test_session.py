@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from twisted.conch.interfaces import ISFTPServer
 from twisted.conch.ssh.common import NS
 from twisted.conch.ssh.connection import (
     MSG_CHANNEL_OPEN_FAILURE,
@@ -21,8 +22,10 @@ from twisted.conch.ssh.filetransfer import (
 )
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from twisted_s3sftp.sftp.flow import ChannelWindow, MemoryLimit
+from twisted_s3sftp.sftp.server import ISFTPUser, S3SFTPServer
 from twisted_s3sftp.ssh.admission import Limits
 from twisted_s3sftp.ssh.session import (
     S3Connection,
@@ -117,6 +120,18 @@ class RealmTests(SynchronousTestCase):
     """
     L{S3Realm} confines each user to their home.
     """
+
+    def test_avatarProvidesSFTPUser(self) -> None:
+        """
+        The avatar provides L{ISFTPUser}, the interface through which the
+        SFTP operations (which must not import the SSH layer) reach it, and
+        adapts to C{ISFTPServer} as an L{S3SFTPServer} serving it.
+        """
+        user = S3User("alice", "alice/", MemoryObjectStore(), POLICY, MemoryLimit(MiB), Clock())
+        self.assertTrue(verifyObject(ISFTPUser, user))
+        server = ISFTPServer(user)
+        self.assertIsInstance(server, S3SFTPServer)
+        self.assertIs(server.avatar, user)
 
     def test_home(self) -> None:
         """

@@ -188,6 +188,7 @@ class S3User(ConchUser):
     """
     A logged-in user: their home in the bucket and how to reach it.
 
+    It provides L{ISFTPUser}, what the SFTP operations need of it.
     Adapting to C{ISFTPServer} (which Conch does once per SFTP channel)
     gives an L{S3SFTPServer} for this user, through C{__conform__} rather
     than a global adapter registry.

@@ -38,10 +38,17 @@ class ObjectInfo:
 
 
 def _infos(objects: Iterable[ObjectInfo]) -> tuple[ObjectInfo, ...]:
+    """
+    @return: C{objects} as a tuple (a typed converter: attrs' C{tuple}
+        would leave the element type unknown to mypy).
+    """
     return tuple(objects)
 
 
 def _names(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """
+    @return: C{prefixes} as a tuple.
+    """
     return tuple(prefixes)
 
 
