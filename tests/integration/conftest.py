@@ -78,6 +78,7 @@ class Gateway:
     One C{twistd -n s3sftp} process.
 
     @ivar port: the SFTP port it bound.
+    @ivar bucket: the bucket it serves.
     @ivar keysDir: its keys directory.
     @ivar log: its log file.
     """
@@ -93,6 +94,7 @@ class Gateway:
         listen: str = "tcp:0:interface=127.0.0.1",
     ) -> None:
         self.root = root
+        self.bucket = bucket
         root.mkdir(parents=True, exist_ok=True)
         self.keysDir = keysDir or root / "keys"
         self.keysDir.mkdir(parents=True, exist_ok=True)

@@ -226,8 +226,8 @@ class LoginEventTests(SynchronousTestCase):
 
     def test_success(self) -> None:
         """
-        A login records the user, source address, method and the SHA256
-        fingerprint of the key used.
+        A login records the user, source address, method, the SHA256
+        fingerprint of the key used, and the algorithms negotiated.
         """
         from tests.ssh.test_transport import Harness, hostKey, loginOverLoopback
         from twisted_s3sftp.ssh.keys import fingerprint
@@ -251,6 +251,15 @@ class LoginEventTests(SynchronousTestCase):
                 success[0]["method"],
             ),
             ("alice", "10.0.0.9", fingerprint(key), "publickey"),
+        )
+        self.assertEqual(
+            {key: success[0][key] for key in ("kex", "hostKeyAlgorithm", "cipher", "mac")},
+            {
+                "kex": "curve25519-sha256",
+                "hostKeyAlgorithm": "ssh-ed25519",
+                "cipher": "aes256-ctr",
+                "mac": "hmac-sha2-512",
+            },
         )
         self.assertEqual({e["fingerprint"] for e in failures}, {fingerprint(wrong)})
         self.assertTrue(all(e["reason"] for e in failures))

@@ -134,15 +134,15 @@ class PolicyTests(SynchronousTestCase):
 
     def test_offered(self) -> None:
         """
-        KEXINIT lists the policy's key exchanges (and C{ext-info-s}), the
-        ed25519 host key, its ciphers and MACs both ways, and no
-        compression.
+        KEXINIT lists the policy's key exchanges (and the markers of
+        strict key exchange and of C{ext-info-s}), the ed25519 host key,
+        its ciphers and MACs both ways, and no compression.
         """
         harness = Harness(self)
         connected = harness.connect()
         assert connected is not None
         lists = kexInit(connected[1].value())
-        self.assertEqual(lists[0], [*KEY_EXCHANGES, b"ext-info-s"])
+        self.assertEqual(lists[0], [*KEY_EXCHANGES, b"kex-strict-s-v00@openssh.com", b"ext-info-s"])
         self.assertEqual(lists[1], [b"ssh-ed25519"])
         self.assertEqual(lists[2:4], [list(CIPHERS)] * 2)
         self.assertEqual(lists[4:6], [list(MACS)] * 2)

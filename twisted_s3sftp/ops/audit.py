@@ -10,7 +10,9 @@ JSON log (L{twisted_s3sftp.ops.logformat}) can be filtered and read without
 parsing messages:
 
   - C{login}: C{user}, C{source}, C{fingerprint} (the key's SHA256), C{outcome}
-    (C{success} or C{failure}) and, for a failure, C{reason};
+    (C{success} or C{failure}) and, for a failure, C{reason}; and what the
+    connection negotiated: C{kex}, C{hostKeyAlgorithm}, C{cipher} and
+    C{mac} (C{<implicit>} with an AEAD cipher);
   - C{upload}: C{user}, C{path} (as the client named it), C{bucket}, C{key},
     C{bytes}, C{parts}, C{sha256}, C{etag}, C{versionId} (when the bucket
     keeps versions), C{seconds}, C{outcome} (C{stored}, C{failed} or

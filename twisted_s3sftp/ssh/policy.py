@@ -3,11 +3,11 @@ The SSH crypto policy: which algorithms the server offers, and which host
 and user keys it accepts.
 
 The lists follow what OpenSSH's hardening guidance and ssh-audit's
-policies ask, within what Twisted Conch implements correctly (see
-C{reliability.md}, section (c)): no SHA-1, no CBC, no finite-field or NIST
-key exchange, no compression (Conch's C{zlib} is offered before
-authentication and inflates without bound).  Conch has no AEAD cipher, no
-encrypt-then-MAC and no strict key exchange, so none is offered.
+policies ask: no SHA-1, no CBC, no finite-field or NIST key exchange, no
+compression (Conch's C{zlib} is offered before authentication and inflates
+without bound).  The AEAD ciphers, the encrypt-then-MAC MACs and strict key
+exchange, which Conch lacks, come from L{twisted_s3sftp.ssh.ciphers} and
+L{twisted_s3sftp.ssh.packets}.
 
 This module is pure: it names algorithms and judges keys by their type
 and size, and imports nothing from Twisted's reactor or boto3.
@@ -23,11 +23,27 @@ KEY_EXCHANGES = (
     b"curve25519-sha256@libssh.org",
 )
 
-#: Ciphers, best first.
-CIPHERS = (b"aes256-ctr", b"aes192-ctr", b"aes128-ctr")
+#: Ciphers, best first: the AEAD ones (L{twisted_s3sftp.ssh.ciphers}),
+#: then AES-CTR.  ChaCha20-Poly1305 is offered because strict key exchange
+#: is (Terrapin); a client without strict key exchange that picks it is as
+#: exposed as it would be against OpenSSH's own server.
+CIPHERS = (
+    b"chacha20-poly1305@openssh.com",
+    b"aes256-gcm@openssh.com",
+    b"aes128-gcm@openssh.com",
+    b"aes256-ctr",
+    b"aes192-ctr",
+    b"aes128-ctr",
+)
 
-#: MACs, best first.
-MACS = (b"hmac-sha2-512", b"hmac-sha2-256")
+#: MACs, best first: encrypt-then-MAC, then encrypt-and-MAC.  An AEAD
+#: cipher needs none.
+MACS = (
+    b"hmac-sha2-512-etm@openssh.com",
+    b"hmac-sha2-256-etm@openssh.com",
+    b"hmac-sha2-512",
+    b"hmac-sha2-256",
+)
 
 #: Compression: none.
 COMPRESSIONS = (b"none",)

@@ -7,16 +7,18 @@ authentication service that counts failures.
     take each connection (caps on unauthenticated connections, per-source
     penalties) and offers only the host key algorithms of
     L{twisted_s3sftp.ssh.policy}.
-  - L{S3ServerTransport} offers only the policy's key exchanges, ciphers,
-    MACs and no compression; drops a connection that has not logged in
-    within the grace time (counting the banner and key exchange, which
-    Conch does not time at all) and a logged-in one that stays silent past
-    the idle timeout; enforces the per-user connection cap; and lists the
-    user-key signature algorithms in C{server-sig-algs}, so RSA user keys
-    work with an ed25519 host key (twisted#12107); a client's ordinary
-    disconnect is not logged as an error; a malformed message (which
-    Conch's parsers would raise out of C{dataReceived}, logging a
-    traceback) ends the connection with one log line.
+  - L{S3ServerTransport} (a L{twisted_s3sftp.ssh.packets.PacketTransport},
+    with AEAD ciphers, encrypt-then-MAC and strict key exchange) offers only
+    the policy's key exchanges, ciphers, MACs and no compression; drops a
+    connection that has not logged in within the grace time (counting the
+    banner and key exchange, which Conch does not time at all) and a
+    logged-in one that stays silent past the idle timeout; enforces the
+    per-user connection cap; and lists the user-key signature algorithms in
+    C{server-sig-algs}, so RSA user keys work with an ed25519 host key
+    (twisted#12107); a client's ordinary disconnect is not logged as an
+    error; a malformed message (which Conch's parsers would raise out of
+    C{dataReceived}, logging a traceback) ends the connection with one log
+    line.
   - L{S3UserAuthServer} disconnects after the policy's number of failed
     attempts (Conch allows 20).
 """
@@ -35,7 +37,6 @@ from twisted.conch.ssh.transport import (
     DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
     DISCONNECT_PROTOCOL_ERROR,
     DISCONNECT_TOO_MANY_CONNECTIONS,
-    SSHServerTransport,
 )
 from twisted.conch.ssh.userauth import SSHUserAuthServer
 from twisted.cred.portal import Portal
@@ -53,6 +54,7 @@ from .admission import (
     Limits,
 )
 from .keys import blobFingerprint
+from .packets import PacketTransport
 from .policy import (
     CIPHERS,
     COMPRESSIONS,
@@ -131,10 +133,32 @@ class S3UserAuthServer(SSHUserAuthServer):
             fingerprint="-" if self._keyBlob is None else blobFingerprint(self._keyBlob),
             method=(self.method or b"").decode("ascii", "replace"),
             reason=reason,
+            **negotiated(self.transport),
         )
 
 
-class S3ServerTransport(SSHServerTransport):
+def negotiated(transport: Any) -> dict[str, str]:
+    """
+    @param transport: a transport past its first key exchange.
+    @return: its key exchange, host key algorithm, and the cipher and MAC
+        of what the client sends (the other direction is almost always the
+        same), for the audit trail: an operator sees which clients need
+        which algorithms.
+    """
+    ciphers = getattr(transport, "currentEncryptions", None)
+    names = {
+        "kex": getattr(transport, "kexAlg", None),
+        "hostKeyAlgorithm": getattr(transport, "keyAlg", None),
+        "cipher": getattr(ciphers, "inCipType", None),
+        "mac": getattr(ciphers, "inMACType", None),
+    }
+    return {
+        field: value.decode("ascii", "replace") if isinstance(value, bytes) else "-"
+        for field, value in names.items()
+    }
+
+
+class S3ServerTransport(PacketTransport):
     """
     The server transport, with the crypto policy, the login grace time,
     the idle timeout and the per-user connection cap.

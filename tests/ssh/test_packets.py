@@ -1,0 +1,306 @@
+"""
+Tests for L{twisted_s3sftp.ssh.packets}: negotiation with AEAD ciphers,
+framing with each protection, and strict key exchange, at the packet level
+on an in-memory transport.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.conch.ssh.common import NS
+from twisted.conch.ssh.transport import (
+    DISCONNECT_KEY_EXCHANGE_FAILED,
+    DISCONNECT_MAC_ERROR,
+    DISCONNECT_PROTOCOL_ERROR,
+    MSG_IGNORE,
+    MSG_NEWKEYS,
+    MSG_UNIMPLEMENTED,
+)
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.ssh.test_transport import Disconnects, Harness
+from twisted_s3sftp.ssh.ciphers import IMPLICIT_MAC, PacketCiphers
+from twisted_s3sftp.ssh.packets import STRICT_KEX_CLIENT, PacketTransport
+
+#: A client's name-lists: what OpenSSH offers, cut to what matters here.
+LISTS = [
+    b"curve25519-sha256,ext-info-c",
+    b"ssh-ed25519",
+    b"aes128-gcm@openssh.com",
+    b"aes128-gcm@openssh.com",
+    b"umac-128@openssh.com",
+    b"umac-128@openssh.com",
+    b"none",
+    b"none",
+    b"",
+    b"",
+]
+
+
+def clearPacket(payload: bytes) -> bytes:
+    """
+    @return: C{payload} framed as an SSH packet before any key exchange
+        (no cipher, no MAC, 8-byte alignment).
+    """
+    padding = 8 - (len(payload) + 5) % 8
+    if padding < 4:
+        padding += 8
+    return struct.pack(">LB", len(payload) + padding + 1, padding) + payload + b"\x00" * padding
+
+
+def kexInit(lists: list[bytes], strict: bool = False) -> bytes:
+    """
+    @return: a client KEXINIT packet in the clear.
+    """
+    lists = list(lists)
+    if strict:
+        lists[0] += b"," + STRICT_KEX_CLIENT
+    return clearPacket(b"\x14" + bytes(16) + b"".join(NS(names) for names in lists) + bytes(5))
+
+
+def clearPackets(data: bytes) -> list[bytes]:
+    """
+    @return: the payloads of the clear packets a server wrote, after its
+        version line.
+    """
+    data = data.split(b"\r\n", 1)[1]
+    payloads = []
+    while data:
+        length, padding = struct.unpack(">LB", data[:5])
+        payloads.append(data[5 : 4 + length - padding])
+        data = data[4 + length :]
+    return payloads
+
+
+class Connected:
+    """
+    A server transport from L{Harness}, its fake TCP transport and the
+    disconnects it sends.
+    """
+
+    def __init__(self, test: SynchronousTestCase) -> None:
+        connected = Harness(test).connect()
+        assert connected is not None
+        self.transport, self.tcp = connected
+        self.disconnects = Disconnects(self.transport)
+
+    def receive(self, *packets: bytes) -> None:
+        self.transport.dataReceived(b"SSH-2.0-OpenSSH_9.9\r\n" + b"".join(packets))
+
+
+class NegotiationTests(SynchronousTestCase):
+    """
+    A direction with an AEAD cipher needs no MAC in common.
+    """
+
+    def test_aeadNeedsNoMAC(self) -> None:
+        """
+        A client offering AES-GCM and only MACs the server lacks (as a
+        hardened client may) negotiates AES-GCM with the implicit MAC.
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS))
+        self.assertEqual(connected.disconnects.reasons, [])
+        ciphers = connected.transport.nextEncryptions
+        self.assertIsInstance(ciphers, PacketCiphers)
+        self.assertEqual(
+            (ciphers.outCipType, ciphers.inCipType, ciphers.outMACType, ciphers.inMACType),
+            (b"aes128-gcm@openssh.com",) * 2 + (IMPLICIT_MAC,) * 2,
+        )
+
+    def test_ctrNeedsMAC(self) -> None:
+        """
+        With AES-CTR, a MAC must still be in common.
+        """
+        lists = list(LISTS)
+        lists[2:4] = [b"aes128-ctr"] * 2
+        connected = Connected(self)
+        connected.receive(kexInit(lists))
+        self.assertEqual(connected.disconnects.reasons, [DISCONNECT_KEY_EXCHANGE_FAILED])
+
+    def test_eachDirection(self) -> None:
+        """
+        The directions are negotiated apart: AES-GCM one way, AES-CTR with
+        an encrypt-then-MAC MAC the other.
+        """
+        lists = list(LISTS)
+        lists[2] = b"aes128-ctr"
+        lists[4] = b"hmac-sha2-256-etm@openssh.com"
+        connected = Connected(self)
+        connected.receive(kexInit(lists))
+        ciphers = connected.transport.nextEncryptions
+        self.assertEqual((ciphers.inCipType, ciphers.inMACType), (b"aes128-ctr", lists[4]))
+        self.assertEqual(
+            (ciphers.outCipType, ciphers.outMACType), (b"aes128-gcm@openssh.com", IMPLICIT_MAC)
+        )
+
+    def test_unimplementedNamesItsPacket(self) -> None:
+        """
+        UNIMPLEMENTED names the sequence number of the packet it answers:
+        1 for the packet after the KEXINIT (Conch would say 2).
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS), clearPacket(b"\x0f"))
+        replies = clearPackets(connected.tcp.value())
+        self.assertEqual(replies[-1], bytes((MSG_UNIMPLEMENTED,)) + struct.pack(">L", 1))
+
+
+class StrictKexTests(SynchronousTestCase):
+    """
+    Strict key exchange, when the client asks for it.
+    """
+
+    def test_ignoreDuringFirstExchange(self) -> None:
+        """
+        An IGNORE before the client's first NEWKEYS ends the connection;
+        one warning is logged, no traceback.
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS, strict=True), clearPacket(bytes((MSG_IGNORE,)) + NS(b"")))
+        self.assertTrue(connected.transport.strictKex)
+        self.assertEqual(connected.disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
+        self.assertTrue(connected.tcp.disconnecting)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_ignoreWithoutStrict(self) -> None:
+        """
+        Without the client's marker, an IGNORE is ignored, as RFC 4253
+        allows at any time.
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS), clearPacket(bytes((MSG_IGNORE,)) + NS(b"")))
+        self.assertFalse(connected.transport.strictKex)
+        self.assertEqual(connected.disconnects.reasons, [])
+
+    def test_kexInitFirst(self) -> None:
+        """
+        Under strict key exchange the client's KEXINIT must be its first
+        packet.
+        """
+        connected = Connected(self)
+        connected.receive(clearPacket(bytes((MSG_IGNORE,)) + NS(b"")), kexInit(LISTS, strict=True))
+        self.assertEqual(connected.disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
+
+    def test_secondKexInit(self) -> None:
+        """
+        A second KEXINIT during the first key exchange ends the connection.
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS, strict=True), kexInit(LISTS))
+        self.assertEqual(connected.disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
+
+    def test_sequenceNumbersRestart(self) -> None:
+        """
+        Each direction's sequence number restarts at 0 after the NEWKEYS it
+        carries, and the first exchange is then over.
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS, strict=True))
+        transport = connected.transport
+        keys = bytes(range(64))
+        transport.nextEncryptions.setKeys(keys, keys, keys, keys, keys, keys)
+        self.assertEqual(transport.incomingPacketSequence, 1)
+        self.assertEqual(transport.outgoingPacketSequence, 1)
+        transport.sendPacket(MSG_NEWKEYS, b"")
+        self.assertEqual(transport.outgoingPacketSequence, 0)
+        transport.dataReceived(clearPacket(bytes((MSG_NEWKEYS,))))
+        self.assertEqual(transport.incomingPacketSequence, 0)
+        self.assertFalse(transport.initialKex)
+
+    def test_withoutStrictSequenceGoesOn(self) -> None:
+        """
+        Without strict key exchange the sequence numbers run on.
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS))
+        connected.transport.sendPacket(MSG_NEWKEYS, b"")
+        self.assertEqual(connected.transport.outgoingPacketSequence, 2)
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    Packets framed by one transport's protection are read back by another's,
+    whatever their length; a tampered one disconnects with a MAC error.
+    """
+
+    NAMES = [
+        (b"aes128-gcm@openssh.com", IMPLICIT_MAC),
+        (b"aes256-gcm@openssh.com", IMPLICIT_MAC),
+        (b"chacha20-poly1305@openssh.com", IMPLICIT_MAC),
+        (b"aes128-ctr", b"hmac-sha2-256-etm@openssh.com"),
+        (b"aes256-ctr", b"hmac-sha2-512-etm@openssh.com"),
+    ]
+
+    def pair(self, cipher: bytes, mac: bytes) -> tuple[PacketTransport, Connected]:
+        """
+        @return: a sender whose outgoing keys are the receiver's incoming
+            ones.
+        """
+        iv, key, integrity = bytes(range(64)), bytes(range(64, 128)), bytes(range(1, 65))
+        sender, receiver = Connected(self), Connected(self)
+        for connected in (sender, receiver):
+            ciphers = PacketCiphers(cipher, cipher, mac, mac)
+            ciphers.setKeys(iv, key, iv, key, integrity, integrity)
+            connected.transport.currentEncryptions = ciphers
+            connected.transport.buf = b""
+            connected.transport.gotVersion = True
+        # Sequence numbers in step, and not 0.
+        sender.transport.outgoingPacketSequence = 5
+        receiver.transport.incomingPacketSequence = 5
+        sender.tcp.clear()
+        return sender.transport, receiver
+
+    def test_roundTrip(self) -> None:
+        """
+        Payloads of every length up to two blocks past a power of two come
+        through, in order, and sequence numbers advance on both sides.
+        """
+        for cipher, mac in self.NAMES:
+            sender, receiver = self.pair(cipher, mac)
+            received: list[bytes] = []
+
+            def dispatch(number: int, payload: bytes, received: list[bytes] = received) -> None:
+                received.append(bytes((number,)) + payload)
+
+            receiver.transport.dispatchMessage = dispatch  # type: ignore[method-assign]
+            payloads = [
+                bytes((MSG_IGNORE,)) + NS(bytes(range(n % 256)) * (n // 256 + 1))
+                for n in range(0, 300, 7)
+            ]
+            for payload in payloads:
+                sender.sendPacket(payload[0], payload[1:])
+            wire = sender.transport.value()  # type: ignore[attr-defined]
+            receiver.transport.dataReceived(wire[:3])
+            receiver.transport.dataReceived(wire[3:])
+            self.assertEqual(received, payloads, cipher)
+            self.assertEqual(receiver.transport.incomingPacketSequence, 5 + len(payloads))
+
+    def test_tampered(self) -> None:
+        """
+        A packet changed on the way disconnects with a MAC error, and
+        nothing of it is dispatched.
+        """
+        for cipher, mac in self.NAMES:
+            sender, receiver = self.pair(cipher, mac)
+            received: list[int] = []
+
+            def dispatch(number: int, payload: bytes, received: list[int] = received) -> None:
+                received.append(number)
+
+            receiver.transport.dispatchMessage = dispatch  # type: ignore[method-assign]
+            sender.sendPacket(MSG_IGNORE, NS(b"payload"))
+            wire = bytearray(sender.transport.value())  # type: ignore[attr-defined]
+            wire[-20] ^= 1
+            receiver.transport.dataReceived(bytes(wire))
+            self.assertEqual((received, receiver.disconnects.reasons), ([], [DISCONNECT_MAC_ERROR]))
+
+    def test_badLength(self) -> None:
+        """
+        A length that is not a whole number of blocks, or over 1 MiB, ends
+        the connection before anything more is read.
+        """
+        for length in (17, 2**21):
+            sender, receiver = self.pair(b"aes128-gcm@openssh.com", IMPLICIT_MAC)
+            receiver.transport.dataReceived(struct.pack(">L", length) + bytes(64))
+            self.assertEqual(receiver.disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
