@@ -49,7 +49,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +79,21 @@ SFTP_OPTIONS = [
 
 PATHS = {
     "a": "(a) twisted_s3sftp → SeaweedFS",
+    "g": "(a) with -c aes128-gcm@openssh.com",
+    "h": "(a) with -c chacha20-poly1305@openssh.com",
+    "i": "(a) with -c aes128-ctr -m hmac-sha2-256",
     "b": "(b) rclone serve sftp → SeaweedFS",
     "c": "(c) OpenSSH internal-sftp → tmpfs",
     "d": "(d) boto3 upload_file → SeaweedFS",
+}
+
+#: The gateway's paths beyond (a): the same server, with the client forcing
+#: a cipher (and a MAC): AES-GCM, ChaCha20-Poly1305, and what OpenSSH
+#: negotiated before the gateway had either.
+GATEWAY_CIPHERS = {
+    "g": ["-c", "aes128-gcm@openssh.com"],
+    "h": ["-c", "chacha20-poly1305@openssh.com"],
+    "i": ["-c", "aes128-ctr", "-o", "MACs=hmac-sha2-256"],
 }
 
 _LISTENING = re.compile(r"s3sftp listening on 127\.0\.0\.1:(\d+)")
@@ -324,6 +336,7 @@ class Server:
     @ivar localDir: for (c), the tmpfs directory uploads land in.
     @ivar log: the server's log file.
     @ivar childPeakRSS: the largest per-connection child seen (C{sshd}).
+    @ivar clientArgs: extra OpenSSH options for this path (a forced cipher).
     """
 
     path: str
@@ -335,6 +348,7 @@ class Server:
     localDir: Path | None = None
     log: Path | None = None
     childPeakRSS: int = 0
+    clientArgs: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -509,6 +523,9 @@ class Bench:
         """
         starter: dict[str, Callable[[str], Server]] = {
             "a": lambda t: self.startGateway(t, profile),
+            "g": lambda t: self.startGateway(t, None, "g"),
+            "h": lambda t: self.startGateway(t, None, "h"),
+            "i": lambda t: self.startGateway(t, None, "i"),
             "b": self.startRclone,
             "c": self.startSshd,
             "d": lambda t: Server("d", None, bucket="bench-d"),
@@ -519,12 +536,15 @@ class Bench:
             self.ciphers[path] = self.negotiatedCipher(server)
         return server
 
-    def startGateway(self, tag: str, profile: Path | None) -> Server:
+    def startGateway(self, tag: str, profile: Path | None, path: str = "a") -> Server:
         """
         Start C{twistd -n s3sftp} on a kernel-chosen port, reading the port
         back from its log.
+
+        @param path: C{"a"}, or C{"g"}, C{"h"} or C{"i"} for the same server
+            with the client forcing a cipher (L{GATEWAY_CIPHERS}).
         """
-        log = self.workdir / f"twistd-{tag}.log"
+        log = self.workdir / f"twistd-{tag}{'' if path == 'a' else '-' + path}.log"
         twistd = Path(sys.executable).parent / "twistd"
         profiling = (
             [f"--profile={profile}", "--profiler=cprofile", "--savestats"] if profile else []
@@ -545,7 +565,7 @@ class Bench:
         ]
         pythonPath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, **self.credentials, PYTHONPATH=pythonPath)
-        with (self.workdir / f"twistd-{tag}.out").open("wb") as output:
+        with log.with_suffix(".out").open("wb") as output:
             process = subprocess.Popen(
                 command,
                 env=env,
@@ -561,10 +581,13 @@ class Bench:
                 break
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                output = (self.workdir / f"twistd-{tag}.out").read_text()
+                output = log.with_suffix(".out").read_text()
                 raise RuntimeError(f"twistd s3sftp did not start: {output[-2000:]}")
             time.sleep(0.05)
-        return Server("a", process, int(match.group(1)), "/", "bench-a", f"{USER}/", log=log)
+        server = Server(path, process, int(match.group(1)), "/", "bench-a", f"{USER}/", log=log)
+        if path in GATEWAY_CIPHERS:
+            server.clientArgs = list(GATEWAY_CIPHERS[path])
+        return server
 
     def startRclone(self, tag: str) -> Server:
         """
@@ -682,6 +705,7 @@ class Bench:
             *SFTP_OPTIONS,
             *logging,
             *self.sftpArgs,
+            *server.clientArgs,
             "-b",
             str(batch),
             f"{user}@127.0.0.1",
@@ -779,7 +803,7 @@ class Bench:
                 return f"{key}: {e}"
             if head["ContentLength"] != size:
                 return f"{key}: size {head['ContentLength']}, expected {size}"
-            if server.path == "a" and head["Metadata"].get("sha256") != sha256:
+            if server.path in "aghi" and head["Metadata"].get("sha256") != sha256:
                 return f"{key}: x-amz-meta-sha256 is {head['Metadata'].get('sha256')!r}"
             if readBack and self.objectHash(server.bucket, key) != sha256:
                 return f"{key}: SHA-256 differs"
@@ -1335,7 +1359,10 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         "--runs", type=int, default=3, help="runs of the big file per path (default 3)"
     )
     parser.add_argument(
-        "--only", default="a,b,c,d", help="paths to run, e.g. a,c (default a,b,c,d)"
+        "--only",
+        default="a,g,h,i,b,c,d",
+        help="paths to run, e.g. a,c (default a,g,h,i,b,c,d: g, h and i are (a) with"
+        " AES-GCM, ChaCha20-Poly1305 and AES-CTR forced by the client)",
     )
     parser.add_argument(
         "--skip-concurrency",
@@ -1384,7 +1411,9 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     options.only = [p.strip() for p in options.only.split(",") if p.strip()]
     unknown = set(options.only) - set(PATHS)
     if unknown or not options.only:
-        parser.error(f"--only takes a comma-separated subset of a,b,c,d, not {sorted(unknown)}")
+        parser.error(
+            f"--only takes a comma-separated subset of a,g,h,i,b,c,d, not {sorted(unknown)}"
+        )
     if options.runs < 1 or options.clients < 1 or options.files < 1:
         parser.error("--runs, --clients and --files must be at least 1")
     return options
