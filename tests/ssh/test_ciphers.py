@@ -214,8 +214,9 @@ class KnownAnswerTests(SynchronousTestCase):
 
     def test_open(self) -> None:
         """
-        Opening the known wire bytes gives back each packet, and its length
-        is read from its first 4 bytes (decrypted, for ChaCha20-Poly1305).
+        Opening the known wire bytes gives back each packet after its length
+        field, and its length is read from its first 4 bytes (decrypted, for
+        ChaCha20-Poly1305).
         """
         for name, (_, receiver), vectors in allPairs():
             for sequence, packet, wire in vectors:
@@ -225,7 +226,7 @@ class KnownAnswerTests(SynchronousTestCase):
                     len(bytes.fromhex(packet)) - 4,
                     (name, sequence),
                 )
-                self.assertEqual(receiver.open(sequence, data), bytes.fromhex(packet), name)
+                self.assertEqual(receiver.open(sequence, data), bytes.fromhex(packet)[4:], name)
 
     def test_tampered(self) -> None:
         """

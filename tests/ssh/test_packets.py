@@ -218,6 +218,87 @@ class StrictKexTests(SynchronousTestCase):
         self.assertEqual(connected.transport.outgoingPacketSequence, 2)
 
 
+class OrderTests(SynchronousTestCase):
+    """
+    What may and may not happen around NEWKEYS, and after a reason to
+    disconnect.
+    """
+
+    def test_nothingAfterViolation(self) -> None:
+        """
+        After a strict-KEX violation nothing more is dispatched or answered,
+        however much the same read still holds.
+        """
+        connected = Connected(self)
+        ignore = clearPacket(bytes((MSG_IGNORE,)) + NS(b""))
+        request = clearPacket(b"\x05" + NS(b"ssh-userauth"))
+        connected.receive(kexInit(LISTS, strict=True), ignore, ignore, request)
+        self.assertEqual(connected.disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
+
+    def test_otherKexMessage(self) -> None:
+        """
+        Under strict key exchange, a key exchange message the exchange does
+        not expect (here 31, a server's reply) ends the connection rather
+        than being answered with UNIMPLEMENTED.
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS, strict=True), clearPacket(b"\x1f"))
+        self.assertEqual(connected.disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
+        self.assertNotIn(
+            MSG_UNIMPLEMENTED, [payload[0] for payload in clearPackets(connected.tcp.value())]
+        )
+
+    def test_earlyNewKeys(self) -> None:
+        """
+        A NEWKEYS before the server has sent its own (so before any key was
+        derived) ends the connection, with nothing raised out of the
+        protocol and nothing after it read.
+        """
+        connected = Connected(self)
+        connected.receive(
+            kexInit(LISTS),
+            clearPacket(bytes((MSG_NEWKEYS,))),
+            clearPacket(bytes((MSG_IGNORE,)) + NS(b"")),
+        )
+        self.assertEqual(connected.disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
+        self.assertTrue(connected.tcp.disconnecting)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_quietBetweenNewKeys(self) -> None:
+        """
+        Between the server's NEWKEYS and the client's, nothing else goes
+        out (a packet under the old keys would reuse a ChaCha20 nonce under
+        strict key exchange); what waited goes out under the new keys.
+        """
+        connected = Connected(self)
+        connected.receive(kexInit(LISTS, strict=True))
+        transport = connected.transport
+        keys = bytes(range(64))
+        transport.nextEncryptions.setKeys(keys, keys, keys, keys, keys, keys)
+        transport.sendPacket(MSG_NEWKEYS, b"")
+        sent = len(connected.tcp.value())
+        transport.sendPacket(MSG_IGNORE, NS(b"waits"))
+        self.assertEqual(len(connected.tcp.value()), sent)
+        transport.dataReceived(clearPacket(bytes((MSG_NEWKEYS,))))
+        self.assertGreater(len(connected.tcp.value()), sent)
+        self.assertEqual(transport.outgoingPacketSequence, 1)
+        self.assertEqual(connected.disconnects.reasons, [])
+
+    def test_factoryListKept(self) -> None:
+        """
+        The strict-KEX marker is added to the first KEXINIT without losing
+        a key exchange list set on the transport itself.
+        """
+        transport = PacketTransport()
+        transport.supportedKeyExchanges = [b"curve25519-sha256"]
+        transport.sessionID = None
+        sent: list[bytes] = []
+        transport.sendPacket = lambda kind, payload: sent.append(payload)  # type: ignore[method-assign]
+        transport.sendKexInit()
+        self.assertEqual(transport.supportedKeyExchanges, [b"curve25519-sha256"])
+        self.assertIn(b"kex-strict-s-v00@openssh.com", sent[0])
+
+
 class FramingTests(SynchronousTestCase):
     """
     Packets framed by one transport's protection are read back by another's,
@@ -294,6 +375,28 @@ class FramingTests(SynchronousTestCase):
             wire[-20] ^= 1
             receiver.transport.dataReceived(bytes(wire))
             self.assertEqual((received, receiver.disconnects.reasons), ([], [DISCONNECT_MAC_ERROR]))
+
+    def test_emptyMessage(self) -> None:
+        """
+        A packet whose padding leaves no message number ends the
+        connection, and nothing after it is read.
+        """
+        from twisted_s3sftp.ssh.ciphers import AESGCMProtection
+
+        sender, receiver = self.pair(b"aes128-gcm@openssh.com", IMPLICIT_MAC)
+        received: list[int] = []
+
+        def dispatch(number: int, payload: bytes) -> None:
+            received.append(number)
+
+        receiver.transport.dispatchMessage = dispatch  # type: ignore[method-assign]
+        key, iv = bytes(range(64, 128))[:16], bytes(range(64))
+        packet = struct.pack(">LB", 16, 15) + bytes(15)
+        wire = AESGCMProtection(key, iv).seal(5, packet)
+        receiver.transport.dataReceived(wire)
+        self.assertEqual(
+            (received, receiver.disconnects.reasons), ([], [DISCONNECT_PROTOCOL_ERROR])
+        )
 
     def test_badLength(self) -> None:
         """

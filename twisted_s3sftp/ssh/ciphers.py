@@ -24,9 +24,10 @@ encrypt-and-MAC (AES-CTR with C{hmac-sha2-*}) stays with Conch:
 L{PacketCiphers} builds a protection only where one of the names above was
 negotiated, and leaves C{SSHCiphers} as it is for the rest.
 
-Every protection takes a whole plaintext packet (C{uint32 packet_length ||
-byte padding_length || payload || padding}) and returns what goes on the
-wire, and back; the caller frames it (L{twisted_s3sftp.ssh.packets}).
+Every protection seals a whole plaintext packet (C{uint32 packet_length ||
+byte padding_length || payload || padding}) into what goes on the wire, and
+opens what came off the wire into the plaintext after the length; the
+caller frames it (L{twisted_s3sftp.ssh.packets}).
 """
 
 from __future__ import annotations
@@ -89,12 +90,13 @@ class IPacketProtection(Interface):
         @return: its C{packet_length}, not yet authenticated.
         """
 
-    def open(sequence: int, wire: bytes) -> bytes | None:
+    def open(sequence: int, wire: bytes | memoryview) -> bytes | None:
         """
         @param sequence: the packet's sequence number.
         @param wire: the whole packet as received, tag included.
-        @return: the plaintext packet, its length field first, or L{None}
-            if it fails authentication (nothing of it is then decrypted).
+        @return: the plaintext after the length field (C{padding_length ||
+            payload || padding}), or L{None} if the packet fails
+            authentication (nothing of it is then decrypted).
         """
 
 
@@ -129,10 +131,9 @@ class AESGCMProtection:
         (length,) = _UINT32.unpack(head)
         return int(length)
 
-    def open(self, sequence: int, wire: bytes) -> bytes | None:
-        head = wire[:4]
+    def open(self, sequence: int, wire: bytes | memoryview) -> bytes | None:
         try:
-            return head + self._aead.decrypt(self._nonce(), wire[4:], head)
+            return self._aead.decrypt(self._nonce(), wire[4:], wire[:4])
         except InvalidTag:
             return None
 
@@ -169,7 +170,7 @@ class ChaCha20Poly1305Protection:
         stream = Cipher(algorithms.ChaCha20(self._main, _chachaNonce(sequence)), None)
         return stream.encryptor()
 
-    def _length(self, sequence: int, head: bytes) -> bytes:
+    def _length(self, sequence: int, head: bytes | memoryview) -> bytes:
         cipher = Cipher(algorithms.ChaCha20(self._header, _chachaNonce(sequence)), None)
         return cipher.encryptor().update(head)
 
@@ -183,15 +184,15 @@ class ChaCha20Poly1305Protection:
         (length,) = _UINT32.unpack(self._length(sequence, head))
         return int(length)
 
-    def open(self, sequence: int, wire: bytes) -> bytes | None:
+    def open(self, sequence: int, wire: bytes | memoryview) -> bytes | None:
         stream = self._stream(sequence)
         polyKey = stream.update(bytes(64))[:32]
         sealed, tag = wire[:-16], wire[-16:]
         try:
-            Poly1305.verify_tag(polyKey, sealed, tag)
+            Poly1305.verify_tag(polyKey, sealed, bytes(tag))
         except InvalidSignature:
             return None
-        return self._length(sequence, sealed[:4]) + stream.update(sealed[4:])
+        return stream.update(sealed[4:])
 
 
 @implementer(IPacketProtection)
@@ -200,7 +201,9 @@ class EncryptThenMAC:
     A Conch cipher (AES-CTR) with an C{-etm@openssh.com} MAC, one direction.
     """
 
-    def __init__(self, crypt: Callable[[bytes], bytes], blockSize: int, mac: bytes, key: bytes):
+    def __init__(
+        self, crypt: Callable[[bytes | memoryview], bytes], blockSize: int, mac: bytes, key: bytes
+    ) -> None:
         """
         @param crypt: the direction's running encryptor or decryptor.
         @param blockSize: the cipher's block size in bytes.
@@ -214,7 +217,7 @@ class EncryptThenMAC:
         self._key = key[: self.tagSize]
         self._digest = digest
 
-    def _mac(self, sequence: int, data: bytes) -> bytes:
+    def _mac(self, sequence: int, data: bytes | memoryview) -> bytes:
         return hmac.digest(self._key, _UINT32.pack(sequence) + data, self._digest)
 
     def seal(self, sequence: int, packet: bytes) -> bytes:
@@ -225,11 +228,11 @@ class EncryptThenMAC:
         (length,) = _UINT32.unpack(head)
         return int(length)
 
-    def open(self, sequence: int, wire: bytes) -> bytes | None:
+    def open(self, sequence: int, wire: bytes | memoryview) -> bytes | None:
         sealed, mac = wire[: -self.tagSize], wire[-self.tagSize :]
         if not hmac.compare_digest(mac, self._mac(sequence, sealed)):
             return None
-        return sealed[:4] + self._crypt(sealed[4:])
+        return self._crypt(sealed[4:])
 
 
 class PacketCiphers(SSHCiphers):

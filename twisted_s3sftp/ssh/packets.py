@@ -17,12 +17,24 @@ L{PacketTransport} is Conch's server transport with:
   - Strict key exchange: C{kex-strict-s-v00@openssh.com} is offered in the
     first KEXINIT.  When the client's first KEXINIT carries
     C{kex-strict-c-v00@openssh.com}, that KEXINIT must be the first packet
-    of the connection, any message other than the key exchange's own
-    (IGNORE, DEBUG and UNIMPLEMENTED included) before the client's first
-    NEWKEYS ends the connection, and each direction's sequence number
-    restarts at 0 after every NEWKEYS it carries, for the whole connection.
+    of the connection; until the client's first NEWKEYS, only the key
+    exchange's own messages, each once and in order, are accepted, and
+    anything else (IGNORE, DEBUG and UNIMPLEMENTED included) ends the
+    connection; each direction's sequence number restarts at 0 after every
+    NEWKEYS it carries, for the whole connection.
+  - Between the server's NEWKEYS and the client's, nothing else is sent:
+    Conch keeps the old keys until the client's NEWKEYS, and under strict
+    key exchange a packet sent then would reuse a ChaCha20 nonce of the old
+    keys.  Such packets wait, as during the key exchange, and go out under
+    the new keys.
+  - A NEWKEYS before the server's own, a direction that carried
+    L{MAX_PACKETS_PER_KEY} packets without a rekey, an empty message, and
+    any packet after a reason to disconnect end the connection; nothing
+    after it is read.
   - UNIMPLEMENTED names the sequence number of the packet it answers
     (Conch names the one after it, RFC 4253 section 11.4).
+  - Received packets are taken from the buffer by position, not by copying
+    the rest of it for each packet (as Conch's own code does).
 
 Written from the specifications, not from another implementation.
 """
@@ -46,7 +58,7 @@ from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
 from twisted.python import randbytes
 
-from .ciphers import AEAD_CIPHERS, IMPLICIT_MAC, PacketCiphers
+from .ciphers import AEAD_CIPHERS, IMPLICIT_MAC, IPacketProtection, PacketCiphers
 
 log = Logger()
 
@@ -60,6 +72,15 @@ MAX_PACKET = 1024 * 1024
 
 #: Sequence numbers wrap at 2**32 (RFC 4253 section 6.4).
 _SEQUENCE_MASK = 0xFFFFFFFF
+
+#: The most packets one direction may carry under one set of keys: past
+#: 2**32, ChaCha20-Poly1305 would reuse a nonce.  Clients rekey long before
+#: (OpenSSH at 2**31 packets at most); one that does not is disconnected.
+MAX_PACKETS_PER_KEY = 2**31
+
+#: The message that carries the client's half of the key exchange: every
+#: key exchange the policy offers (ECDH, X25519, ML-KEM hybrid) uses it.
+MSG_KEX_INIT_METHOD = 30
 
 
 def _keyExchangeMessage(messageNum: int) -> bool:
@@ -85,18 +106,30 @@ class PacketTransport(SSHServerTransport):
     strictKex = False
     initialKex = True
     _kexInitSeen = False
+    _kexMethodSeen = False
+    _newKeysSent = False
+    _closing = False
+    _bufStart = 0
+    _sentUnderKeys = 0
+    _receivedUnderKeys = 0
 
     def sendKexInit(self) -> None:
-        if self.sessionID is None:
-            # The marker goes in the first KEXINIT only; Conch appends its
-            # own ext-info-s marker after the list.
-            self.supportedKeyExchanges = [*type(self).supportedKeyExchanges, STRICT_KEX_SERVER]
-            try:
-                super().sendKexInit()
-            finally:
-                del self.supportedKeyExchanges
-        else:
+        if self.sessionID is not None:
             super().sendKexInit()
+            return
+        # The marker goes in the first KEXINIT only; Conch appends its own
+        # ext-info-s marker after the list.  The list may be the factory's
+        # own, set on this instance: it is put back as it was.
+        own = "supportedKeyExchanges" in self.__dict__
+        offered = self.supportedKeyExchanges
+        self.supportedKeyExchanges = [*offered, STRICT_KEX_SERVER]
+        try:
+            super().sendKexInit()
+        finally:
+            if own:
+                self.supportedKeyExchanges = offered
+            else:
+                del self.supportedKeyExchanges
 
     def ssh_KEXINIT(self, packet: bytes) -> None:
         """
@@ -109,6 +142,7 @@ class PacketTransport(SSHServerTransport):
         """
         first = not self._kexInitSeen
         self._kexInitSeen = True
+        self._kexMethodSeen = False
         self.otherKexInitPayload = bytes((MSG_KEXINIT,)) + packet
         fields = getNS(packet[16:], 10)
         strings, rest = fields[:-1], fields[-1]
@@ -150,7 +184,7 @@ class PacketTransport(SSHServerTransport):
         ) or self.kexAlg in (self._EXT_INFO_C, self._EXT_INFO_S):
             # An extension marker must never be negotiated as a key
             # exchange (RFC 8308, section 2.2).
-            self.sendDisconnect(DISCONNECT_KEY_EXCHANGE_FAILED, b"couldn't match all kex parts")
+            self._fail(DISCONNECT_KEY_EXCHANGE_FAILED, b"couldn't match all kex parts")
             return
         self.nextEncryptions = PacketCiphers(outCipher, inCipher, outMAC, inMAC)
         self._peerSupportsExtensions = self._EXT_INFO_C in kexAlgs
@@ -166,21 +200,45 @@ class PacketTransport(SSHServerTransport):
             self.ignoreNextPacket = True
 
     def ssh_NEWKEYS(self, packet: bytes) -> None:
-        super().ssh_NEWKEYS(packet)
+        if not self._newKeysSent:
+            self._fail(DISCONNECT_PROTOCOL_ERROR, b"NEWKEYS before the key exchange")
+            return
+        if packet:
+            self._fail(DISCONNECT_PROTOCOL_ERROR, b"NEWKEYS takes no data")
+            return
+        # From here on, packets go out under the new keys: Conch switches
+        # both directions now and sends what waited.
+        self._newKeysSent = False
+        self._receivedUnderKeys = 0
         self.initialKex = False
         if self.strictKex:
             self.incomingPacketSequence = 0
+        super().ssh_NEWKEYS(packet)
 
     def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
+        if self._closing:
+            return
         if self.strictKex and self.initialKex:
-            progressing = self._keyExchangeState == self._KEY_EXCHANGE_PROGRESSING
-            if messageNum == MSG_KEXINIT and progressing:
-                self._strictViolation(b"a second KEXINIT during the first key exchange")
-                return
-            if messageNum != MSG_DISCONNECT and not _keyExchangeMessage(messageNum):
-                self._strictViolation(b"unexpected message %d" % (messageNum,))
+            problem = self._outOfSequence(messageNum)
+            if problem is not None:
+                self._strictViolation(problem)
                 return
         super().dispatchMessage(messageNum, payload)
+
+    def _outOfSequence(self, messageNum: int) -> bytes | None:
+        """
+        @return: why C{messageNum} may not come now, during a strict first
+            key exchange, or L{None} if it may.
+        """
+        if messageNum in (MSG_DISCONNECT, MSG_NEWKEYS):
+            # NEWKEYS is checked by ssh_NEWKEYS.
+            return None
+        if messageNum == MSG_KEXINIT:
+            return b"a second KEXINIT during the first key exchange"
+        if messageNum == MSG_KEX_INIT_METHOD and not self._kexMethodSeen:
+            self._kexMethodSeen = True
+            return None
+        return b"unexpected message %d" % (messageNum,)
 
     def _strictViolation(self, what: bytes) -> None:
         log.warn(
@@ -188,7 +246,16 @@ class PacketTransport(SSHServerTransport):
             peer=getattr(self, "peerHost", None),
             what=what.decode("ascii"),
         )
-        self.sendDisconnect(DISCONNECT_PROTOCOL_ERROR, b"strict KEX violation: " + what)
+        self._fail(DISCONNECT_PROTOCOL_ERROR, b"strict KEX violation: " + what)
+
+    def _fail(self, reason: int, description: bytes) -> None:
+        """
+        End the connection: nothing more is read, or dispatched.
+        """
+        self._closing = True
+        self.buf = b""
+        self._bufStart = 0
+        self.sendDisconnect(reason, description)
 
     def sendUnimplemented(self) -> None:
         # getPacket has already counted the packet this answers.
@@ -196,10 +263,18 @@ class PacketTransport(SSHServerTransport):
         self.sendPacket(MSG_UNIMPLEMENTED, struct.pack("!L", sequence))
 
     def sendPacket(self, messageType: int, payload: bytes) -> None:
-        # Before the first NEWKEYS, Conch's own SSHCiphers (no cipher).
+        if self._newKeysSent and self._blockedByKeyExchange is not None:
+            # Until the client's NEWKEYS, nothing may go out: the old keys
+            # are done with, and the new ones not yet in use.
+            self._blockedByKeyExchange.append((messageType, payload))
+            return
         protection = getattr(self.currentEncryptions, "outProtection", None)
         if protection is None:
             super().sendPacket(messageType, payload)
+            if self._keyExchangeState != self._KEY_EXCHANGE_NONE and (
+                not self._allowedKeyExchangeMessageType(messageType)
+            ):
+                return
         elif self._keyExchangeState != self._KEY_EXCHANGE_NONE and (
             not self._allowedKeyExchangeMessageType(messageType)
         ):
@@ -220,31 +295,70 @@ class PacketTransport(SSHServerTransport):
             sequence = self.outgoingPacketSequence & _SEQUENCE_MASK
             self.transport.write(protection.seal(sequence, packet))
             self.outgoingPacketSequence += 1
-        if messageType == MSG_NEWKEYS and self.strictKex:
-            self.outgoingPacketSequence = 0
+        self._sentUnderKeys += 1
+        if messageType == MSG_NEWKEYS:
+            self._newKeysSent = True
+            self._sentUnderKeys = 0
+            if self.strictKex:
+                self.outgoingPacketSequence = 0
+        elif self._sentUnderKeys >= MAX_PACKETS_PER_KEY and not self._closing:
+            self._fail(DISCONNECT_PROTOCOL_ERROR, b"too many packets without a rekey")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._bufStart:
+            # What earlier packets left: one copy per read, not per packet.
+            self.buf = self.buf[self._bufStart :]
+            self._bufStart = 0
+        super().dataReceived(data)
 
     def getPacket(self) -> bytes | None:
+        if self._closing:
+            return None
         protection = getattr(self.currentEncryptions, "inProtection", None)
         if protection is None:
-            return super().getPacket()
-        if len(self.buf) < 4:
+            if self._bufStart:
+                self.buf = self.buf[self._bufStart :]
+                self._bufStart = 0
+            packet = super().getPacket()
+        else:
+            packet = self._getProtected(protection)
+        if packet is not None:
+            self._receivedUnderKeys += 1
+            if self._receivedUnderKeys >= MAX_PACKETS_PER_KEY:
+                self._fail(DISCONNECT_PROTOCOL_ERROR, b"too many packets without a rekey")
+                return None
+        return packet
+
+    def _getProtected(self, protection: IPacketProtection) -> bytes | None:
+        """
+        Take one packet protected by C{protection} from the buffer.
+
+        @return: its payload, or L{None} if it has not all arrived or the
+            connection is ending.
+        """
+        start = self._bufStart
+        buf = self.buf
+        if len(buf) - start < 4:
             return None
         sequence = self.incomingPacketSequence & _SEQUENCE_MASK
-        length = protection.packetLength(sequence, self.buf[:4])
+        length = protection.packetLength(sequence, buf[start : start + 4])
         if length > MAX_PACKET or length < 8 or length % protection.blockSize:
-            self.sendDisconnect(DISCONNECT_PROTOCOL_ERROR, b"bad packet length %d" % (length,))
+            self._fail(DISCONNECT_PROTOCOL_ERROR, b"bad packet length %d" % (length,))
             return None
-        end = 4 + length + protection.tagSize
-        if len(self.buf) < end:
+        end = start + 4 + length + protection.tagSize
+        if len(buf) < end:
             return None
-        wire, self.buf = self.buf[:end], self.buf[end:]
-        packet = protection.open(sequence, wire)
-        if packet is None:
-            self.sendDisconnect(DISCONNECT_MAC_ERROR, b"bad MAC")
+        body = protection.open(sequence, memoryview(buf)[start:end])
+        self._bufStart = end
+        if body is None:
+            self._fail(DISCONNECT_MAC_ERROR, b"bad MAC")
             return None
-        padding = packet[4]
-        if padding < 4 or padding > length - 1:
-            self.sendDisconnect(DISCONNECT_PROTOCOL_ERROR, b"bad padding length")
+        padding = body[0]
+        # At least 4 bytes of padding, and a message number before it.
+        if padding < 4 or padding > length - 2:
+            self._fail(DISCONNECT_PROTOCOL_ERROR, b"bad padding length")
             return None
         self.incomingPacketSequence += 1
-        return packet[5 : 4 + length - padding]
+        return body[1 : length - padding]
