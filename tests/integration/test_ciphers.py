@@ -5,7 +5,8 @@ clients: OpenSSH with each AEAD cipher and each encrypt-then-MAC MAC
 forced alone (an upload and a download checked by SHA-256, CLOSE's status
 seen in C{sftp}'s exit status), a rekey in the middle of a transfer,
 paramiko with AES-GCM and EtM, and AsyncSSH with ChaCha20-Poly1305 and
-strict key exchange.
+strict key exchange, PuTTY's C{psftp}, and OpenSSH configured by
+ssh-audit's client hardening guide.
 
 One gateway serves the module; its log must hold no traceback at the end.
 """
@@ -217,3 +218,90 @@ def test_asyncsshChaCha(door: Gateway, tmp_path: Path) -> None:
         assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
 
     asyncio.run(upload())
+
+
+#: The client settings of ssh-audit's hardening guides (here its Debian 12
+#: guide, OpenSSH 9.2): only EtM MACs, which Conch alone cannot match.
+HARDENED_CLIENT = [
+    "-o",
+    "Ciphers=chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes256-ctr,aes192-ctr,"
+    "aes128-gcm@openssh.com,aes128-ctr",
+    "-o",
+    "MACs=hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com",
+    "-o",
+    "KexAlgorithms=sntrup761x25519-sha512@openssh.com,curve25519-sha256,"
+    "curve25519-sha256@libssh.org,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,"
+    "diffie-hellman-group-exchange-sha256",
+    "-o",
+    "HostKeyAlgorithms=ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-256",
+]
+
+
+@pytest.mark.parametrize("cipher", [None, "aes256-ctr"])
+def test_hardenedClient(door: Gateway, s3: Any, tmp_path: Path, cipher: str | None) -> None:
+    """
+    OpenSSH configured by ssh-audit's client hardening guide connects and
+    uploads: with its own first choice (ChaCha20-Poly1305), and with AES-CTR,
+    where one of its EtM MACs is used.
+    """
+    options = list(HARDENED_CLIENT)
+    if cipher is not None:
+        options[1] = f"Ciphers={cipher}"
+    stderr = roundTrip(door, s3, tmp_path, 1024 * 1024, *options)
+    expected = "MAC: hmac-sha2-512-etm@openssh.com" if cipher else "MAC: <implicit>"
+    assert expected in stderr, stderr[-3000:]
+
+
+def test_putty(door: Gateway, s3: Any, tmp_path: Path) -> None:
+    """
+    PuTTY's C{psftp} (Debian's C{putty-tools}: PuTTY 0.78), a client with
+    its own SSH implementation, logs in with its converted key, checks the
+    host key by fingerprint, uses strict key exchange, uploads and
+    downloads; its exit status says every command of the batch succeeded.
+    """
+    key = tmp_path / "alice.ppk"
+    subprocess.run(
+        ["puttygen", str(door.root / "alice_key"), "-O", "private", "-o", str(key)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(door.root / "host_key")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()[1]
+    source = makeFile(tmp_path, "putty.bin", 6 * MiB)
+    name = f"{uuid.uuid4().hex}.bin"
+    batch = tmp_path / "batch"
+    batch.write_text(f"put {source} {name}\nget {name} {tmp_path / 'back.bin'}\n")
+    result = subprocess.run(
+        [
+            "psftp",
+            "-batch",
+            "-P",
+            str(door.port),
+            "-i",
+            str(key),
+            "-hostkey",
+            fingerprint,
+            "-b",
+            str(batch),
+            "-v",
+            "alice@127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    # PuTTY 0.78 picks AES-256-CTR with HMAC-SHA-256, and strict KEX.
+    assert "Enabling strict key exchange semantics" in output, output[-3000:]
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).hexdigest() == digest
+    stored = objectBytes(s3, door.bucket, f"alice/{name}")
+    assert hashlib.sha256(stored).hexdigest() == digest
