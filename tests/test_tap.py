@@ -205,6 +205,66 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(os.stat(created.path).st_mode & 0o777, 0o600)
         self.assertEqual(list(options.hostKeys), [b"ssh-ed25519"])
 
+    def test_fipsHostKeyCreated(self) -> None:
+        """
+        Under C{--crypto-policy fips} without C{--host-key}, an ECDSA
+        (NIST P-384) host key is created instead, since ed25519 is not
+        allowed there.
+        """
+        cwd = os.getcwd()
+        self.root.child("run").makedirs()
+        os.chdir(self.root.child("run").path)
+        self.addCleanup(os.chdir, cwd)
+        options = FakeOptions()
+        options.parseOptions(
+            ["--bucket", "ok-bucket", "--keys-dir", self.keys.path, "--crypto-policy", "fips"]
+        )
+        created = self.root.child("run").child("etc").child("ssh_host_ecdsa_key")
+        self.assertEqual(os.stat(created.path).st_mode & 0o777, 0o600)
+        self.assertEqual(list(options.hostKeys), [b"ecdsa-sha2-nistp384"])
+        self.assertEqual(options.config.cryptoPolicy.name, "fips")
+
+    def test_cryptoPolicyErrors(self) -> None:
+        """
+        An unknown policy, an ed25519 host key under C{fips}, a name the
+        policy does not allow in a narrowing option, or host key algorithms
+        that leave no host key to offer, each stop the server with one line.
+        """
+        self.assertIn(
+            "--crypto-policy must be one of",
+            self.error("--bucket", "ok-bucket", "--crypto-policy", "x"),
+        )
+        self.assertIn(
+            "ed25519 host keys are not offered under --crypto-policy fips",
+            self.error("--bucket", "ok-bucket", "--crypto-policy", "fips"),
+        )
+        message = self.error("--bucket", "ok-bucket", "--ciphers", "aes128-cbc")
+        self.assertIn("--ciphers: aes128-cbc not allowed under --crypto-policy modern", message)
+        self.assertIn("aes128-gcm@openssh.com", message)
+        self.assertIn(
+            "no host key can be offered",
+            self.error("--bucket", "ok-bucket", "--host-key-algorithms", "rsa-sha2-512"),
+        )
+
+    def test_cryptoPolicyNarrowed(self) -> None:
+        """
+        The narrowing options replace or remove names in the policy's lists.
+        """
+        policy = self.parse(
+            "--bucket",
+            "ok-bucket",
+            "--crypto-policy",
+            "compat",
+            "--kex-algorithms",
+            "-mlkem768x25519-sha256",
+            "--ciphers",
+            "aes256-gcm@openssh.com,aes128-gcm@openssh.com",
+        ).config.cryptoPolicy
+        self.assertEqual(policy.name, "compat")
+        self.assertNotIn(b"mlkem768x25519-sha256", policy.keyExchanges)
+        self.assertIn(b"ecdh-sha2-nistp256", policy.keyExchanges)
+        self.assertEqual(policy.ciphers, (b"aes256-gcm@openssh.com", b"aes128-gcm@openssh.com"))
+
     def test_makeService(self) -> None:
         """
         The service holds the S3 thread pool with the drain, the orphan

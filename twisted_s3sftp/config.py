@@ -18,6 +18,7 @@ from attrs import field, frozen, validators
 from .sftp.flow import SLACK
 from .sftp.paths import isValidUsername, validateHomeTemplate
 from .ssh.admission import Limits
+from .ssh.policy import MODERN, CryptoPolicy
 from .store.parts import MAX_PART_SIZE, MIN_PART_SIZE, MiB, UploadPolicy
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -157,6 +158,7 @@ class ServerConfig:
     @ivar metrics: the endpoint for C{/metrics} and C{/healthz}, or L{None}.
     @ivar orphanAge: seconds after which a multipart upload nobody renews
         is aborted by the orphan sweep; 0 for no sweep.
+    @ivar cryptoPolicy: the SSH algorithms offered and the keys accepted.
     @ivar statePrefix: where the server keeps its upload leases, outside
         every home.
     """
@@ -179,6 +181,7 @@ class ServerConfig:
     metrics: str | None = None
     orphanAge: float = field(default=DEFAULT_ORPHAN_AGE)
     statePrefix: str = DEFAULT_STATE_PREFIX
+    cryptoPolicy: CryptoPolicy = MODERN
 
     @orphanAge.validator
     def _checkOrphanAge(self, attribute: object, value: float) -> None:

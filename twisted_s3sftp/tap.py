@@ -40,6 +40,7 @@ from .ops.metrics import Health, Metrics, MetricsService
 from .sftp.flow import MemoryLimit
 from .ssh.admission import Limits, parsePenalties, parseStartups
 from .ssh.keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
+from .ssh.policy import MODERN, POLICIES, CryptoPolicy
 from .ssh.session import S3Realm
 from .ssh.transport import S3SSHFactory
 from .store import s3
@@ -52,6 +53,10 @@ _DEFAULTS = Limits()
 
 #: The host key used, and created on first start, when none is given.
 DEFAULT_HOST_KEY = "etc/ssh_host_ed25519_key"
+
+#: The same under C{--crypto-policy fips}, which allows no ed25519: ECDSA
+#: on NIST P-384.
+DEFAULT_FIPS_HOST_KEY = "etc/ssh_host_ecdsa_key"
 
 
 def _mib(size: int) -> str:
@@ -183,6 +188,26 @@ class Options(usage.Options):
             f"{_DEFAULTS.idleTimeout:g}",
             "Seconds a logged-in connection may send nothing.",
         ],
+        [
+            "crypto-policy",
+            None,
+            MODERN.name,
+            f"The SSH algorithms offered: {', '.join(POLICIES)} (see the README).",
+        ],
+        [
+            "kex-algorithms",
+            None,
+            None,
+            "Narrow the policy's key exchanges: a,b offers those, -a,b all but those.",
+        ],
+        ["ciphers", None, None, "Narrow the policy's ciphers, as --kex-algorithms."],
+        ["macs", None, None, "Narrow the policy's MACs, as --kex-algorithms."],
+        [
+            "host-key-algorithms",
+            None,
+            None,
+            "Narrow the policy's host key algorithms, as --kex-algorithms.",
+        ],
     ]
 
     #: Build the boto3 client (replaced in tests).
@@ -247,6 +272,7 @@ class Options(usage.Options):
         if self["log-format"] not in FORMATS:
             raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}")
         limits = self._limits()
+        cryptoPolicy = self._cryptoPolicy()
         seconds = {}
         for name in ("drain-timeout", "orphan-age"):
             try:
@@ -270,6 +296,7 @@ class Options(usage.Options):
             metrics=self["metrics"],
             orphanAge=seconds["orphan-age"],
             statePrefix=self["state-prefix"],
+            cryptoPolicy=cryptoPolicy,
         )
         for description in self.config.listen + (
             (self.config.metrics,) if self.config.metrics else ()
@@ -282,18 +309,41 @@ class Options(usage.Options):
         if not os.path.isdir(self.config.keysDir):
             raise ValueError(f"--keys-dir {self.config.keysDir!r} is not a directory")
         hostKeyPaths = [FilePath(p) for p in self.config.hostKeys]
+        policy = self.config.cryptoPolicy
         if not hostKeyPaths:
-            default = FilePath(DEFAULT_HOST_KEY)
+            fips = policy.name == "fips"
+            default = FilePath(DEFAULT_FIPS_HOST_KEY if fips else DEFAULT_HOST_KEY)
             try:
-                ensurePrivateKey(default)
+                ensurePrivateKey(default, "ecdsa" if fips else "ed25519")
             except OSError as e:
                 raise ValueError(f"cannot create host key {default.path}: {e.strerror}") from None
             hostKeyPaths = [default]
-        self.hostKeys = loadHostKeys(hostKeyPaths)
+        self.hostKeys = loadHostKeys(hostKeyPaths, policy)
+        offered = {a for key in self.hostKeys.values() for a in key.supportedSignatureAlgorithms()}
+        if not offered & set(policy.hostKeyAlgorithms):
+            raise ValueError(
+                "no host key can be offered with the host key algorithms"
+                f" {', '.join(a.decode() for a in policy.hostKeyAlgorithms)}"
+            )
         self.client = self.makeClient(
             self.config.endpointURL, self.config.region, self.config.s3Threads
         )
         self.checkBucket(self.client, self.config.bucket)
+
+    def _cryptoPolicy(self) -> CryptoPolicy:
+        """
+        @return: the named crypto policy, narrowed as the options ask.
+        @raise ValueError: naming the option at fault.
+        """
+        policy = POLICIES.get(self["crypto-policy"])
+        if policy is None:
+            raise ValueError(f"--crypto-policy must be one of {', '.join(POLICIES)}")
+        return policy.narrowed(
+            keyExchanges=self["kex-algorithms"],
+            ciphers=self["ciphers"],
+            macs=self["macs"],
+            hostKeyAlgorithms=self["host-key-algorithms"],
+        )
 
     def _limits(self) -> Limits:
         """
@@ -347,8 +397,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         Leases(store, config.statePrefix, config.orphanAge, reactor) if config.orphanAge else None
     )
     realm = S3Realm(store, config.homeTemplate, config.policy, memory, reactor, leases)
-    portal = Portal(realm, [KeysDirectoryChecker(KeysDirectory(FilePath(config.keysDir)))])
-    factory = S3SSHFactory(portal, options.hostKeys, config.limits, reactor)
+    keys = KeysDirectory(FilePath(config.keysDir), config.cryptoPolicy)
+    portal = Portal(realm, [KeysDirectoryChecker(keys)])
+    factory = S3SSHFactory(portal, options.hostKeys, config.limits, reactor, config.cryptoPolicy)
+    if config.cryptoPolicy.name == "legacy":
+        log.warn(
+            "--crypto-policy legacy offers SHA-1 (diffie-hellman-group14-sha1, hmac-sha1,"
+            " ssh-rsa signatures): the audit trail's login events say which clients use it"
+        )
     top = MultiService()
     drain = DrainService(realm.uploads, reactor, config.drainTimeout, pool)
     drain.setServiceParent(top)

@@ -30,7 +30,7 @@ from twisted_s3sftp.tools.seaweedfs import LocalS3
 from .conftest import BATCH_OPTIONS, Gateway
 
 #: The repo's ssh-audit policy.
-POLICY_FILE = Path(__file__).parents[2] / "etc" / "ssh-audit-policy.txt"
+POLICY_FILE = Path(__file__).parents[2] / "etc" / "ssh-audit-modern.txt"
 
 #: Options making OpenSSH non-interactive.
 SSH_OPTIONS = [*BATCH_OPTIONS, "-o", "ConnectTimeout=20"]

@@ -8,8 +8,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_s3sftp.ssh.policy import (
     CIPHERS,
+    COMPAT,
+    FIPS,
     KEY_EXCHANGES,
+    LEGACY,
     MACS,
+    MODERN,
+    POLICIES,
     hostKeyProblem,
     signatureAccepted,
     userKeyProblem,
@@ -53,3 +58,67 @@ class PolicyTests(SynchronousTestCase):
         self.assertTrue(signatureAccepted(b"rsa-sha2-256"))
         self.assertFalse(signatureAccepted(b"ssh-rsa"))
         self.assertFalse(signatureAccepted(b"ssh-dss"))
+
+
+class NamedPolicyTests(SynchronousTestCase):
+    """
+    The four named policies and their narrowing.
+    """
+
+    def test_fips(self) -> None:
+        """
+        C{fips} offers FIPS 140-3 approved algorithms only: NIST curves,
+        AES, HMAC-SHA-2, ECDSA and RSA; no X25519, ChaCha20 or ed25519.
+        """
+        offered = b",".join(
+            FIPS.keyExchanges
+            + FIPS.ciphers
+            + FIPS.macs
+            + FIPS.hostKeyAlgorithms
+            + FIPS.userSignatures
+        )
+        for name in (b"curve25519", b"mlkem", b"chacha20", b"ed25519", b"sha1"):
+            self.assertNotIn(name, offered)
+        self.assertIn("not offered", FIPS.hostKeyProblem("Ed25519", 256) or "")
+        self.assertIsNone(FIPS.hostKeyProblem("EC", 384))
+        self.assertIn("not accepted", FIPS.userKeyProblem("Ed25519", 256) or "")
+
+    def test_compatAndLegacy(self) -> None:
+        """
+        C{compat} is C{modern} with NIST curves and ECDSA host keys;
+        C{legacy} adds SHA-1 on top, and only it does.
+        """
+        for listName in ("keyExchanges", "ciphers", "macs", "hostKeyAlgorithms", "userSignatures"):
+            self.assertTrue(set(getattr(MODERN, listName)) <= set(getattr(COMPAT, listName)))
+            self.assertTrue(set(getattr(COMPAT, listName)) <= set(getattr(LEGACY, listName)))
+        self.assertIn(b"ecdh-sha2-nistp256", COMPAT.keyExchanges)
+        self.assertIsNone(COMPAT.hostKeyProblem("EC", 256))
+        sha1 = {b"diffie-hellman-group14-sha1", b"hmac-sha1", b"ssh-rsa"}
+        for policy in (MODERN, FIPS, COMPAT):
+            names = set(policy.keyExchanges + policy.macs + policy.hostKeyAlgorithms)
+            self.assertFalse(names & sha1, policy.name)
+        self.assertTrue(LEGACY.signatureAccepted(b"ssh-rsa"))
+        self.assertEqual(sorted(POLICIES), ["compat", "fips", "legacy", "modern"])
+
+    def test_narrowed(self) -> None:
+        """
+        A list replaces (in its own order), C{-a,b} removes; a name outside
+        the policy, or a list that leaves nothing, is an error naming the
+        option.
+        """
+        self.assertEqual(
+            MODERN.narrowed(ciphers="aes128-gcm@openssh.com,aes256-ctr").ciphers,
+            (b"aes128-gcm@openssh.com", b"aes256-ctr"),
+        )
+        self.assertEqual(
+            MODERN.narrowed(macs="-hmac-sha2-512,hmac-sha2-256").macs,
+            (b"hmac-sha2-512-etm@openssh.com", b"hmac-sha2-256-etm@openssh.com"),
+        )
+        e = self.assertRaises(ValueError, MODERN.narrowed, keyExchanges="ecdh-sha2-nistp256")
+        self.assertIn("--kex-algorithms: ecdh-sha2-nistp256 not allowed", str(e))
+        e = self.assertRaises(
+            ValueError,
+            FIPS.narrowed,
+            hostKeyAlgorithms="-" + ",".join(a.decode() for a in FIPS.hostKeyAlgorithms),
+        )
+        self.assertIn("nothing would be left", str(e))

@@ -35,7 +35,15 @@ from tests.ssh.test_keys import newKey as hostKey
 from twisted_s3sftp.sftp.flow import MemoryLimit
 from twisted_s3sftp.ssh.admission import Limits
 from twisted_s3sftp.ssh.keys import KeysDirectory, KeysDirectoryChecker
-from twisted_s3sftp.ssh.policy import CIPHERS, KEY_EXCHANGES, MACS, USER_SIGNATURE_ALGORITHMS
+from twisted_s3sftp.ssh.policy import (
+    CIPHERS,
+    KEY_EXCHANGES,
+    MACS,
+    MODERN,
+    POLICIES,
+    USER_SIGNATURE_ALGORITHMS,
+    CryptoPolicy,
+)
 from twisted_s3sftp.ssh.session import S3Realm
 from twisted_s3sftp.ssh.transport import (
     READ_SIZE,
@@ -71,7 +79,11 @@ class Harness:
     """
 
     def __init__(
-        self, test: SynchronousTestCase, keys: dict[bytes, Key] | None = None, **limits: Any
+        self,
+        test: SynchronousTestCase,
+        keys: dict[bytes, Key] | None = None,
+        policy: CryptoPolicy = MODERN,
+        **limits: Any,
     ) -> None:
         self.clock = Clock()
         self.keysDir = FilePath(test.mktemp())
@@ -83,9 +95,9 @@ class Harness:
             MemoryLimit(64 * MiB),
             self.clock,
         )
-        self.portal = Portal(realm, [KeysDirectoryChecker(KeysDirectory(self.keysDir))])
+        self.portal = Portal(realm, [KeysDirectoryChecker(KeysDirectory(self.keysDir, policy))])
         self.factory = S3SSHFactory(
-            self.portal, keys or {b"ssh-ed25519": hostKey()}, Limits(**limits), self.clock
+            self.portal, keys or {b"ssh-ed25519": hostKey()}, Limits(**limits), self.clock, policy
         )
         self.factory.startFactory()
 
@@ -606,17 +618,20 @@ class TransportTests(SynchronousTestCase):
 
     def test_serverSigAlgs(self) -> None:
         """
-        C{server-sig-algs} lists the algorithms accepted for user keys,
-        whatever the host keys are (twisted#12107).
+        C{server-sig-algs} lists the algorithms the crypto policy accepts
+        for user keys, whatever the host keys are (twisted#12107).
         """
-        sent: list[Any] = []
-        transport = S3ServerTransport()
-        transport._peerSupportsExtensions = True
-        transport.sendPacket = lambda kind, payload: sent.append(payload)  # type: ignore[method-assign]
-        transport.sendExtInfo([(b"server-sig-algs", b"ssh-ed25519"), (b"other", b"1")])
+        for policy in POLICIES.values():
+            sent: list[Any] = []
+            transport = S3ServerTransport()
+            transport.factory = Harness(self, policy=policy).factory
+            transport._peerSupportsExtensions = True
+            transport.sendPacket = lambda kind, payload, sent=sent: sent.append(payload)  # type: ignore[method-assign]
+            transport.sendExtInfo([(b"server-sig-algs", b"ssh-ed25519"), (b"other", b"1")])
+            self.assertIn(b",".join(policy.userSignatures), sent[0])
+            self.assertIn(b"rsa-sha2-256", sent[0])
+            self.assertIn(b"other", sent[0])
         self.assertIn(b",".join(USER_SIGNATURE_ALGORITHMS), sent[0])
-        self.assertIn(b"rsa-sha2-256", sent[0])
-        self.assertIn(b"other", sent[0])
 
 
 class TransportSocketTests(SynchronousTestCase):

@@ -20,7 +20,7 @@ import struct
 
 from attrs import define, field
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh.keys import BadKeyError, Key
@@ -32,7 +32,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from ..sftp.paths import isValidUsername
-from .policy import hostKeyProblem, signatureAccepted, userKeyProblem
+from .policy import MODERN, CryptoPolicy
 
 log = Logger()
 
@@ -55,7 +55,7 @@ KEY_TYPES = frozenset(
 MAX_KEY_FILE = 1024 * 1024
 
 
-def parseAuthorizedKeys(data: bytes) -> tuple[list[Key], list[str]]:
+def parseAuthorizedKeys(data: bytes, policy: CryptoPolicy = MODERN) -> tuple[list[Key], list[str]]:
     """
     Parse a user's key file: OpenSSH C{authorized_keys} lines of the form
     C{type base64 [comment]}; blank lines and C{#} comments are skipped.
@@ -66,10 +66,11 @@ def parseAuthorizedKeys(data: bytes) -> tuple[list[Key], list[str]]:
     or left over: a line caught half-written (a file being rewritten in
     place) cannot pass for a shorter key.  Lines with options
     (C{from=}, C{command=}...) are refused: ignoring a restriction would
-    widen access.  Keys the policy refuses (L{userKeyProblem}) are
-    skipped too.
+    widen access.  Keys the policy refuses (L{CryptoPolicy.userKeyProblem})
+    are skipped too.
 
     @param data: the file's bytes.
+    @param policy: the crypto policy the keys are judged by.
     @return: the keys, and a reason for each line skipped.
     """
     found: list[Key] = []
@@ -94,7 +95,7 @@ def parseAuthorizedKeys(data: bytes) -> tuple[list[Key], list[str]]:
         if key.blob() != blob or key.sshType() != fields[0]:
             problems.append(f"line {number}: damaged key")
             continue
-        problem = userKeyProblem(key.type(), key.size())
+        problem = policy.userKeyProblem(key.type(), key.size())
         if problem is not None:
             problems.append(f"line {number}: {problem}")
             continue
@@ -135,9 +136,11 @@ class KeysDirectory:
     file is judged and logged once.
 
     @ivar path: the keys directory.
+    @ivar policy: the crypto policy keys are judged by.
     """
 
     path: FilePath[str]
+    policy: CryptoPolicy = MODERN
     _cache: dict[str, tuple[tuple[int, ...], list[Key]]] = field(
         factory=dict, init=False, repr=False
     )
@@ -176,7 +179,7 @@ class KeysDirectory:
         except OSError as e:
             log.warn("Cannot read key file {path}: {error}", path=keyFile.path, error=e.strerror)
             return []
-        found, problems = parseAuthorizedKeys(data)
+        found, problems = parseAuthorizedKeys(data, self.policy)
         for problem in problems:
             log.warn(
                 "Key file {path}, {problem}; the line is ignored",
@@ -223,8 +226,16 @@ class KeysDirectoryChecker(SSHPublicKeyChecker):
 
     credentialInterfaces = (ISSHPrivateKey,)
 
+    def __init__(self, keydb: KeysDirectory) -> None:
+        """
+        @param keydb: the keys directory, whose crypto policy also decides
+            which signature algorithms are accepted.
+        """
+        super().__init__(keydb)
+        self.policy = keydb.policy
+
     def requestAvatarId(self, credentials):  # type: ignore[no-untyped-def]
-        if not signatureAccepted(credentials.algName):
+        if not self.policy.signatureAccepted(credentials.algName):
             # ssh-rsa (SHA-1) and ssh-dss: refused before any lookup, the
             # same way as an unknown key.
             return defer.fail(UnauthorizedLogin("signature algorithm refused"))
@@ -241,17 +252,23 @@ class KeysDirectoryChecker(SSHPublicKeyChecker):
         return pubKey
 
 
-def ensurePrivateKey(path: FilePath[str]) -> None:
+def ensurePrivateKey(path: FilePath[str], kind: str = "ed25519") -> None:
     """
-    Create an ed25519 private key at C{path} (mode 0600, OpenSSH format)
-    unless one exists: the default host key, and the demo's user key.
+    Create a private key at C{path} (mode 0600, OpenSSH format) unless one
+    exists: the default host key, and the demo's user key.
 
     @param path: where the private key lives.
+    @param kind: C{"ed25519"}, or C{"ecdsa"} for an ECDSA key on NIST
+        P-384 (the default host key under C{--crypto-policy fips}).
     """
     if path.exists():
         return
     path.parent().makedirs(ignoreExistingDirectory=True)
-    private = ed25519.Ed25519PrivateKey.generate()
+    private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if kind == "ecdsa":
+        private = ec.generate_private_key(ec.SECP384R1())
+    else:
+        private = ed25519.Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
@@ -263,15 +280,17 @@ def ensurePrivateKey(path: FilePath[str]) -> None:
     log.info("Created private key {path}", path=path.path)
 
 
-def loadHostKeys(paths: list[FilePath[str]]) -> dict[bytes, Key]:
+def loadHostKeys(paths: list[FilePath[str]], policy: CryptoPolicy = MODERN) -> dict[bytes, Key]:
     """
     Load SSH host private keys.
 
     @param paths: private key files, in OpenSSH or PEM format.
+    @param policy: the crypto policy they must fit.
     @return: key type (e.g. C{b"ssh-ed25519"}) to private key.
     @raise ValueError: with a one-line reason, for a file that is missing,
         unreadable, not a private key, refused by the crypto policy
-        (L{hostKeyProblem}: ed25519, or RSA of 3072 bits or more), or a
+        (L{CryptoPolicy.hostKeyProblem}: under C{modern}, ed25519 or RSA
+        of 3072 bits or more), or a
         second key of the same type.
     """
     found: dict[bytes, Key] = {}
@@ -284,7 +303,7 @@ def loadHostKeys(paths: list[FilePath[str]]) -> dict[bytes, Key]:
             raise ValueError(f"{path.path} is not a usable host key ({e})") from None
         if key.isPublic():
             raise ValueError(f"{path.path} is a public key; give the private key")
-        problem = hostKeyProblem(key.type(), key.size())
+        problem = policy.hostKeyProblem(key.type(), key.size())
         if problem is not None:
             raise ValueError(f"{path.path}: {problem}")
         keyType = key.sshType()

@@ -1,6 +1,8 @@
 """
-The SSH crypto policy: which algorithms the server offers, and which host
-and user keys it accepts.
+The SSH crypto policies: which algorithms the server offers, and which host
+and user keys it accepts, under C{--crypto-policy modern} (the default),
+C{fips}, C{compat} or C{legacy} (L{POLICIES}), narrowed with OpenSSH's list
+syntax (L{CryptoPolicy.narrowed}).
 
 The lists follow what OpenSSH's hardening guidance and ssh-audit's
 policies ask: no SHA-1, no CBC, no finite-field or NIST key exchange, no
@@ -14,6 +16,11 @@ and size, and imports nothing from Twisted's reactor or boto3.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from attrs import evolve, field, frozen
 
 #: Key exchange, best first: the post-quantum hybrid, then curve25519 for
 #: clients older than OpenSSH 9.9.
@@ -72,44 +79,220 @@ MIN_RSA_USER_BITS = 2048
 USER_KEY_TYPES = ("Ed25519", "EC", "RSA")
 
 
-def hostKeyProblem(keyType: str, bits: int) -> str | None:
-    """
-    Judge a host key against the policy.
+#: Key exchanges with NIST curves (FIPS 140-3 approved).
+NIST_KEY_EXCHANGES = (b"ecdh-sha2-nistp256", b"ecdh-sha2-nistp384", b"ecdh-sha2-nistp521")
 
-    @param keyType: C{"Ed25519"}, C{"RSA"}, C{"EC"}, C{"DSA"}...
-    @param bits: its size.
-    @return: why it cannot be used, or L{None} if it can.
+#: ECDSA signature algorithms, host or user.
+ECDSA_ALGORITHMS = (b"ecdsa-sha2-nistp256", b"ecdsa-sha2-nistp384", b"ecdsa-sha2-nistp521")
+
+#: RSA signatures with SHA-2.
+RSA_SHA2_ALGORITHMS = (b"rsa-sha2-512", b"rsa-sha2-256")
+
+
+def _names(values: Iterable[bytes]) -> tuple[bytes, ...]:
     """
-    if keyType == "Ed25519":
-        return None
-    if keyType == "RSA":
-        if bits < MIN_RSA_HOST_BITS:
+    @return: algorithm names as a tuple (a typed attrs converter).
+    """
+    return tuple(values)
+
+
+def _kinds(values: Iterable[str]) -> frozenset[str]:
+    """
+    @return: key types as a frozen set (a typed attrs converter).
+    """
+    return frozenset(values)
+
+
+@frozen
+class CryptoPolicy:
+    """
+    One crypto policy: what the server offers, best first, and which keys
+    it accepts.
+
+    @ivar name: its name for C{--crypto-policy}.
+    @ivar keyExchanges: key exchange algorithms.
+    @ivar ciphers: ciphers.
+    @ivar macs: MACs.
+    @ivar hostKeyAlgorithms: signature algorithms host keys are offered with.
+    @ivar userSignatures: signature algorithms accepted from users.
+    @ivar hostKeyTypes: C{Key.type()} names of usable host keys.
+    @ivar userKeyTypes: C{Key.type()} names of accepted user keys.
+    """
+
+    name: str
+    keyExchanges: tuple[bytes, ...] = field(converter=_names)
+    ciphers: tuple[bytes, ...] = field(converter=_names)
+    macs: tuple[bytes, ...] = field(converter=_names)
+    hostKeyAlgorithms: tuple[bytes, ...] = field(converter=_names)
+    userSignatures: tuple[bytes, ...] = field(converter=_names)
+    hostKeyTypes: frozenset[str] = field(converter=_kinds)
+    userKeyTypes: frozenset[str] = field(converter=_kinds)
+    compressions: tuple[bytes, ...] = COMPRESSIONS
+
+    def hostKeyProblem(self, keyType: str, bits: int) -> str | None:
+        """
+        Judge a host key against the policy.
+
+        @param keyType: C{"Ed25519"}, C{"RSA"}, C{"EC"}, C{"DSA"}...
+        @param bits: its size.
+        @return: why it cannot be used, or L{None} if it can.
+        """
+        allowed = " or ".join(
+            {
+                "Ed25519": "ed25519",
+                "EC": "ECDSA",
+                "RSA": f"RSA of {MIN_RSA_HOST_BITS} bits or more",
+            }[kind]
+            for kind in ("Ed25519", "EC", "RSA")
+            if kind in self.hostKeyTypes
+        )
+        if keyType not in self.hostKeyTypes:
+            name = {"Ed25519": "ed25519", "EC": "ECDSA"}.get(keyType, keyType)
+            return (
+                f"{name} host keys are not offered under --crypto-policy {self.name}"
+                f" (use {allowed})"
+            )
+        if keyType == "RSA" and bits < MIN_RSA_HOST_BITS:
             return f"an RSA host key needs at least {MIN_RSA_HOST_BITS} bits, this one has {bits}"
         return None
-    return (
-        f"{keyType} host keys are not offered"
-        f" (use ed25519, or RSA of {MIN_RSA_HOST_BITS} bits or more)"
+
+    def userKeyProblem(self, keyType: str, bits: int) -> str | None:
+        """
+        Judge a user's public key against the policy.
+
+        @param keyType: C{"Ed25519"}, C{"RSA"}, C{"EC"}, C{"DSA"}...
+        @param bits: its size.
+        @return: why it is refused, or L{None} if it is accepted.
+        """
+        if keyType not in self.userKeyTypes:
+            return f"{keyType} keys are not accepted"
+        if keyType == "RSA" and bits < MIN_RSA_USER_BITS:
+            return f"RSA keys need at least {MIN_RSA_USER_BITS} bits, this one has {bits}"
+        return None
+
+    def signatureAccepted(self, algorithm: bytes) -> bool:
+        """
+        @param algorithm: the signature algorithm a user authenticates with.
+        @return: whether the policy accepts it.
+        """
+        return algorithm in self.userSignatures
+
+    def narrowed(
+        self,
+        keyExchanges: str | None = None,
+        ciphers: str | None = None,
+        macs: str | None = None,
+        hostKeyAlgorithms: str | None = None,
+    ) -> CryptoPolicy:
+        """
+        Narrow the policy, with OpenSSH's list syntax: C{a,b} offers those
+        (in that order), C{-a,b} offers the policy's list without them.
+        Nothing outside the policy can be added.
+
+        @return: the narrowed policy.
+        @raise ValueError: naming the option and the names it allows.
+        """
+        changes: dict[str, Any] = {}
+        for option, attribute, value in (
+            ("--kex-algorithms", "keyExchanges", keyExchanges),
+            ("--ciphers", "ciphers", ciphers),
+            ("--macs", "macs", macs),
+            ("--host-key-algorithms", "hostKeyAlgorithms", hostKeyAlgorithms),
+        ):
+            if value is not None:
+                allowed: tuple[bytes, ...] = getattr(self, attribute)
+                changes[attribute] = _narrow(option, self.name, allowed, value)
+        return evolve(self, **changes)
+
+
+def _narrow(option: str, policy: str, allowed: tuple[bytes, ...], value: str) -> tuple[bytes, ...]:
+    """
+    Apply one OpenSSH-style list to C{allowed}.
+    """
+    removing = value.startswith("-")
+    names = [name.strip().encode("ascii") for name in value.lstrip("-").split(",") if name.strip()]
+    unknown = [name.decode() for name in names if name not in allowed]
+    if unknown:
+        raise ValueError(
+            f"{option}: {', '.join(unknown)} not allowed under --crypto-policy {policy};"
+            f" allowed: {', '.join(a.decode() for a in allowed)}"
+        )
+    result = (
+        tuple(a for a in allowed if a not in names) if removing else tuple(dict.fromkeys(names))
     )
+    if not result:
+        raise ValueError(f"{option}: nothing would be left to offer")
+    return result
+
+
+#: The default: no SHA-1, no NIST curves, AEAD and encrypt-then-MAC first.
+MODERN = CryptoPolicy(
+    "modern",
+    KEY_EXCHANGES,
+    CIPHERS,
+    MACS,
+    HOST_KEY_ALGORITHMS,
+    USER_SIGNATURE_ALGORITHMS,
+    {"Ed25519", "RSA"},
+    USER_KEY_TYPES,
+)
+
+#: FIPS 140-3 approved algorithms only: NIST curves, AES, HMAC-SHA-2, ECDSA
+#: and RSA.  It selects algorithms; it does not make this process a
+#: validated cryptographic module.
+FIPS = CryptoPolicy(
+    "fips",
+    NIST_KEY_EXCHANGES,
+    tuple(c for c in CIPHERS if not c.startswith(b"chacha20")),
+    MACS,
+    ECDSA_ALGORITHMS + RSA_SHA2_ALGORITHMS,
+    ECDSA_ALGORITHMS + RSA_SHA2_ALGORITHMS,
+    {"EC", "RSA"},
+    {"EC", "RSA"},
+)
+
+#: C{modern}, and the NIST curves for clients without X25519 or ed25519
+#: (Java 8, FIPS-mode systems, JSch 0.1.55 with an ECDSA host key).
+COMPAT = evolve(
+    MODERN,
+    name="compat",
+    keyExchanges=KEY_EXCHANGES + NIST_KEY_EXCHANGES,
+    hostKeyAlgorithms=HOST_KEY_ALGORITHMS[:1] + ECDSA_ALGORITHMS + HOST_KEY_ALGORITHMS[1:],
+    hostKeyTypes={"Ed25519", "EC", "RSA"},
+)
+
+#: C{compat}, and SHA-1 for clients that know nothing newer: the group 14
+#: exchange with SHA-1, C{hmac-sha1}, and C{ssh-rsa} signatures from hosts
+#: and users.  The server warns at start when it is chosen.
+LEGACY = evolve(
+    COMPAT,
+    name="legacy",
+    keyExchanges=COMPAT.keyExchanges + (b"diffie-hellman-group14-sha1",),
+    macs=MACS + (b"hmac-sha1",),
+    hostKeyAlgorithms=COMPAT.hostKeyAlgorithms + (b"ssh-rsa",),
+    userSignatures=USER_SIGNATURE_ALGORITHMS + (b"ssh-rsa",),
+)
+
+#: The policies by name.
+POLICIES = {policy.name: policy for policy in (MODERN, FIPS, COMPAT, LEGACY)}
+
+
+def hostKeyProblem(keyType: str, bits: int) -> str | None:
+    """
+    L{CryptoPolicy.hostKeyProblem} under L{MODERN}.
+    """
+    return MODERN.hostKeyProblem(keyType, bits)
 
 
 def userKeyProblem(keyType: str, bits: int) -> str | None:
     """
-    Judge a user's public key against the policy.
-
-    @param keyType: C{"Ed25519"}, C{"RSA"}, C{"EC"}, C{"DSA"}...
-    @param bits: its size.
-    @return: why it is refused, or L{None} if it is accepted.
+    L{CryptoPolicy.userKeyProblem} under L{MODERN}.
     """
-    if keyType not in USER_KEY_TYPES:
-        return f"{keyType} keys are not accepted"
-    if keyType == "RSA" and bits < MIN_RSA_USER_BITS:
-        return f"RSA keys need at least {MIN_RSA_USER_BITS} bits, this one has {bits}"
-    return None
+    return MODERN.userKeyProblem(keyType, bits)
 
 
 def signatureAccepted(algorithm: bytes) -> bool:
     """
-    @param algorithm: the signature algorithm a user authenticates with.
-    @return: whether the policy accepts it.
+    L{CryptoPolicy.signatureAccepted} under L{MODERN}.
     """
-    return algorithm in USER_SIGNATURE_ALGORITHMS
+    return MODERN.signatureAccepted(algorithm)

@@ -58,10 +58,10 @@ from .packets import PacketTransport
 from .policy import (
     CIPHERS,
     COMPRESSIONS,
-    HOST_KEY_ALGORITHMS,
     KEY_EXCHANGES,
     MACS,
-    USER_SIGNATURE_ALGORITHMS,
+    MODERN,
+    CryptoPolicy,
 )
 from .session import S3Connection
 
@@ -335,7 +335,7 @@ class S3ServerTransport(PacketTransport):
     def sendExtInfo(self, extensions: list[tuple[bytes, bytes]]) -> None:
         super().sendExtInfo(
             [
-                (name, b",".join(USER_SIGNATURE_ALGORITHMS))
+                (name, b",".join(self.factory.policy.userSignatures))
                 if name == b"server-sig-algs"
                 else (name, value)
                 for name, value in extensions
@@ -355,6 +355,7 @@ class S3SSHFactory(SSHFactory):
 
     @ivar portal: authenticates users.
     @ivar limits: the limits before and after login.
+    @ivar policy: the crypto policy connections are offered.
     @ivar clock: the time source for timeouts.
     @ivar admission: the connection counts and penalties.
     """
@@ -382,6 +383,7 @@ class S3SSHFactory(SSHFactory):
         hostKeys: dict[bytes, Key],
         limits: Limits | None = None,
         clock: IReactorTime | None = None,
+        policy: CryptoPolicy = MODERN,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -391,6 +393,7 @@ class S3SSHFactory(SSHFactory):
         self.privateKeys = hostKeys
         self.publicKeys = {kind: key.public() for kind, key in hostKeys.items()}
         self.limits = limits or Limits()
+        self.policy = policy
         self.clock = clock
         self.admission = Admission(self.limits, clock.seconds)
         self._refused = 0
@@ -409,9 +412,13 @@ class S3SSHFactory(SSHFactory):
                 self.logRefusal(host, refusal)
                 return None
         transport = cast(S3ServerTransport, super().buildProtocol(addr))
+        policy = self.policy
+        transport.supportedKeyExchanges = list(policy.keyExchanges)
+        transport.supportedCiphers = list(policy.ciphers)
+        transport.supportedMACs = list(policy.macs)
         offered = set(transport.supportedPublicKeys)
         transport.supportedPublicKeys = [
-            algorithm for algorithm in HOST_KEY_ALGORITHMS if algorithm in offered
+            algorithm for algorithm in policy.hostKeyAlgorithms if algorithm in offered
         ]
         transport.peerHost = host
         transport.proxied = self.proxied

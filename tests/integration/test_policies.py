@@ -1,0 +1,246 @@
+"""
+The named crypto policies (C{--crypto-policy}) against real clients: each
+running server held to its ssh-audit policy file; OpenSSH configured as a
+FIPS-mode system (NIST curves, AES, HMAC-SHA-2, ECDSA keys) against C{fips};
+an old client that knows only SHA-1 against C{legacy}; and each policy
+refusing what it excludes.
+
+One gateway per policy serves the module; their logs must hold no traceback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from twisted_s3sftp.tools.seaweedfs import LocalS3
+
+from .conftest import BATCH_OPTIONS, Gateway
+
+ETC = Path(__file__).parents[2] / "etc"
+
+#: What a RHEL/Fedora client in FIPS mode (or under DISA STIG settings)
+#: offers: no X25519, no ChaCha20, no ed25519.
+FIPS_CLIENT = [
+    "-o",
+    "KexAlgorithms=ecdh-sha2-nistp256,ecdh-sha2-nistp384,diffie-hellman-group16-sha512",
+    "-o",
+    "Ciphers=aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,aes128-ctr",
+    "-o",
+    "MACs=hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256",
+    "-o",
+    "HostKeyAlgorithms=ecdsa-sha2-nistp384,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256",
+    "-o",
+    "PubkeyAcceptedAlgorithms=ecdsa-sha2-nistp384,ecdsa-sha2-nistp256,rsa-sha2-512",
+]
+
+#: What a client that knows nothing newer than SHA-1 offers.
+SHA1_CLIENT = [
+    "-o",
+    "KexAlgorithms=diffie-hellman-group14-sha1",
+    "-o",
+    "Ciphers=aes128-ctr",
+    "-o",
+    "MACs=hmac-sha1",
+    "-o",
+    "HostKeyAlgorithms=ssh-rsa",
+    "-o",
+    "PubkeyAcceptedAlgorithms=ssh-rsa",
+]
+
+
+def makeKey(path: Path, kind: str, bits: int) -> Path:
+    """
+    Make an OpenSSH key pair with C{ssh-keygen}.
+
+    @return: the private key's path (the public key is beside it).
+    """
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-b", str(bits), "-N", "", "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory: pytest.TempPathFactory, localS3: LocalS3) -> Iterator[dict]:  # type: ignore[type-arg]
+    """
+    One gateway per policy, each with the host keys its policy can offer
+    (ed25519, ECDSA P-384, RSA 3072, as allowed) and three users: C{ed}
+    (ed25519 key), C{ec} (ECDSA P-384) and C{rsa} (RSA 3072).
+    """
+    root = tmp_path_factory.mktemp("policies")
+    hostKeys = {
+        "ed25519": makeKey(root / "host_ed25519", "ed25519", 256),
+        "ecdsa": makeKey(root / "host_ecdsa", "ecdsa", 384),
+        "rsa": makeKey(root / "host_rsa", "rsa", 3072),
+    }
+    userKeys = {
+        "ed": makeKey(root / "ed_key", "ed25519", 256),
+        "ec": makeKey(root / "ec_key", "ecdsa", 384),
+        "rsa": makeKey(root / "rsa_key", "rsa", 3072),
+    }
+    which = {
+        "modern": ["ed25519", "rsa"],
+        "fips": ["ecdsa", "rsa"],
+        "compat": ["ed25519", "ecdsa", "rsa"],
+        "legacy": ["ed25519", "ecdsa", "rsa"],
+    }
+    started: dict[str, Gateway] = {}
+    try:
+        for policy, kinds in which.items():
+            bucket = "p-" + uuid.uuid4().hex[:20]
+            localS3.createBucket(bucket)
+            keysDir = root / f"keys-{policy}"
+            keysDir.mkdir()
+            for user, key in userKeys.items():
+                target = keysDir / f"{user}.pub"
+                target.write_text(key.with_suffix(".pub").read_text())
+                target.chmod(0o644)
+            extra = [f"--host-key={hostKeys[kind]}" for kind in kinds]
+            gateway = Gateway(
+                root / f"gw-{policy}",
+                bucket,
+                localS3.endpointURL,
+                f"--crypto-policy={policy}",
+                *extra[1:],
+                keysDir=keysDir,
+                hostKey=hostKeys[kinds[0]],
+            )
+            started[policy] = gateway
+        yield {"gateways": started, "users": userKeys}
+    finally:
+        for gateway in started.values():
+            log = gateway.stop()
+            assert "Traceback" not in log, log
+            assert "Unhandled error" not in log, log
+
+
+def ssh(gateway: Gateway, user: str, key: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """
+    Log in with OpenSSH's C{ssh} and run the C{sftp} subsystem with no
+    input: log in, open the session, end it.
+    """
+    return subprocess.run(
+        [
+            "ssh",
+            "-v",
+            "-p",
+            str(gateway.port),
+            "-i",
+            str(key),
+            *BATCH_OPTIONS,
+            "-o",
+            "ConnectTimeout=20",
+            *options,
+            f"{user}@127.0.0.1",
+            "-s",
+            "sftp",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("policy", ["modern", "fips", "compat", "legacy"])
+def test_sshAuditPolicy(gateways: dict, policy: str) -> None:  # type: ignore[type-arg]
+    """
+    Each running server passes its ssh-audit policy file (exact lists,
+    strict key exchange, no compression).
+    """
+    gateway = gateways["gateways"][policy]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssh_audit",
+            "--no-colors",
+            "-P",
+            str(ETC / f"ssh-audit-{policy}.txt"),
+            "-p",
+            str(gateway.port),
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Passed" in result.stdout
+
+
+def test_fipsClient(gateways: dict) -> None:  # type: ignore[type-arg]
+    """
+    A FIPS-mode client with an ECDSA key logs in under C{fips}: an ECDH
+    exchange on a NIST curve, an ECDSA host key, AES-GCM.  Under C{modern}
+    the same client finds no key exchange in common.
+    """
+    key = gateways["users"]["ec"]
+    fips = ssh(gateways["gateways"]["fips"], "ec", key, *FIPS_CLIENT)
+    assert fips.returncode == 0, fips.stderr[-3000:]
+    assert "kex: algorithm: ecdh-sha2-nistp256" in fips.stderr
+    assert "kex: host key algorithm: ecdsa-sha2-nistp384" in fips.stderr
+    assert "cipher: aes256-gcm@openssh.com MAC: <implicit>" in fips.stderr
+    modern = ssh(gateways["gateways"]["modern"], "ec", key, *FIPS_CLIENT)
+    assert modern.returncode != 0
+    assert "no matching key exchange method" in modern.stderr, modern.stderr[-3000:]
+
+
+def test_fipsRefusesEd25519(gateways: dict) -> None:  # type: ignore[type-arg]
+    """
+    Under C{fips}, an ed25519 user key is not accepted, and a client that
+    offers only X25519 or ChaCha20 finds nothing in common.
+    """
+    gateway = gateways["gateways"]["fips"]
+    users = gateways["users"]
+    refused = ssh(gateway, "ed", users["ed"])
+    assert refused.returncode != 0
+    assert "Permission denied" in refused.stderr, refused.stderr[-3000:]
+    for option in ("KexAlgorithms=curve25519-sha256", "Ciphers=chacha20-poly1305@openssh.com"):
+        result = ssh(gateway, "ec", users["ec"], "-o", option)
+        assert result.returncode != 0
+        assert "no matching" in result.stderr, result.stderr[-3000:]
+
+
+def test_compatClient(gateways: dict) -> None:  # type: ignore[type-arg]
+    """
+    Under C{compat}, a client without X25519 or ed25519 (as Java 8 or JSch
+    0.1.55) logs in with an ECDH exchange and the ECDSA host key.
+    """
+    result = ssh(
+        gateways["gateways"]["compat"],
+        "ec",
+        gateways["users"]["ec"],
+        "-o",
+        "KexAlgorithms=ecdh-sha2-nistp256",
+        "-o",
+        "HostKeyAlgorithms=ecdsa-sha2-nistp384",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kex: host key algorithm: ecdsa-sha2-nistp384" in result.stderr
+
+
+def test_legacyClient(gateways: dict) -> None:  # type: ignore[type-arg]
+    """
+    Under C{legacy}, a client that knows only SHA-1 (the group 14 exchange,
+    C{hmac-sha1}, C{ssh-rsa} host and user signatures) logs in; no other
+    policy lets it.  The server warned about it at start.
+    """
+    key = gateways["users"]["rsa"]
+    legacy = gateways["gateways"]["legacy"]
+    result = ssh(legacy, "rsa", key, *SHA1_CLIENT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kex: algorithm: diffie-hellman-group14-sha1" in result.stderr
+    assert "--crypto-policy legacy offers SHA-1" in legacy.log.read_text()
+    for policy in ("modern", "fips", "compat"):
+        refused = ssh(gateways["gateways"][policy], "rsa", key, *SHA1_CLIENT)
+        assert refused.returncode != 0, policy
