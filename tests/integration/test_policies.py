@@ -244,3 +244,89 @@ def test_legacyClient(gateways: dict) -> None:  # type: ignore[type-arg]
     for policy in ("modern", "fips", "compat"):
         refused = ssh(gateways["gateways"][policy], "rsa", key, *SHA1_CLIENT)
         assert refused.returncode != 0, policy
+
+
+#: Debian's JSch 0.1.55 (package libjsch-java).
+JSCH = Path("/usr/share/java/jsch.jar")
+
+
+@pytest.fixture(scope="module")
+def jsch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """
+    The JSch client of C{tests/integration/java}, compiled.
+
+    @return: the class path to run it with.
+    """
+    assert JSCH.exists(), "JSch is required (.ci/run installs libjsch-java)"
+    out = tmp_path_factory.mktemp("jsch")
+    source = Path(__file__).parent / "java" / "JSchTransfer.java"
+    subprocess.run(
+        ["javac", "-cp", str(JSCH), "-d", str(out), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out
+
+
+def runJSch(
+    classes: Path, gateway: Gateway, user: str, key: Path, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """
+    Upload and download a file with JSch 0.1.55, whose key reader wants the
+    old PEM format.
+    """
+    pem = tmp_path / f"{user}.pem"
+    pem.write_bytes(key.read_bytes())
+    pem.chmod(0o600)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-m", "PEM", "-N", "", "-P", "", "-f", str(pem)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    source = tmp_path / "jsch.bin"
+    source.write_bytes(bytes(range(256)) * 8192)
+    return subprocess.run(
+        [
+            "java",
+            "-cp",
+            f"{JSCH}:{classes}",
+            "JSchTransfer",
+            "127.0.0.1",
+            str(gateway.port),
+            user,
+            str(pem),
+            str(source),
+            "jsch.bin",
+            str(tmp_path / "back.bin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_jsch(gateways: dict, jsch: Path, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    """
+    JSch 0.1.55, still inside many Java file-transfer products (no
+    curve25519, no ed25519 host keys, SHA-1 RSA signatures): refused under
+    C{modern}; uploads and downloads with an ECDSA user key under C{compat};
+    with an RSA user key and an RSA host key only under C{legacy}.
+    """
+    users = gateways["users"]
+    servers = gateways["gateways"]
+    refused = runJSch(jsch, servers["modern"], "ec", users["ec"], tmp_path)
+    assert refused.returncode != 0
+    assert "Algorithm negotiation fail" in refused.stderr, refused.stderr[-3000:]
+    compat = runJSch(jsch, servers["compat"], "ec", users["ec"], tmp_path)
+    assert compat.returncode == 0, compat.stderr[-3000:]
+    assert "kex: client->server aes128-ctr hmac-sha2-256" in compat.stderr, compat.stderr[-3000:]
+    assert (tmp_path / "back.bin").read_bytes() == (tmp_path / "jsch.bin").read_bytes()
+    (tmp_path / "back.bin").unlink()
+    legacy = runJSch(jsch, servers["legacy"], "rsa", users["rsa"], tmp_path)
+    assert legacy.returncode == 0, legacy.stderr[-3000:]
+    assert (tmp_path / "back.bin").read_bytes() == (tmp_path / "jsch.bin").read_bytes()
+    refusedRSA = runJSch(jsch, servers["compat"], "rsa", users["rsa"], tmp_path)
+    assert refusedRSA.returncode != 0, refusedRSA.stderr[-3000:]
