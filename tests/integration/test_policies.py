@@ -330,3 +330,27 @@ def test_jsch(gateways: dict, jsch: Path, tmp_path: Path) -> None:  # type: igno
     assert (tmp_path / "back.bin").read_bytes() == (tmp_path / "jsch.bin").read_bytes()
     refusedRSA = runJSch(jsch, servers["compat"], "rsa", users["rsa"], tmp_path)
     assert refusedRSA.returncode != 0, refusedRSA.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "policy, kex",
+    [
+        ("fips", "diffie-hellman-group16-sha512"),
+        ("fips", "diffie-hellman-group18-sha512"),
+        ("fips", "diffie-hellman-group14-sha256"),
+        ("compat", "diffie-hellman-group14-sha256"),
+        ("compat", "diffie-hellman-group-exchange-sha256"),
+    ],
+)
+def test_finiteFieldExchange(gateways: dict, policy: str, kex: str) -> None:  # type: ignore[type-arg]
+    """
+    The finite-field exchanges Conch lacks (RFC 3526's groups with SHA-2)
+    and group exchange on the same groups work alone, under strict key
+    exchange, where the policy has them; C{modern} has none of them.
+    """
+    key = gateways["users"]["ec"]
+    result = ssh(gateways["gateways"][policy], "ec", key, "-o", f"KexAlgorithms={kex}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"kex: algorithm: {kex}" in result.stderr
+    refused = ssh(gateways["gateways"]["modern"], "ec", key, "-o", f"KexAlgorithms={kex}")
+    assert refused.returncode != 0

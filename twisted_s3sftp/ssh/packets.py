@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import struct
 
+from twisted.conch.ssh import _kex
 from twisted.conch.ssh.common import ffs, getNS
 from twisted.conch.ssh.transport import (
     DISCONNECT_KEY_EXCHANGE_FAILED,
@@ -78,9 +79,12 @@ _SEQUENCE_MASK = 0xFFFFFFFF
 #: (OpenSSH at 2**31 packets at most); one that does not is disconnected.
 MAX_PACKETS_PER_KEY = 2**31
 
-#: The message that carries the client's half of the key exchange: every
-#: key exchange the policy offers (ECDH, X25519, ML-KEM hybrid) uses it.
-MSG_KEX_INIT_METHOD = 30
+#: The messages a client sends in each kind of key exchange, in order:
+#: one for ECDH, X25519, ML-KEM and fixed groups (KEXDH_INIT); two for
+#: group exchange (a request, old or new, then GEX_INIT).
+MSG_KEXDH_INIT = 30
+MSG_KEX_DH_GEX_REQUEST = 34
+MSG_KEX_DH_GEX_INIT = 32
 
 
 def _keyExchangeMessage(messageNum: int) -> bool:
@@ -106,7 +110,7 @@ class PacketTransport(SSHServerTransport):
     strictKex = False
     initialKex = True
     _kexInitSeen = False
-    _kexMethodSeen = False
+    _kexMessages: list[int] = []
     _newKeysSent = False
     _closing = False
     _bufStart = 0
@@ -142,7 +146,7 @@ class PacketTransport(SSHServerTransport):
         """
         first = not self._kexInitSeen
         self._kexInitSeen = True
-        self._kexMethodSeen = False
+        self._kexMessages = []
         self.otherKexInitPayload = bytes((MSG_KEXINIT,)) + packet
         fields = getNS(packet[16:], 10)
         strings, rest = fields[:-1], fields[-1]
@@ -235,10 +239,18 @@ class PacketTransport(SSHServerTransport):
             return None
         if messageNum == MSG_KEXINIT:
             return b"a second KEXINIT during the first key exchange"
-        if messageNum == MSG_KEX_INIT_METHOD and not self._kexMethodSeen:
-            self._kexMethodSeen = True
-            return None
-        return b"unexpected message %d" % (messageNum,)
+        seen = self._kexMessages
+        if self.kexAlg is not None and _kex.isDynamicPrimesGroup(self.kexAlg):
+            expected = (
+                (MSG_KEX_DH_GEX_REQUEST, MSG_KEXDH_INIT) if not seen else (MSG_KEX_DH_GEX_INIT,)
+            )
+            done = len(seen) >= 2
+        else:
+            expected, done = (MSG_KEXDH_INIT,), bool(seen)
+        if done or messageNum not in expected:
+            return b"unexpected message %d" % (messageNum,)
+        self._kexMessages = [*seen, messageNum]
+        return None
 
     def _strictViolation(self, what: bytes) -> None:
         log.warn(

@@ -88,6 +88,17 @@ ECDSA_ALGORITHMS = (b"ecdsa-sha2-nistp256", b"ecdsa-sha2-nistp384", b"ecdsa-sha2
 #: RSA signatures with SHA-2.
 RSA_SHA2_ALGORITHMS = (b"rsa-sha2-512", b"rsa-sha2-256")
 
+#: Finite-field exchanges on RFC 3526's groups with SHA-2 (RFC 8268), from
+#: L{twisted_s3sftp.ssh.kex}: FIPS 140-3 approved.
+MODP_KEY_EXCHANGES = (
+    b"diffie-hellman-group16-sha512",
+    b"diffie-hellman-group18-sha512",
+    b"diffie-hellman-group14-sha256",
+)
+
+#: Group exchange with SHA-256 (RFC 4419), on the same groups.
+GROUP_EXCHANGE = b"diffie-hellman-group-exchange-sha256"
+
 
 def _names(values: Iterable[bytes]) -> tuple[bytes, ...]:
     """
@@ -242,7 +253,7 @@ MODERN = CryptoPolicy(
 #: validated cryptographic module.
 FIPS = CryptoPolicy(
     "fips",
-    NIST_KEY_EXCHANGES,
+    NIST_KEY_EXCHANGES + MODP_KEY_EXCHANGES,
     tuple(c for c in CIPHERS if not c.startswith(b"chacha20")),
     MACS,
     ECDSA_ALGORITHMS + RSA_SHA2_ALGORITHMS,
@@ -251,12 +262,17 @@ FIPS = CryptoPolicy(
     {"EC", "RSA"},
 )
 
-#: C{modern}, and the NIST curves for clients without X25519 or ed25519
-#: (Java 8, FIPS-mode systems, JSch 0.1.55 with an ECDSA host key).
+#: C{modern}, and the NIST curves, the finite-field groups and group
+#: exchange for clients without X25519 or ed25519 (Java 8, FIPS-mode
+#: systems, JSch 0.1.55 with an ECDSA host key).
 COMPAT = evolve(
     MODERN,
     name="compat",
-    keyExchanges=KEY_EXCHANGES + NIST_KEY_EXCHANGES,
+    keyExchanges=KEY_EXCHANGES
+    + NIST_KEY_EXCHANGES
+    + (b"diffie-hellman-group14-sha256",)
+    + MODP_KEY_EXCHANGES[:2]
+    + (GROUP_EXCHANGE,),
     hostKeyAlgorithms=HOST_KEY_ALGORITHMS[:1] + ECDSA_ALGORITHMS + HOST_KEY_ALGORITHMS[1:],
     hostKeyTypes={"Ed25519", "EC", "RSA"},
 )

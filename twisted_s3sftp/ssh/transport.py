@@ -53,11 +53,13 @@ from .admission import (
     Admission,
     Limits,
 )
+from .kex import moduli, registerKeyExchanges
 from .keys import blobFingerprint
 from .packets import PacketTransport
 from .policy import (
     CIPHERS,
     COMPRESSIONS,
+    GROUP_EXCHANGE,
     KEY_EXCHANGES,
     MACS,
     MODERN,
@@ -389,6 +391,7 @@ class S3SSHFactory(SSHFactory):
             from twisted.internet import reactor
 
             clock = cast(IReactorTime, reactor)
+        registerKeyExchanges()
         self.portal = portal
         self.privateKeys = hostKeys
         self.publicKeys = {kind: key.public() for kind, key in hostKeys.items()}
@@ -399,7 +402,11 @@ class S3SSHFactory(SSHFactory):
         self._refused = 0
         self._refusalLogged = float("-inf")
 
-    def getPrimes(self) -> None:
+    def getPrimes(self) -> dict[int, list[tuple[int, int]]] | None:
+        # Group exchange, when the policy offers it, uses RFC 3526's
+        # groups; Conch would read a moduli file.
+        if GROUP_EXCHANGE in self.policy.keyExchanges:
+            return moduli()
         return None
 
     # Twisted lets a factory refuse a connection by returning None; Conch's
