@@ -354,3 +354,49 @@ def test_finiteFieldExchange(gateways: dict, policy: str, kex: str) -> None:  # 
     assert f"kex: algorithm: {kex}" in result.stderr
     refused = ssh(gateways["gateways"]["modern"], "ec", key, "-o", f"KexAlgorithms={kex}")
     assert refused.returncode != 0
+
+
+def _clientAlgorithms(kind: str) -> list[str]:
+    from .test_hardening import clientAlgorithms
+
+    return clientAlgorithms(kind)
+
+
+def _excludedUnder() -> list[tuple[str, str, str]]:
+    """
+    @return: (policy, option, algorithm) for every algorithm this machine's
+        OpenSSH client has and a non-default policy excludes.
+    """
+    from twisted_s3sftp.ssh.policy import POLICIES
+
+    cases = []
+    for name in ("fips", "compat", "legacy"):
+        policy = POLICIES[name]
+        for option, kind, allowed in (
+            ("KexAlgorithms", "kex", policy.keyExchanges),
+            ("Ciphers", "cipher", policy.ciphers),
+            ("MACs", "mac", policy.macs),
+        ):
+            names = {a.decode() for a in allowed}
+            cases += [(name, option, a) for a in _clientAlgorithms(kind) if a not in names]
+    return cases
+
+
+@pytest.mark.parametrize("policy, option, algorithm", _excludedUnder())
+def test_excludedUnderPolicy(gateways: dict, policy: str, option: str, algorithm: str) -> None:  # type: ignore[type-arg]
+    """
+    Under C{fips}, C{compat} and C{legacy}, a client offering only an
+    algorithm the policy excludes cannot negotiate (a MAC is offered with
+    AES-CTR, so that it counts).
+    """
+    extra = ["-o", "Ciphers=aes128-ctr"] if option == "MACs" else []
+    result = ssh(
+        gateways["gateways"][policy],
+        "ec",
+        gateways["users"]["ec"],
+        "-o",
+        f"{option}={algorithm}",
+        *extra,
+    )
+    assert result.returncode != 0
+    assert "no matching" in result.stderr, result.stderr[-3000:]

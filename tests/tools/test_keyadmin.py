@@ -62,6 +62,38 @@ class KeysCommandTests(SynchronousTestCase):
         self.assertEqual(path.read_bytes(), before)
         self.assertEqual([p.name for p in self.dir.iterdir()], ["alice.pub"])
 
+    def test_cryptoPolicy(self) -> None:
+        """
+        With C{--crypto-policy fips}, an ed25519 key (which the server would
+        skip under that policy) is refused, and nothing is written; an ECDSA
+        key is added.
+        """
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        out = io.StringIO()
+        status = main(
+            [
+                "--keys-dir",
+                str(self.dir),
+                "--crypto-policy",
+                "fips",
+                "add",
+                "eve",
+                str(self.keyPath),
+            ],
+            out,
+        )
+        self.assertEqual(status, 1)
+        self.assertEqual(list(self.dir.iterdir()), [])
+        ecdsa = self.dir.parent / "ecdsa.pub"
+        ecdsa.write_bytes(publicLine(Key(ec.generate_private_key(ec.SECP384R1()))))
+        status = main(
+            ["--keys-dir", str(self.dir), "--crypto-policy", "fips", "add", "eve", str(ecdsa)],
+            out,
+        )
+        self.assertEqual(status, 0)
+        self.assertEqual([p.name for p in self.dir.iterdir()], ["eve.pub"])
+
     def test_refusals(self) -> None:
         """
         A bad username, a key the policy refuses, a damaged line or options

@@ -1,7 +1,8 @@
 """
 C{s3sftp-keys}: the administrator's command for the keys directory.
 
-    s3sftp-keys [--keys-dir DIR] add USER [KEYFILE]    (standard input if no file)
+    s3sftp-keys [--keys-dir DIR] [--crypto-policy P] add USER [KEYFILE]
+                                                 (standard input if no file)
     s3sftp-keys [--keys-dir DIR] remove USER [FINGERPRINT]
     s3sftp-keys [--keys-dir DIR] list
     s3sftp-keys [--keys-dir DIR] fingerprint USER
@@ -28,6 +29,7 @@ from twisted.conch.ssh.keys import Key
 
 from ..sftp.paths import isValidUsername
 from ..ssh.keys import fingerprint, parseAuthorizedKeys
+from ..ssh.policy import MODERN, POLICIES, CryptoPolicy
 
 
 class KeysError(Exception):
@@ -46,7 +48,7 @@ def keyFile(keysDir: Path, user: str) -> Path:
     return keysDir / f"{user}.pub"
 
 
-def readKeys(path: Path) -> list[Key]:
+def readKeys(path: Path, policy: CryptoPolicy = MODERN) -> list[Key]:
     """
     @return: the usable keys in C{path}, none if it does not exist.
     """
@@ -54,7 +56,7 @@ def readKeys(path: Path) -> list[Key]:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    return parseAuthorizedKeys(data)[0]
+    return parseAuthorizedKeys(data, policy)[0]
 
 
 def writeKeys(path: Path, keys: list[Key], comment: str) -> None:
@@ -79,21 +81,22 @@ def writeKeys(path: Path, keys: list[Key], comment: str) -> None:
         raise
 
 
-def add(keysDir: Path, user: str, data: bytes) -> list[str]:
+def add(keysDir: Path, user: str, data: bytes, policy: CryptoPolicy = MODERN) -> list[str]:
     """
     Add the keys in C{data} to C{user}'s file, creating it if need be.
+    Keys are judged by C{policy}: the server's C{--crypto-policy}.
 
     @return: the fingerprints added (keys already there are skipped).
     @raise KeysError: if the username or any line is refused; nothing is
         written then.
     """
     path = keyFile(keysDir, user)
-    keys, problems = parseAuthorizedKeys(data)
+    keys, problems = parseAuthorizedKeys(data, policy)
     if problems:
         raise KeysError("refused, nothing written:\n  " + "\n  ".join(problems))
     if not keys:
         raise KeysError("no key given")
-    existing = readKeys(path)
+    existing = readKeys(path, policy)
     known = {fingerprint(key) for key in existing}
     added = [key for key in keys if fingerprint(key) not in known]
     if added:
@@ -147,6 +150,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         prog="s3sftp-keys", description="Manage the users of an s3sftp server."
     )
     parser.add_argument("--keys-dir", default="etc/keys", help="default: etc/keys")
+    parser.add_argument(
+        "--crypto-policy",
+        default=MODERN.name,
+        choices=sorted(POLICIES),
+        help="the server's --crypto-policy, which decides the key types accepted (default: modern)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     adding = commands.add_parser("add", help="add keys to a user (creating it)")
     adding.add_argument("user")
@@ -164,7 +173,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             raise KeysError(f"{keysDir} is not a directory")
         if args.command == "add":
             data = Path(args.keyfile).read_bytes() if args.keyfile else sys.stdin.buffer.read()
-            for added in add(keysDir, args.user, data) or ["(key already present)"]:
+            policy = POLICIES[args.crypto_policy]
+            for added in add(keysDir, args.user, data, policy) or ["(key already present)"]:
                 print(f"added {args.user} {added}", file=out)
         elif args.command == "remove":
             for removed in remove(keysDir, args.user, args.fingerprint):
