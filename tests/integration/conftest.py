@@ -253,9 +253,31 @@ def startGateway(tmp_path: Path, localS3: LocalS3, bucket: str) -> Iterator[Any]
 
     yield start
     for gateway in started:
-        log = gateway.stop()
-        assert "Traceback" not in log, log
-        assert "Unhandled error" not in log, log
+        assertCleanLog(gateway.stop())
+
+
+def assertCleanLog(log: str) -> None:
+    """
+    A gateway's log must end the test free of tracebacks.
+    """
+    assert "Traceback" not in log, log
+    assert "Unhandled error" not in log, log
+
+
+@contextlib.contextmanager
+def moduleGateway(root: Path, localS3: LocalS3, prefix: str) -> Iterator[Gateway]:
+    """
+    A gateway with a user C{alice} in a bucket of its own, for a module's
+    tests; its log is checked when it stops.
+    """
+    bucket = f"{prefix}-" + uuid.uuid4().hex[:20]
+    localS3.createBucket(bucket)
+    gateway = Gateway(root / "gw", bucket, localS3.endpointURL)
+    gateway.addUser("alice")
+    try:
+        yield gateway
+    finally:
+        assertCleanLog(gateway.stop())
 
 
 @pytest.fixture
@@ -326,6 +348,23 @@ def paramikoSFTP(gateway: Gateway, user: str) -> Iterator[Any]:
         yield client.open_sftp()
     finally:
         client.close()
+
+
+def asyncsshConnect(gateway: Gateway, user: str, **options: Any) -> Any:
+    """
+    @return: AsyncSSH's connection to C{gateway} as C{user} (an async
+        context manager), with C{options} such as C{kex_algs}.
+    """
+    import asyncssh
+
+    return asyncssh.connect(
+        "127.0.0.1",
+        gateway.port,
+        username=user,
+        client_keys=[str(gateway.root / f"{user}_key")],
+        known_hosts=None,
+        **options,
+    )
 
 
 @pytest.fixture

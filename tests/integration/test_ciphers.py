@@ -25,7 +25,7 @@ import pytest
 
 from twisted_s3sftp.tools.seaweedfs import LocalS3
 
-from .conftest import Gateway, MiB, objectBytes, sftpCommand
+from .conftest import Gateway, MiB, asyncsshConnect, moduleGateway, objectBytes, sftpCommand
 from .test_openssh import makeFile
 
 #: The AEAD ciphers, each forced alone.
@@ -40,15 +40,8 @@ def door(tmp_path_factory: pytest.TempPathFactory, localS3: LocalS3) -> Iterator
     """
     One gateway with a user C{alice}, in a bucket of its own.
     """
-    root = tmp_path_factory.mktemp("ciphers")
-    bucket = "c-" + uuid.uuid4().hex[:20]
-    localS3.createBucket(bucket)
-    gateway = Gateway(root / "gw", bucket, localS3.endpointURL)
-    gateway.addUser("alice")
-    yield gateway
-    log = gateway.stop()
-    assert "Traceback" not in log, log
-    assert "Unhandled error" not in log, log
+    with moduleGateway(tmp_path_factory.mktemp("ciphers"), localS3, "c") as gateway:
+        yield gateway
 
 
 def sftp(door: Gateway, commands: list[str], *options: str) -> subprocess.CompletedProcess[str]:
@@ -197,19 +190,12 @@ def test_asyncsshChaCha(door: Gateway, tmp_path: Path) -> None:
     rests on strict key exchange, which AsyncSSH uses when offered)
     uploads and reads a file back.
     """
-    import asyncssh
-
     source = tmp_path / "chacha.bin"
     source.write_bytes(bytes(range(256)) * 1024)
 
     async def upload() -> None:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            door.port,
-            username="alice",
-            client_keys=[str(door.root / "alice_key")],
-            known_hosts=None,
-            encryption_algs=["chacha20-poly1305@openssh.com"],
+        async with asyncsshConnect(
+            door, "alice", encryption_algs=["chacha20-poly1305@openssh.com"]
         ) as connection:
             assert connection.get_extra_info("send_cipher") == "chacha20-poly1305@openssh.com"
             async with connection.start_sftp_client() as client:

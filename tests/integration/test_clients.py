@@ -37,6 +37,7 @@ from .conftest import (
     SSH_OPTIONS,
     Gateway,
     MiB,
+    assertCleanLog,
     keys,
     multipartUploads,
     objectBytes,
@@ -162,9 +163,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory, localS3: LocalS3) -> Iterat
         os.utime(path, (MTIME, MTIME))
         hashes[name] = hashlib.sha256(data).hexdigest()
     yield Matrix(gateway, bucket, localS3.client(), root, ladder, hashes)
-    log = gateway.stop()
-    assert "Traceback" not in log, log
-    assert "Unhandled error" not in log, log
+    assertCleanLog(gateway.stop())
 
 
 def test_opensshSftp(matrix: Matrix) -> None:

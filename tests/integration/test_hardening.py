@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted_s3sftp.ssh.policy import CIPHERS, KEY_EXCHANGES, MACS
 from twisted_s3sftp.tools.seaweedfs import LocalS3
 
-from .conftest import BATCH_OPTIONS, Gateway
+from .conftest import BATCH_OPTIONS, Gateway, asyncsshConnect, moduleGateway
 
 #: The repo's ssh-audit policy.
 POLICY_FILE = Path(__file__).parents[2] / "etc" / "ssh-audit-modern.txt"
@@ -72,15 +71,8 @@ def door(tmp_path_factory: pytest.TempPathFactory, localS3: LocalS3) -> Iterator
     One gateway with a user C{alice}.
     """
     assert shutil.which("ssh"), "OpenSSH's ssh is required (.ci/run installs it)"
-    root = tmp_path_factory.mktemp("hardening")
-    bucket = "h-" + uuid.uuid4().hex[:20]
-    localS3.createBucket(bucket)
-    gateway = Gateway(root / "gw", bucket, localS3.endpointURL)
-    gateway.addUser("alice")
-    yield gateway
-    log = gateway.stop()
-    assert "Traceback" not in log, log
-    assert "Unhandled error" not in log, log
+    with moduleGateway(tmp_path_factory.mktemp("hardening"), localS3, "h") as gateway:
+        yield gateway
 
 
 def ssh(
@@ -184,20 +176,11 @@ def test_postQuantumKeyExchange(door: Gateway, tmp_path: Path) -> None:
     """
     import asyncio
 
-    import asyncssh
-
     source = tmp_path / "pq.txt"
     source.write_bytes(b"post-quantum\n")
 
     async def upload() -> None:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            door.port,
-            username="alice",
-            client_keys=[str(door.root / "alice_key")],
-            known_hosts=None,
-            kex_algs=["mlkem768x25519-sha256"],
-        ) as connection:
+        async with asyncsshConnect(door, "alice", kex_algs=["mlkem768x25519-sha256"]) as connection:
             async with connection.start_sftp_client() as sftp:
                 await sftp.put(str(source), "pq.txt")
                 assert (await sftp.stat("pq.txt")).size == len(b"post-quantum\n")

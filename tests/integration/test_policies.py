@@ -20,7 +20,7 @@ import pytest
 
 from twisted_s3sftp.tools.seaweedfs import LocalS3
 
-from .conftest import BATCH_OPTIONS, Gateway
+from .conftest import BATCH_OPTIONS, Gateway, assertCleanLog
 
 ETC = Path(__file__).parents[2] / "etc"
 
@@ -118,9 +118,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory, localS3: LocalS3) -> Iter
         yield {"gateways": started, "users": userKeys}
     finally:
         for gateway in started.values():
-            log = gateway.stop()
-            assert "Traceback" not in log, log
-            assert "Unhandled error" not in log, log
+            assertCleanLog(gateway.stop())
 
 
 def ssh(gateway: Gateway, user: str, key: Path, *options: str) -> subprocess.CompletedProcess[str]:
