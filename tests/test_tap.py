@@ -224,6 +224,24 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(list(options.hostKeys), [b"ecdsa-sha2-nistp384"])
         self.assertEqual(options.config.cryptoPolicy.name, "fips")
 
+    def test_compatHostKeysCreated(self) -> None:
+        """
+        Under C{compat} without C{--host-key}, both an ed25519 and an ECDSA
+        host key are created, for the clients without ed25519 that policy
+        is for; narrowed to ECDSA, only the ECDSA one.
+        """
+        cwd = os.getcwd()
+        self.root.child("run").makedirs()
+        os.chdir(self.root.child("run").path)
+        self.addCleanup(os.chdir, cwd)
+        options = FakeOptions()
+        base = ["--bucket", "ok-bucket", "--keys-dir", self.keys.path, "--crypto-policy", "compat"]
+        options.parseOptions(base)
+        self.assertEqual(sorted(options.hostKeys), [b"ecdsa-sha2-nistp384", b"ssh-ed25519"])
+        narrowed = FakeOptions()
+        narrowed.parseOptions([*base, "--host-key-algorithms", "ecdsa-sha2-nistp384"])
+        self.assertIn(b"ecdsa-sha2-nistp384", narrowed.hostKeys)
+
     def test_cryptoPolicyErrors(self) -> None:
         """
         An unknown policy, an ed25519 host key under C{fips}, a name the

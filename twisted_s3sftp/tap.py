@@ -40,7 +40,7 @@ from .ops.metrics import Health, Metrics, MetricsService
 from .sftp.flow import MemoryLimit
 from .ssh.admission import Limits, parsePenalties, parseStartups
 from .ssh.keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
-from .ssh.policy import MODERN, POLICIES, CryptoPolicy
+from .ssh.policy import MODERN, POLICIES, CryptoPolicy, sha1Algorithms
 from .ssh.session import S3Realm
 from .ssh.transport import S3SSHFactory
 from .store import s3
@@ -54,8 +54,9 @@ _DEFAULTS = Limits()
 #: The host key used, and created on first start, when none is given.
 DEFAULT_HOST_KEY = "etc/ssh_host_ed25519_key"
 
-#: The same under C{--crypto-policy fips}, which allows no ed25519: ECDSA
-#: on NIST P-384.
+#: The ECDSA (NIST P-384) host key used, and created, when none is given
+#: and the policy offers ECDSA (C{fips}, which allows no ed25519, and
+#: C{compat} and C{legacy}, beside the ed25519 one).
 DEFAULT_FIPS_HOST_KEY = "etc/ssh_host_ecdsa_key"
 
 
@@ -311,13 +312,7 @@ class Options(usage.Options):
         hostKeyPaths = [FilePath(p) for p in self.config.hostKeys]
         policy = self.config.cryptoPolicy
         if not hostKeyPaths:
-            fips = policy.name == "fips"
-            default = FilePath(DEFAULT_FIPS_HOST_KEY if fips else DEFAULT_HOST_KEY)
-            try:
-                ensurePrivateKey(default, "ecdsa" if fips else "ed25519")
-            except OSError as e:
-                raise ValueError(f"cannot create host key {default.path}: {e.strerror}") from None
-            hostKeyPaths = [default]
+            hostKeyPaths = self._defaultHostKeys(policy)
         self.hostKeys = loadHostKeys(hostKeyPaths, policy)
         offered = {a for key in self.hostKeys.values() for a in key.supportedSignatureAlgorithms()}
         if not offered & set(policy.hostKeyAlgorithms):
@@ -329,6 +324,31 @@ class Options(usage.Options):
             self.config.endpointURL, self.config.region, self.config.s3Threads
         )
         self.checkBucket(self.client, self.config.bucket)
+
+    def _defaultHostKeys(self, policy: CryptoPolicy) -> list[FilePath[str]]:
+        """
+        The host keys used when none is given, created on first start: an
+        ed25519 key if the policy offers ed25519, and an ECDSA (P-384) key
+        if it offers ECDSA: under C{compat} and C{legacy}, both, for the
+        clients without ed25519 those policies are for.
+
+        @raise ValueError: if one cannot be created.
+        """
+        algorithms = set(policy.hostKeyAlgorithms)
+        wanted = []
+        if b"ssh-ed25519" in algorithms:
+            wanted.append((DEFAULT_HOST_KEY, "ed25519"))
+        if b"ecdsa-sha2-nistp384" in algorithms:
+            wanted.append((DEFAULT_FIPS_HOST_KEY, "ecdsa"))
+        paths = []
+        for path, kind in wanted:
+            default = FilePath(path)
+            try:
+                ensurePrivateKey(default, kind)
+            except OSError as e:
+                raise ValueError(f"cannot create host key {default.path}: {e.strerror}") from None
+            paths.append(default)
+        return paths
 
     def _cryptoPolicy(self) -> CryptoPolicy:
         """
@@ -402,8 +422,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     factory = S3SSHFactory(portal, options.hostKeys, config.limits, reactor, config.cryptoPolicy)
     if config.cryptoPolicy.name == "legacy":
         log.warn(
-            "--crypto-policy legacy offers SHA-1 (diffie-hellman-group14-sha1, hmac-sha1,"
-            " ssh-rsa signatures): the audit trail's login events say which clients use it"
+            "--crypto-policy legacy offers SHA-1 ({algorithms}): the audit trail's login"
+            " events say which clients use it",
+            algorithms=", ".join(sha1Algorithms(config.cryptoPolicy)) or "none, as narrowed",
         )
     top = MultiService()
     drain = DrainService(realm.uploads, reactor, config.drainTimeout, pool)

@@ -66,3 +66,30 @@ class GroupTests(SynchronousTestCase):
         Group exchange is offered the same three groups.
         """
         self.assertEqual(moduli(), {bits: [(2, modpPrime(bits))] for bits in (2048, 4096, 8192)})
+
+
+class GroupExchangeTests(SynchronousTestCase):
+    """
+    Group exchange hands out a group at least as large as asked for.
+    """
+
+    def test_choice(self) -> None:
+        """
+        The smallest group at or above the client's ideal size is chosen
+        (OpenSSH asks for 3072 bits with AES-128, and must not get 2048),
+        or the largest if none is that large.
+        """
+        from tests.ssh.test_transport import Harness
+        from twisted_s3sftp.ssh.policy import COMPAT
+
+        factory = Harness(self, policy=COMPAT).factory
+        for ideal, bits in [(1024, 2048), (2048, 2048), (3072, 4096), (7680, 8192), (9000, 8192)]:
+            self.assertEqual(factory.getDHPrime(ideal), (2, modpPrime(bits)), ideal)
+
+    def test_onlyWithPolicy(self) -> None:
+        """
+        Moduli are offered only when the policy has group exchange.
+        """
+        from tests.ssh.test_transport import Harness
+
+        self.assertIsNone(Harness(self).factory.primes)

@@ -208,6 +208,33 @@ class StrictKexTests(SynchronousTestCase):
         self.assertEqual(transport.incomingPacketSequence, 0)
         self.assertFalse(transport.initialKex)
 
+    def test_wrongGuessIgnored(self) -> None:
+        """
+        A client that guessed the key exchange wrong sends a first packet
+        Conch drops; under strict key exchange that packet does not count,
+        and the real one that follows completes the exchange.
+        """
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        lists = list(LISTS)
+        lists[0] = b"curve25519-sha256," + STRICT_KEX_CLIENT
+        guessing = clearPacket(
+            b"\x14" + bytes(16) + b"".join(NS(names) for names in lists) + b"\x01" + bytes(4)
+        )
+        public = (
+            X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
+        connected = Connected(self)
+        connected.receive(
+            guessing,
+            clearPacket(b"\x1e" + NS(b"a wrong guess")),
+            clearPacket(b"\x1e" + NS(public)),
+        )
+        self.assertEqual(connected.disconnects.reasons, [])
+        kinds = [payload[0] for payload in clearPackets(connected.tcp.value())]
+        self.assertEqual(kinds[-2:], [31, MSG_NEWKEYS])
+
     def test_withoutStrictSequenceGoesOn(self) -> None:
         """
         Without strict key exchange the sequence numbers run on.

@@ -102,9 +102,10 @@ class NamedPolicyTests(SynchronousTestCase):
 
     def test_narrowed(self) -> None:
         """
-        A list replaces (in its own order), C{-a,b} removes; a name outside
-        the policy, or a list that leaves nothing, is an error naming the
-        option.
+        A list replaces (in its own order), C{-a,b} removes, C{^a,b} moves
+        to the front, C{+a,b} changes nothing; a name outside the policy, a
+        pattern, a name that is not ASCII, or a list that leaves nothing, is
+        an error naming the option.
         """
         self.assertEqual(
             MODERN.narrowed(ciphers="aes128-gcm@openssh.com,aes256-ctr").ciphers,
@@ -114,6 +115,19 @@ class NamedPolicyTests(SynchronousTestCase):
             MODERN.narrowed(macs="-hmac-sha2-512,hmac-sha2-256").macs,
             (b"hmac-sha2-512-etm@openssh.com", b"hmac-sha2-256-etm@openssh.com"),
         )
+        self.assertEqual(
+            MODERN.narrowed(ciphers=" ^aes128-ctr ").ciphers[:2],
+            (b"aes128-ctr", b"chacha20-poly1305@openssh.com"),
+        )
+        self.assertEqual(MODERN.narrowed(macs="+hmac-sha2-256").macs, MODERN.macs)
+        for value, message in [
+            ("+hmac-sha1", "not allowed"),
+            ("-*sha1*", "patterns are not supported"),
+            ("aes128-ctr,\u00e9", "ASCII"),
+        ]:
+            e = self.assertRaises(ValueError, MODERN.narrowed, ciphers=value)
+            self.assertIn(message, str(e))
+            self.assertIn("--ciphers", str(e))
         e = self.assertRaises(ValueError, MODERN.narrowed, keyExchanges="ecdh-sha2-nistp256")
         self.assertIn("--kex-algorithms: ecdh-sha2-nistp256 not allowed", str(e))
         e = self.assertRaises(

@@ -93,6 +93,16 @@ class KeysCommandTests(SynchronousTestCase):
         )
         self.assertEqual(status, 0)
         self.assertEqual([p.name for p in self.dir.iterdir()], ["eve.pub"])
+        # Keys already there stay, whatever the policy of the command.
+        self.assertEqual(self.command("add", "eve", str(self.keyPath))[0], 0)
+        self.assertEqual(
+            main(
+                ["--keys-dir", str(self.dir), "--crypto-policy", "fips", "add", "eve", str(ecdsa)],
+                out,
+            ),
+            0,
+        )
+        self.assertEqual(len(KeysDirectory(FilePath(str(self.dir))).getAuthorizedKeys(b"eve")), 2)
 
     def test_refusals(self) -> None:
         """

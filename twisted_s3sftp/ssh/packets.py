@@ -249,7 +249,10 @@ class PacketTransport(SSHServerTransport):
             expected, done = (MSG_KEXDH_INIT,), bool(seen)
         if done or messageNum not in expected:
             return b"unexpected message %d" % (messageNum,)
-        self._kexMessages = [*seen, messageNum]
+        if not self.ignoreNextPacket:
+            # A wrongly guessed first packet, which Conch drops, does not
+            # count: the client sends its real one next.
+            self._kexMessages = [*seen, messageNum]
         return None
 
     def _strictViolation(self, what: bytes) -> None:

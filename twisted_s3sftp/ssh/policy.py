@@ -4,12 +4,13 @@ and user keys it accepts, under C{--crypto-policy modern} (the default),
 C{fips}, C{compat} or C{legacy} (L{POLICIES}), narrowed with OpenSSH's list
 syntax (L{CryptoPolicy.narrowed}).
 
-The lists follow what OpenSSH's hardening guidance and ssh-audit's
-policies ask: no SHA-1, no CBC, no finite-field or NIST key exchange, no
-compression (Conch's C{zlib} is offered before authentication and inflates
-without bound).  The AEAD ciphers, the encrypt-then-MAC MACs and strict key
-exchange, which Conch lacks, come from L{twisted_s3sftp.ssh.ciphers} and
-L{twisted_s3sftp.ssh.packets}.
+Under C{modern}, the lists follow what OpenSSH's hardening guidance and
+ssh-audit's policies ask: no SHA-1, no CBC, no finite-field or NIST key
+exchange; no policy offers compression (Conch's C{zlib} is offered before
+authentication and inflates without bound).  The AEAD ciphers, the
+encrypt-then-MAC MACs and strict key exchange, which Conch lacks, come from
+L{twisted_s3sftp.ssh.ciphers} and L{twisted_s3sftp.ssh.packets}; the
+finite-field exchanges from L{twisted_s3sftp.ssh.kex}.
 
 This module is pure: it names algorithms and judges keys by their type
 and size, and imports nothing from Twisted's reactor or boto3.
@@ -197,8 +198,9 @@ class CryptoPolicy:
     ) -> CryptoPolicy:
         """
         Narrow the policy, with OpenSSH's list syntax: C{a,b} offers those
-        (in that order), C{-a,b} offers the policy's list without them.
-        Nothing outside the policy can be added.
+        (in that order), C{-a,b} offers the policy's list without them,
+        C{^a,b} puts them first.  Nothing outside the policy can be added,
+        and patterns are refused rather than guessed at.
 
         @return: the narrowed policy.
         @raise ValueError: naming the option and the names it allows.
@@ -218,22 +220,48 @@ class CryptoPolicy:
 
 def _narrow(option: str, policy: str, allowed: tuple[bytes, ...], value: str) -> tuple[bytes, ...]:
     """
-    Apply one OpenSSH-style list to C{allowed}.
+    Apply one OpenSSH-style list to C{allowed}: C{a,b} replaces it,
+    C{-a,b} removes those, C{^a,b} moves them to the front, and C{+a,b}
+    (which cannot add what the policy lacks) leaves it as it is.
     """
-    removing = value.startswith("-")
-    names = [name.strip().encode("ascii") for name in value.lstrip("-").split(",") if name.strip()]
+    value = value.strip()
+    prefix = value[:1] if value[:1] in ("-", "^", "+") else ""
+    try:
+        names = [
+            name.strip().encode("ascii") for name in value[len(prefix) :].split(",") if name.strip()
+        ]
+    except UnicodeEncodeError:
+        raise ValueError(f"{option}: algorithm names are ASCII") from None
+    if any(b"*" in name or b"?" in name for name in names):
+        raise ValueError(f"{option}: patterns are not supported; name the algorithms")
     unknown = [name.decode() for name in names if name not in allowed]
     if unknown:
         raise ValueError(
             f"{option}: {', '.join(unknown)} not allowed under --crypto-policy {policy};"
             f" allowed: {', '.join(a.decode() for a in allowed)}"
         )
-    result = (
-        tuple(a for a in allowed if a not in names) if removing else tuple(dict.fromkeys(names))
-    )
+    ordered = tuple(dict.fromkeys(names))
+    if prefix == "-":
+        result = tuple(a for a in allowed if a not in names)
+    elif prefix == "^":
+        result = ordered + tuple(a for a in allowed if a not in names)
+    elif prefix == "+":
+        result = allowed
+    else:
+        result = ordered
     if not result:
         raise ValueError(f"{option}: nothing would be left to offer")
     return result
+
+
+def sha1Algorithms(policy: CryptoPolicy) -> list[str]:
+    """
+    @return: the SHA-1 algorithms C{policy} offers or accepts, for the
+        warning C{legacy} logs at start.
+    """
+    offered = policy.keyExchanges + policy.macs + policy.hostKeyAlgorithms + policy.userSignatures
+    sha1 = (b"diffie-hellman-group14-sha1", b"hmac-sha1", b"ssh-rsa")
+    return sorted({a.decode() for a in offered if a in sha1})
 
 
 #: The default: no SHA-1, no NIST curves, AEAD and encrypt-then-MAC first.

@@ -402,6 +402,17 @@ class S3SSHFactory(SSHFactory):
         self._refused = 0
         self._refusalLogged = float("-inf")
 
+    def getDHPrime(self, bits: int) -> tuple[int, int]:
+        """
+        The group for a group exchange: the smallest at least as large as
+        the client's ideal size, or else the largest (Conch takes the
+        nearest, so a client asking for 3072 bits would get 2048).
+        """
+        assert self.primes, "Group exchange is offered only with moduli."
+        sizes = sorted(self.primes)
+        size = next((size for size in sizes if size >= bits), sizes[-1])
+        return self.primes[size][0]
+
     def getPrimes(self) -> dict[int, list[tuple[int, int]]] | None:
         # Group exchange, when the policy offers it, uses RFC 3526's
         # groups; Conch would read a moduli file.

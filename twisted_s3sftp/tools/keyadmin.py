@@ -96,7 +96,9 @@ def add(keysDir: Path, user: str, data: bytes, policy: CryptoPolicy = MODERN) ->
         raise KeysError("refused, nothing written:\n  " + "\n  ".join(problems))
     if not keys:
         raise KeysError("no key given")
-    existing = readKeys(path, policy)
+    # The keys already there stay as they are, whatever the policy: this
+    # command judges only what it adds.
+    existing = readKeys(path)
     known = {fingerprint(key) for key in existing}
     added = [key for key in keys if fingerprint(key) not in known]
     if added:
@@ -128,15 +130,16 @@ def remove(keysDir: Path, user: str, which: str | None) -> list[str]:
     return [which]
 
 
-def listUsers(keysDir: Path) -> list[tuple[str, int]]:
+def listUsers(keysDir: Path, policy: CryptoPolicy = MODERN) -> list[tuple[str, int]]:
     """
-    @return: C{(user, number of usable keys)} for every key file.
+    @return: C{(user, number of keys usable under C{policy})} for every key
+        file.
     """
     found = []
     for path in sorted(keysDir.glob("*.pub")):
         user = path.name[: -len(".pub")]
         if isValidUsername(user):
-            found.append((user, len(readKeys(path))))
+            found.append((user, len(readKeys(path, policy))))
     return found
 
 
@@ -168,19 +171,19 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     printing.add_argument("user")
     args = parser.parse_args(argv)
     keysDir = Path(args.keys_dir)
+    policy = POLICIES[args.crypto_policy]
     try:
         if not keysDir.is_dir():
             raise KeysError(f"{keysDir} is not a directory")
         if args.command == "add":
             data = Path(args.keyfile).read_bytes() if args.keyfile else sys.stdin.buffer.read()
-            policy = POLICIES[args.crypto_policy]
             for added in add(keysDir, args.user, data, policy) or ["(key already present)"]:
                 print(f"added {args.user} {added}", file=out)
         elif args.command == "remove":
             for removed in remove(keysDir, args.user, args.fingerprint):
                 print(f"removed {args.user} {removed}", file=out)
         elif args.command == "list":
-            for user, count in listUsers(keysDir):
+            for user, count in listUsers(keysDir, policy):
                 print(f"{user}\t{count} key(s)", file=out)
         else:
             path = keyFile(keysDir, args.user)
