@@ -427,7 +427,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             algorithms=", ".join(sha1Algorithms(config.cryptoPolicy)) or "none, as narrowed",
         )
     top = MultiService()
-    drain = DrainService(realm.uploads, reactor, config.drainTimeout, pool)
+    drain = DrainService(
+        realm.uploads, reactor, config.drainTimeout, pool, factory.closeConnections
+    )
     drain.setServiceParent(top)
     if leases is not None:
         SweepService(leases).setServiceParent(top)

@@ -132,6 +132,48 @@ def test_gracefulDrain(startGateway: Any, bucket: str, s3: Any) -> None:
     assert "aborting 1 upload(s)" in log
 
 
+def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
+    """
+    An OpenSSH C{sftp put} in flight when the server gets SIGTERM finishes:
+    its CLOSE is answered before the connection is closed, so C{sftp}
+    exits 0 (it reports a failed or unanswered CLOSE), and the object is
+    intact; the connection then gets an SSH disconnect and the server
+    exits.
+    """
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import sftpCommand
+
+    gateway = startGateway(None, "--drain-timeout=30")
+    key = gateway.addUser("dora")
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(24 * 1024 * 1024))
+    batch = tmp_path / "batch"
+    batch.write_text(f"put {source} big.bin\n")
+    # About 5 MB/s (-l is in Kbit/s), so the upload is still running at
+    # the signal.
+    client = subprocess.Popen(
+        [*sftpCommand(gateway.port, key), "-l", "40000", "-b", str(batch), "dora@127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    assert client.poll() is None, "the upload finished before the signal"
+    gateway.process.send_signal(signal.SIGTERM)
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 0, stderr + gateway.log.read_text()[-3000:]
+    stored = s3.get_object(Bucket=bucket, Key="dora/big.bin")["Body"].read()
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(source.read_bytes()).digest()
+    gateway.process.wait(timeout=30)
+    log = gateway.log.read_text()
+    assert "upload stored" in log
+    assert log.index("upload stored") < log.rindex("no upload under way")
+
+
 def test_metricsAndHealth(startGateway: Any, tmp_path: Path) -> None:
     """
     With C{--metrics}, C{/metrics} reports the session, the upload, the

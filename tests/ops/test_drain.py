@@ -92,3 +92,43 @@ class DrainTests(SFTPTestCase):
         self.assertStatus(g.close(), FX_FAILURE)
         self.assertEqual(len(self.uploads), 0)
         self.assertFalse(self.pool.running)
+
+    def test_closeAnsweredBeforeDisconnect(self) -> None:
+        """
+        With connections to close, the drain closes them only after the
+        last upload's CLOSE has been answered (the SFTP protocol holds the
+        count from the CLOSE until its reply is written), and holds the
+        shutdown until they are closed.
+        """
+        events: list[str] = []
+        closing: Any = None
+
+        def closeConnections() -> Any:
+            nonlocal closing
+            from twisted.internet.defer import Deferred
+
+            events.append("disconnect")
+            closing = Deferred()
+            return closing
+
+        service = DrainService(
+            self.uploads,
+            self.clock,
+            30.0,
+            self.pool,  # type: ignore[arg-type]
+            closeConnections,
+        )
+        service.startService()
+        f = self.write(b"a")
+        stopping = service.stopService()
+        # As S3FileTransferServer.packet_CLOSE does.
+        self.uploads.holdReply()
+        closed = f.close()
+        closed.addCallback(lambda _: events.append("CLOSE answered"))
+        closed.addBoth(lambda _: self.uploads.releaseReply())
+        self.successResultOf(closed)
+        self.assertEqual(events, ["CLOSE answered", "disconnect"])
+        self.assertNoResult(stopping)
+        closing.callback(None)
+        self.successResultOf(stopping)
+        self.assertFalse(self.pool.running)

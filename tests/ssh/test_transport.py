@@ -661,3 +661,38 @@ class TransportSocketTests(SynchronousTestCase):
         self.assertEqual(calls, [True])
         self.assertEqual(transport.bufferSize, READ_SIZE)  # type: ignore[attr-defined]
         factory.stopFactory()
+
+
+class ShutdownTests(SynchronousTestCase):
+    """
+    At a shutdown, connections are closed with an SSH disconnect after a
+    grace for clients to end their sessions themselves.
+    """
+
+    def test_graceThenDisconnect(self) -> None:
+        """
+        Clients get L{SHUTDOWN_GRACE} seconds; those still connected then
+        get C{server shutting down}, and the Deferred fires once all are
+        closed.
+        """
+        from twisted_s3sftp.ssh.transport import SHUTDOWN_GRACE
+
+        harness = Harness(self)
+        first, second = harness.connect(), harness.connect("10.0.0.2")
+        assert first is not None and second is not None
+        records = [Disconnects(first[0]), Disconnects(second[0])]
+        closed = harness.factory.closeConnections()
+        # The first client ends its session during the grace.
+        first[0].connectionLost(Failure(ConnectionDone()))
+        harness.clock.advance(SHUTDOWN_GRACE)
+        self.assertEqual([r.reasons for r in records], [[], [DISCONNECT_BY_APPLICATION]])
+        self.assertIn(b"server shutting down", second[1].value())
+        self.assertNoResult(closed)
+        second[0].connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+
+    def test_nothingOpen(self) -> None:
+        """
+        With no connection open, there is nothing to wait for.
+        """
+        self.successResultOf(Harness(self).factory.closeConnections())

@@ -8,9 +8,17 @@ twistd stops every service at once when the reactor is asked to stop; the
 listeners close at that moment, and L{DrainService.stopService} returns a
 Deferred that holds the shutdown until the drain is over.  Connections
 already open are served meanwhile, but a new upload on them is refused.
+
+An upload counts until its CLOSE has been answered, not only until it is
+stored (L{twisted_s3sftp.sftp.upload.ActiveUploads.holdReply}); the open
+connections are then closed (C{closeConnections}: a grace for clients to
+end their sessions, then an SSH disconnect) before the shutdown goes on,
+so that no reply is cut off by the reactor's own shutdown.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -26,6 +34,10 @@ log = Logger()
 #: Seconds given to S3 to abort the uploads left when the drain times out.
 ABORT_TIMEOUT = 15.0
 
+#: Seconds connections are given to close after the shutdown's SSH
+#: disconnect (each is cut after five in any case).
+CLOSE_TIMEOUT = 10.0
+
 
 class DrainService(Service):
     """
@@ -38,12 +50,18 @@ class DrainService(Service):
     """
 
     def __init__(
-        self, uploads: ActiveUploads, clock: IReactorTime, timeout: float, pool: ThreadPool
+        self,
+        uploads: ActiveUploads,
+        clock: IReactorTime,
+        timeout: float,
+        pool: ThreadPool,
+        closeConnections: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         self.uploads = uploads
         self.clock = clock
         self.timeout = timeout
         self.pool = pool
+        self.closeConnections = closeConnections
         self._over = False
         self._waiting: list[Deferred[None]] = []
 
@@ -87,6 +105,11 @@ class DrainService(Service):
                 except DeferredTimeout:
                     await self._abortRemaining()
             log.info("Shutting down: no upload under way")
+            if self.closeConnections is not None:
+                try:
+                    await self.closeConnections().addTimeout(CLOSE_TIMEOUT, self.clock)
+                except DeferredTimeout:
+                    log.warn("Shutting down: connections still open after the disconnect")
         finally:
             self.pool.stop()
             self._release()

@@ -317,6 +317,9 @@ class S3FileTransferServer(FileTransferServer):
         else:
             self._sendStatus(requestId, FX_FAILURE, b"invalid handle")
             return
+        uploads = target.uploads if isinstance(target, UploadFile) else None
+        if uploads is not None:
+            uploads.holdReply()
         d = maybeDeferred(target.close)
         if handle not in self._closing:
             self._closing.add(handle)
@@ -329,6 +332,10 @@ class S3FileTransferServer(FileTransferServer):
             d.addBoth(closed)
         d.addCallback(lambda _: self._sendStatus(requestId, FX_OK, b"file closed"))
         d.addErrback(self._ebStatus, requestId, b"close failed")
+        if uploads is not None:
+            # The reply is written (or the connection is gone): a shutdown
+            # may now close the connection.
+            d.addBoth(lambda _: uploads.releaseReply())
 
     def _ebStatus(self, reason: Failure, requestId: bytes, msg: bytes = b"request failed") -> None:
         # Conch reports an unknown handle (FSTAT, FSETSTAT, READDIR) with a

@@ -591,6 +591,7 @@ class ActiveUploads:
     started: int = 0
     _byKey: dict[str, list[UploadFile]] = field(factory=dict, init=False)
     _emptyWaiters: list[Deferred[None]] = field(factory=list, init=False)
+    _replies: int = field(default=0, init=False)
 
     def __len__(self) -> int:
         return sum(len(uploads) for uploads in self._byKey.values())
@@ -611,7 +612,25 @@ class ActiveUploads:
             uploads.remove(upload)
             if not uploads:
                 del self._byKey[upload.key]
-        if not self._byKey:
+        self._maybeEmpty()
+
+    def holdReply(self) -> None:
+        """
+        A CLOSE of an upload was received: until its reply has been
+        written (L{releaseReply}), the server is not done with uploads,
+        even once the upload itself has ended.
+        """
+        self._replies += 1
+
+    def releaseReply(self) -> None:
+        """
+        The reply to a CLOSE counted by L{holdReply} has been written.
+        """
+        self._replies -= 1
+        self._maybeEmpty()
+
+    def _maybeEmpty(self) -> None:
+        if not self._byKey and not self._replies:
             waiters, self._emptyWaiters = self._emptyWaiters, []
             for waiter in waiters:
                 waiter.callback(None)
@@ -634,9 +653,10 @@ class ActiveUploads:
 
     def whenEmpty(self) -> Deferred[None]:
         """
-        @return: a Deferred firing once no upload is under way.
+        @return: a Deferred firing once no upload is under way and every
+            CLOSE of one has been answered.
         """
-        if not self._byKey:
+        if not self._byKey and not self._replies:
             return succeed(None)
         waiter: Deferred[None] = Deferred(lambda d: self._emptyWaiters.remove(d))
         self._emptyWaiters.append(waiter)

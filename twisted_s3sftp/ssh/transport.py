@@ -40,6 +40,7 @@ from twisted.conch.ssh.transport import (
 )
 from twisted.conch.ssh.userauth import SSHUserAuthServer
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -77,6 +78,10 @@ READ_SIZE = 256 * 1024
 #: Seconds a disconnect message is given to leave before the connection
 #: is cut regardless (a peer that reads nothing must not keep it).
 DISCONNECT_LINGER = 5.0
+
+#: Seconds clients are given at a shutdown to end their sessions before
+#: they are disconnected.
+SHUTDOWN_GRACE = 2.0
 
 
 class S3UserAuthServer(SSHUserAuthServer):
@@ -298,6 +303,14 @@ class S3ServerTransport(PacketTransport):
             )
             self._disconnect(DISCONNECT_BY_APPLICATION, b"idle timeout")
 
+    def shutDown(self) -> None:
+        """
+        The server is stopping: disconnect with a reason the client shows.
+        """
+        open = getattr(self.transport, "connected", False)
+        if open and not getattr(self.transport, "disconnecting", False):
+            self._disconnect(DISCONNECT_BY_APPLICATION, b"server shutting down")
+
     def _disconnect(self, reason: int, description: bytes) -> None:
         """
         Send a disconnect and close, and cut the connection if the peer
@@ -312,6 +325,7 @@ class S3ServerTransport(PacketTransport):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self.factory.forget(self)
         if not self._ended:
             self._ended = True
             if self._user is not None:
@@ -360,6 +374,7 @@ class S3SSHFactory(SSHFactory):
     @ivar policy: the crypto policy connections are offered.
     @ivar clock: the time source for timeouts.
     @ivar admission: the connection counts and penalties.
+    @ivar connections: the transports whose connection is open.
     """
 
     # Conch logs a line per connection about group-exchange moduli, which
@@ -399,6 +414,8 @@ class S3SSHFactory(SSHFactory):
         self.policy = policy
         self.clock = clock
         self.admission = Admission(self.limits, clock.seconds)
+        self.connections: set[S3ServerTransport] = set()
+        self._allClosed: list[Deferred[None]] = []
         self._refused = 0
         self._refusalLogged = float("-inf")
 
@@ -440,7 +457,52 @@ class S3SSHFactory(SSHFactory):
         ]
         transport.peerHost = host
         transport.proxied = self.proxied
+        self.connections.add(transport)
         return transport
+
+    def forget(self, transport: S3ServerTransport) -> None:
+        """
+        C{transport}'s connection is gone.
+        """
+        self.connections.discard(transport)
+        if not self.connections:
+            waiting, self._allClosed = self._allClosed, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def closeConnections(self) -> Deferred[None]:
+        """
+        At a shutdown, after the last upload's CLOSE has been answered:
+        give clients L{SHUTDOWN_GRACE} seconds to end their sessions
+        themselves (a batch client that got its last reply does so at
+        once), then send those still connected an SSH disconnect ("server
+        shutting down") and close them once what was written has gone out.
+
+        A client must get that time: OpenSSH's C{ssh} exits as soon as it
+        reads a disconnect, dropping replies it has not yet handed to
+        C{sftp}, which then fails the transfer.
+
+        @return: a Deferred firing when every connection has closed (each
+            is cut L{DISCONNECT_LINGER} seconds after its disconnect at the
+            latest).
+        """
+        if not self.connections:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._allClosed.append(waiter)
+        later = self.clock.callLater(SHUTDOWN_GRACE, self._disconnectAll)
+
+        def cancel(result: object) -> object:
+            if later.active():
+                later.cancel()
+            return result
+
+        waiter.addBoth(cancel)
+        return waiter
+
+    def _disconnectAll(self) -> None:
+        for transport in list(self.connections):
+            transport.shutDown()
 
     def behindProxy(self) -> S3SSHFactory:
         """
