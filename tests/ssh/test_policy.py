@@ -15,9 +15,6 @@ from twisted_s3sftp.ssh.policy import (
     MACS,
     MODERN,
     POLICIES,
-    hostKeyProblem,
-    signatureAccepted,
-    userKeyProblem,
 )
 
 
@@ -40,11 +37,11 @@ class PolicyTests(SynchronousTestCase):
         """
         ed25519, or RSA of 3072 bits or more.
         """
-        self.assertIsNone(hostKeyProblem("Ed25519", 256))
-        self.assertIsNone(hostKeyProblem("RSA", 4096))
-        self.assertIn("3072", hostKeyProblem("RSA", 2048) or "")
-        self.assertIn("not offered", hostKeyProblem("EC", 256) or "")
-        self.assertIn("not offered", hostKeyProblem("DSA", 1024) or "")
+        self.assertIsNone(MODERN.hostKeyProblem("Ed25519", 256))
+        self.assertIsNone(MODERN.hostKeyProblem("RSA", 4096))
+        self.assertIn("3072", MODERN.hostKeyProblem("RSA", 2048) or "")
+        self.assertIn("not offered", MODERN.hostKeyProblem("EC", 256) or "")
+        self.assertIn("not offered", MODERN.hostKeyProblem("DSA", 1024) or "")
 
     def test_userKeys(self) -> None:
         """
@@ -52,12 +49,12 @@ class PolicyTests(SynchronousTestCase):
         signatures.
         """
         for accepted in (("Ed25519", 256), ("EC", 384), ("RSA", 2048)):
-            self.assertIsNone(userKeyProblem(*accepted))
-        self.assertIn("2048", userKeyProblem("RSA", 1024) or "")
-        self.assertIn("not accepted", userKeyProblem("DSA", 2048) or "")
-        self.assertTrue(signatureAccepted(b"rsa-sha2-256"))
-        self.assertFalse(signatureAccepted(b"ssh-rsa"))
-        self.assertFalse(signatureAccepted(b"ssh-dss"))
+            self.assertIsNone(MODERN.userKeyProblem(*accepted))
+        self.assertIn("2048", MODERN.userKeyProblem("RSA", 1024) or "")
+        self.assertIn("not accepted", MODERN.userKeyProblem("DSA", 2048) or "")
+        self.assertTrue(MODERN.signatureAccepted(b"rsa-sha2-256"))
+        self.assertFalse(MODERN.signatureAccepted(b"ssh-rsa"))
+        self.assertFalse(MODERN.signatureAccepted(b"ssh-dss"))
 
 
 class NamedPolicyTests(SynchronousTestCase):

@@ -278,23 +278,18 @@ class PacketTransport(SSHServerTransport):
         self.sendPacket(MSG_UNIMPLEMENTED, struct.pack("!L", sequence))
 
     def sendPacket(self, messageType: int, payload: bytes) -> None:
-        if self._newKeysSent and self._blockedByKeyExchange is not None:
-            # Until the client's NEWKEYS, nothing may go out: the old keys
-            # are done with, and the new ones not yet in use.
+        # During a key exchange only its own messages go out (Conch's rule),
+        # and between our NEWKEYS and the client's nothing does: the old
+        # keys are done with, and the new ones not yet in use.  The rest
+        # waits, and Conch sends it once the exchange is over.
+        if self._keyExchangeState != self._KEY_EXCHANGE_NONE and (
+            self._newKeysSent or not self._allowedKeyExchangeMessageType(messageType)
+        ):
             self._blockedByKeyExchange.append((messageType, payload))
             return
         protection = getattr(self.currentEncryptions, "outProtection", None)
         if protection is None:
             super().sendPacket(messageType, payload)
-            if self._keyExchangeState != self._KEY_EXCHANGE_NONE and (
-                not self._allowedKeyExchangeMessageType(messageType)
-            ):
-                return
-        elif self._keyExchangeState != self._KEY_EXCHANGE_NONE and (
-            not self._allowedKeyExchangeMessageType(messageType)
-        ):
-            self._blockedByKeyExchange.append((messageType, payload))
-            return
         else:
             # No compression: the policy offers none.
             body = bytes((messageType,)) + payload
@@ -322,20 +317,25 @@ class PacketTransport(SSHServerTransport):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        # What earlier packets left: one copy per read, not per packet.
+        self._compactBuffer()
+        super().dataReceived(data)
+
+    def _compactBuffer(self) -> None:
+        """
+        Drop the packets already taken from the buffer by position.
+        """
         if self._bufStart:
-            # What earlier packets left: one copy per read, not per packet.
             self.buf = self.buf[self._bufStart :]
             self._bufStart = 0
-        super().dataReceived(data)
 
     def getPacket(self) -> bytes | None:
         if self._closing:
             return None
         protection = getattr(self.currentEncryptions, "inProtection", None)
         if protection is None:
-            if self._bufStart:
-                self.buf = self.buf[self._bufStart :]
-                self._bufStart = 0
+            # Conch's own code reads from the start of the buffer.
+            self._compactBuffer()
             packet = super().getPacket()
         else:
             packet = self._getProtected(protection)

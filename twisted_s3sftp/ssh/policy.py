@@ -115,6 +115,14 @@ def _kinds(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
 
 
+#: Host key types (C{Key.type()}) as messages name them, in that order.
+_HOST_KEY_NAMES = {
+    "Ed25519": "ed25519",
+    "EC": "ECDSA",
+    "RSA": f"RSA of {MIN_RSA_HOST_BITS} bits or more",
+}
+
+
 @frozen
 class CryptoPolicy:
     """
@@ -149,17 +157,11 @@ class CryptoPolicy:
         @param bits: its size.
         @return: why it cannot be used, or L{None} if it can.
         """
-        allowed = " or ".join(
-            {
-                "Ed25519": "ed25519",
-                "EC": "ECDSA",
-                "RSA": f"RSA of {MIN_RSA_HOST_BITS} bits or more",
-            }[kind]
-            for kind in ("Ed25519", "EC", "RSA")
-            if kind in self.hostKeyTypes
-        )
         if keyType not in self.hostKeyTypes:
-            name = {"Ed25519": "ed25519", "EC": "ECDSA"}.get(keyType, keyType)
+            allowed = " or ".join(
+                _HOST_KEY_NAMES[kind] for kind in _HOST_KEY_NAMES if kind in self.hostKeyTypes
+            )
+            name = _HOST_KEY_NAMES.get(keyType, keyType).split(" ")[0]
             return (
                 f"{name} host keys are not offered under --crypto-policy {self.name}"
                 f" (use {allowed})"
@@ -319,24 +321,3 @@ LEGACY = evolve(
 
 #: The policies by name.
 POLICIES = {policy.name: policy for policy in (MODERN, FIPS, COMPAT, LEGACY)}
-
-
-def hostKeyProblem(keyType: str, bits: int) -> str | None:
-    """
-    L{CryptoPolicy.hostKeyProblem} under L{MODERN}.
-    """
-    return MODERN.hostKeyProblem(keyType, bits)
-
-
-def userKeyProblem(keyType: str, bits: int) -> str | None:
-    """
-    L{CryptoPolicy.userKeyProblem} under L{MODERN}.
-    """
-    return MODERN.userKeyProblem(keyType, bits)
-
-
-def signatureAccepted(algorithm: bytes) -> bool:
-    """
-    L{CryptoPolicy.signatureAccepted} under L{MODERN}.
-    """
-    return MODERN.signatureAccepted(algorithm)
