@@ -157,10 +157,10 @@ class Gateway:
         return private
 
     def sftp(
-        self, user: str, commands: list[str], timeout: float = 180
+        self, user: str, commands: list[str], *options: str, timeout: float = 180
     ) -> subprocess.CompletedProcess[str]:
         """
-        Run OpenSSH C{sftp -b} as C{user}.
+        Run OpenSSH C{sftp -b} as C{user}, with extra C{options}.
 
         @return: the finished process (its exit status is 0 only if every
             command succeeded).
@@ -170,6 +170,7 @@ class Gateway:
         return subprocess.run(
             [
                 *sftpCommand(self.port, self.root / f"{user}_key"),
+                *options,
                 "-b",
                 str(batch),
                 f"{user}@127.0.0.1",
@@ -348,6 +349,21 @@ def paramikoSFTP(gateway: Gateway, user: str) -> Iterator[Any]:
         yield client.open_sftp()
     finally:
         client.close()
+
+
+def slowSftp(
+    gateway: Gateway, user: str, key: Path, batch: Path, kbits: int, **popen: Any
+) -> subprocess.Popen[str]:
+    """
+    Start OpenSSH C{sftp -b} as C{user}, its rate limited to C{kbits}
+    Kbit/s (C{-l}) so that a transfer is still running when the test acts.
+    """
+    return subprocess.Popen(
+        [*sftpCommand(gateway.port, key), "-l", str(kbits), "-b", str(batch), f"{user}@127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+        text=True,
+        **popen,
+    )
 
 
 def asyncsshConnect(gateway: Gateway, user: str, **options: Any) -> Any:

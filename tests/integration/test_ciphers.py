@@ -25,7 +25,7 @@ import pytest
 
 from twisted_s3sftp.tools.seaweedfs import LocalS3
 
-from .conftest import Gateway, MiB, asyncsshConnect, moduleGateway, objectBytes, sftpCommand
+from .conftest import Gateway, MiB, asyncsshConnect, moduleGateway, objectBytes
 from .test_openssh import makeFile
 
 #: The AEAD ciphers, each forced alone.
@@ -44,29 +44,6 @@ def door(tmp_path_factory: pytest.TempPathFactory, localS3: LocalS3) -> Iterator
         yield gateway
 
 
-def sftp(door: Gateway, commands: list[str], *options: str) -> subprocess.CompletedProcess[str]:
-    """
-    Run OpenSSH C{sftp -b} as C{alice} with extra C{options}, verbosely
-    enough that the negotiated algorithms show in its standard error.
-    """
-    batch = door.root / f"batch-{uuid.uuid4().hex}"
-    batch.write_text("\n".join(commands) + "\n")
-    return subprocess.run(
-        [
-            *sftpCommand(door.port, door.root / "alice_key"),
-            "-v",
-            *options,
-            "-b",
-            str(batch),
-            "alice@127.0.0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def roundTrip(door: Gateway, s3: Any, tmp_path: Path, size: int, *options: str) -> str:
     """
     Upload a file of C{size} random bytes and download it back with
@@ -77,7 +54,8 @@ def roundTrip(door: Gateway, s3: Any, tmp_path: Path, size: int, *options: str) 
     source = makeFile(tmp_path, "source", size)
     name = f"{uuid.uuid4().hex}.bin"
     back = tmp_path / "back"
-    result = sftp(door, [f"put {source} {name}", f"get {name} {back}"], *options)
+    # -v: the negotiated algorithms show in its standard error.
+    result = door.sftp("alice", [f"put {source} {name}", f"get {name} {back}"], "-v", *options)
     assert result.returncode == 0, result.stderr[-3000:]
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     assert hashlib.sha256(back.read_bytes()).hexdigest() == digest

@@ -21,7 +21,7 @@ from .conftest import (
     keys,
     multipartUploads,
     objectBytes,
-    sftpCommand,
+    slowSftp,
 )
 
 LADDER = [0, 1, PART - 1, PART, PART + 1, 3 * PART + 7]
@@ -93,11 +93,12 @@ def test_killedClientLeavesNothing(gateway: Gateway, bucket: str, s3: Any, tmp_p
     source = makeFile(tmp_path, "big", 40 * MiB)
     batch = tmp_path / "batch"
     batch.write_text(f"put {source}\n")
-    client = subprocess.Popen(
-        # -l limits the rate (Kbit/s), so the upload is still running
-        # when it is killed.
-        [*sftpCommand(gateway.port, key), "-l", "16000", "-b", str(batch), "alice@127.0.0.1"],
-        stdin=subprocess.DEVNULL,
+    client = slowSftp(
+        gateway,
+        "alice",
+        key,
+        batch,
+        16000,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

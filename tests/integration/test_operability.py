@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -134,44 +135,46 @@ def test_gracefulDrain(startGateway: Any, bucket: str, s3: Any) -> None:
 
 def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
     """
-    An OpenSSH C{sftp put} in flight when the server gets SIGTERM finishes:
-    its CLOSE is answered before the connection is closed, so C{sftp}
-    exits 0 (it reports a failed or unanswered CLOSE), and the object is
-    intact; the connection then gets an SSH disconnect and the server
-    exits.
+    OpenSSH C{sftp put}s in flight when the server gets SIGTERM (three at
+    once from one address: a partner's batch, within the unauthenticated
+    per-source cap) finish: each CLOSE is answered before its connection is
+    closed, so every C{sftp} exits 0 (it reports a failed or unanswered
+    CLOSE), and every object is intact; the connections then get an SSH
+    disconnect and the server exits.
     """
     import signal
-    import subprocess
     import time
 
-    from .conftest import sftpCommand
+    from .conftest import slowSftp
 
     gateway = startGateway(None, "--drain-timeout=30")
     key = gateway.addUser("dora")
-    source = tmp_path / "big.bin"
-    source.write_bytes(os.urandom(24 * 1024 * 1024))
-    batch = tmp_path / "batch"
-    batch.write_text(f"put {source} big.bin\n")
-    # About 5 MB/s (-l is in Kbit/s), so the upload is still running at
-    # the signal.
-    client = subprocess.Popen(
-        [*sftpCommand(gateway.port, key), "-l", "40000", "-b", str(batch), "dora@127.0.0.1"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sources, clients = {}, []
+    for number in range(3):
+        name = f"big{number}.bin"
+        sources[name] = tmp_path / name
+        sources[name].write_bytes(os.urandom(12 * 1024 * 1024))
+        batch = tmp_path / f"batch{number}"
+        batch.write_text(f"put {sources[name]} {name}\n")
+        # About 5 MB/s each, so the uploads are still running at the signal.
+        clients.append(
+            slowSftp(
+                gateway, "dora", key, batch, 40000, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
     time.sleep(1.5)
-    assert client.poll() is None, "the upload finished before the signal"
+    assert all(client.poll() is None for client in clients), "an upload ended before the signal"
     gateway.process.send_signal(signal.SIGTERM)
-    _, stderr = client.communicate(timeout=60)
-    assert client.returncode == 0, stderr + gateway.log.read_text()[-3000:]
-    stored = s3.get_object(Bucket=bucket, Key="dora/big.bin")["Body"].read()
-    assert hashlib.sha256(stored).digest() == hashlib.sha256(source.read_bytes()).digest()
+    for client in clients:
+        _, stderr = client.communicate(timeout=60)
+        assert client.returncode == 0, stderr + gateway.log.read_text()[-3000:]
+    for name, source in sources.items():
+        stored = s3.get_object(Bucket=bucket, Key=f"dora/{name}")["Body"].read()
+        assert hashlib.sha256(stored).digest() == hashlib.sha256(source.read_bytes()).digest()
     gateway.process.wait(timeout=30)
     log = gateway.log.read_text()
-    assert "upload stored" in log
-    assert log.index("upload stored") < log.rindex("no upload under way")
+    assert log.count("upload stored") == 3
+    assert log.rindex("upload stored") < log.rindex("no upload under way")
 
 
 def test_metricsAndHealth(startGateway: Any, tmp_path: Path) -> None:
