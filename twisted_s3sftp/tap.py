@@ -45,6 +45,7 @@ from .ssh.session import S3Realm
 from .ssh.transport import S3SSHFactory
 from .store import s3
 from .store.leases import Leases, SweepService
+from .store.parts import BufferPool
 
 log = Logger()
 
@@ -412,7 +413,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     config = options.config
     pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
-    memory = MemoryLimit(config.memoryLimit)
+    memory = MemoryLimit(config.memoryLimit, BufferPool(config.policy.bufferLimit))
     leases = (
         Leases(store, config.statePrefix, config.orphanAge, reactor) if config.orphanAge else None
     )

@@ -437,7 +437,7 @@ class FlowControlTests(SynchronousTestCase):
         self.send(sftpMessage(1, 3, b""))  # INIT, version 3
         self.transport.clear()
 
-    def send(self, message: bytes) -> bool:
+    def send(self, message: bytes | memoryview) -> bool:
         """
         Send C{message} if the window allows it, as an SSH client would.
 
@@ -507,6 +507,31 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(self.window.held, 0)
         self.assertEqual(self.window.target, BASE_WINDOW)
         self.assertEqual(self.memory.used, 0)
+
+    def test_messagesSplitAnyhow(self) -> None:
+        """
+        Messages cut at any point (a byte at a time, SSH-packet-sized
+        pieces that straddle messages, views of a larger buffer) are each
+        handled once, when their last byte arrives, and in order.
+        """
+        handle = self.openHandle(b"split")
+        data = bytes(range(256)) * 1024
+        stream = b"".join(
+            self.write(handle, 10 + n, n * 65536, data[n * 65536 : (n + 1) * 65536])
+            for n in range(4)
+        )
+        first = self.write(handle, 9, 0, b"")
+        for i in range(len(first)):
+            self.assertEqual(self.replies(), [])
+            self.assertTrue(self.send(first[i : i + 1]))
+        self.assertEqual(self.statusCodes(), [(9, 0)])
+        view = memoryview(stream)
+        for start in range(0, len(stream), 32768):
+            self.assertTrue(self.send(view[start : start + 32768]))
+        self.assertEqual(self.statusCodes(), [(10, 0), (11, 0), (12, 0), (13, 0)])
+        self.send(sftpMessage(4, 14, NS(handle)))
+        self.assertEqual(self.statusCodes(), [(14, 0)])
+        self.assertEqual(self.store.objects["alice/split"][0], data)
 
     def test_openCompletingAfterConnectionLost(self) -> None:
         """

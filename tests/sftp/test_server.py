@@ -323,6 +323,23 @@ class EngineTests(SFTPTestCase):
         store.release()
         self.assertEqual(store.calls.count("uploadPart"), 4)
 
+    def test_partBuffersReused(self) -> None:
+        """
+        The buffers of parts S3 has stored go back to the server's pool
+        and fill the later parts and the next upload's, which are stored
+        intact: with S3 answering at once, one buffer serves them all.
+        """
+        memory = MemoryLimit(1024 * MiB)
+        server, store = makeServer(memory=memory)
+        first = random.Random(5).randbytes(3 * PART + 7)
+        self.upload(server, b"one", first, chunk=65536)
+        self.assertEqual(memory.buffers.idle, PART)
+        second = random.Random(6).randbytes(2 * PART + 7)
+        self.upload(server, b"two", second, chunk=65536)
+        self.assertEqual(store.objects["alice/one"][0], first)
+        self.assertEqual(store.objects["alice/two"][0], second)
+        self.assertEqual(memory.buffers.idle, PART)
+
     def test_completionOrder(self) -> None:
         """
         Parts stored in any order complete into the right object, and the

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 from twisted.conch.ssh.common import NS
+from twisted.conch.ssh.connection import MSG_CHANNEL_DATA
 from twisted.conch.ssh.transport import (
     DISCONNECT_KEY_EXCHANGE_FAILED,
     DISCONNECT_MAC_ERROR,
@@ -383,6 +384,33 @@ class FramingTests(SynchronousTestCase):
             receiver.transport.dataReceived(wire[3:])
             self.assertEqual(received, payloads, cipher)
             self.assertEqual(receiver.transport.incomingPacketSequence, 5 + len(payloads))
+
+    def test_channelDataNotCopied(self) -> None:
+        """
+        Channel data reaches C{dispatchMessage} as a view of the decrypted
+        packet, every other message as C{bytes}; both with their content.
+        """
+        for cipher, mac in self.NAMES:
+            sender, receiver = self.pair(cipher, mac)
+            received: list[tuple[int, type, bytes]] = []
+
+            def dispatch(
+                number: int, payload: bytes, received: list[tuple[int, type, bytes]] = received
+            ) -> None:
+                received.append((number, type(payload), bytes(payload)))
+
+            receiver.transport.dispatchMessage = dispatch  # type: ignore[method-assign]
+            # Past the key exchange, when channel data may go out.
+            sender._keyExchangeState = sender._KEY_EXCHANGE_NONE
+            data = struct.pack(">L", 0) + NS(b"d" * 40000)
+            sender.sendPacket(MSG_CHANNEL_DATA, data)
+            sender.sendPacket(MSG_IGNORE, NS(b"i"))
+            receiver.transport.dataReceived(sender.transport.value())  # type: ignore[attr-defined]
+            self.assertEqual(
+                received,
+                [(MSG_CHANNEL_DATA, memoryview, data), (MSG_IGNORE, bytes, NS(b"i"))],
+                cipher,
+            )
 
     def test_tampered(self) -> None:
         """

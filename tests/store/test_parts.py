@@ -13,6 +13,8 @@ from twisted_s3sftp.errors import NotSupported, UploadFailed
 from twisted_s3sftp.store.parts import (
     MAX_PART_SIZE,
     MIN_PART_SIZE,
+    POOLED_FROM,
+    BufferPool,
     FinalPart,
     MiB,
     Part,
@@ -214,6 +216,120 @@ class PlannerTests(SynchronousTestCase):
         planner.feed(0, b"abc")
         self.assertEqual(planner.discard(), 3)
         self.assertEqual(planner.held, 0)
+
+
+class BufferPoolTests(SynchronousTestCase):
+    """
+    L{BufferPool} hands out part-sized buffers and keeps those given back,
+    up to its bound.
+    """
+
+    def test_reuse(self) -> None:
+        """
+        A buffer given back is the one taken next for that size; another
+        size gets a new buffer.
+        """
+        pool = BufferPool(limit=100)
+        first = pool.take(40)
+        self.assertEqual(len(first), 40)
+        pool.give(first)
+        self.assertEqual(pool.idle, 40)
+        self.assertIs(pool.take(40), first)
+        self.assertEqual(pool.idle, 0)
+        self.assertIsNot(pool.take(30), first)
+
+    def test_bounded(self) -> None:
+        """
+        Idle buffers beyond the limit are not kept, nor are buffers of a
+        size the pool never handed out, nor immutable bytes.
+        """
+        pool = BufferPool(limit=100)
+        taken = [pool.take(40) for _ in range(3)]
+        for buffer in taken:
+            pool.give(buffer)
+        self.assertEqual(pool.idle, 80)
+        pool.give(bytearray(7))
+        pool.give(bytes(40))
+        self.assertEqual(pool.idle, 80)
+
+
+class PooledPlannerTests(SynchronousTestCase):
+    """
+    A L{PartPlanner} with a L{BufferPool} fills large parts in pooled
+    buffers and gives them back, without changing what it sends.
+    """
+
+    def makePlanner(self, pool: BufferPool) -> PartPlanner:
+        """
+        @return: a planner of S3-sized parts taking buffers from C{pool}.
+        """
+        return PartPlanner(PartSchedule(PART), capacity=1 << 62, buffers=pool)
+
+    def test_staleBytesNeverSent(self) -> None:
+        """
+        Parts filled in reused buffers full of another upload's bytes, in
+        order and out of order, carry exactly the file's bytes; the last
+        part is only the bytes written.
+        """
+        pool = BufferPool(limit=4 * PART)
+        for _ in range(2):
+            pool.give(pool.take(PART))
+        for buffer in pool._free[PART]:
+            buffer[:] = b"S" * PART
+        data = random.Random(3).randbytes(2 * PART + POOLED_FROM + 999)
+        chunk = 65536
+        writes = [(o, data[o : o + chunk]) for o in range(0, len(data), chunk)]
+        early = writes[:40]
+        random.Random(4).shuffle(early)
+        writes[:40] = early
+        planner = self.makePlanner(pool)
+        parts = []
+        for offset, piece in writes:
+            parts.extend(planner.feed(offset, piece))
+        final = planner.finish()
+        self.assertEqual(joined(parts, final), data)
+        self.assertEqual(planner.sha256, hashlib.sha256(data).hexdigest())
+
+    def test_recycled(self) -> None:
+        """
+        The buffer of a part given back with L{PartPlanner.recycle} fills
+        a later part, of this upload or the next.
+        """
+        pool = BufferPool(limit=4 * PART)
+        planner = self.makePlanner(pool)
+        (first,) = planner.feed(0, b"a" * (PART + 1))
+        self.assertIsInstance(first.data, bytearray)
+        planner.recycle(first.data)
+        (second,) = planner.feed(PART + 1, b"b" * PART)
+        self.assertIs(second.data, first.data)
+        self.assertEqual(bytes(second.data), b"a" + b"b" * (PART - 1))
+
+    def test_smallFilesUnpooled(self) -> None:
+        """
+        A file no larger than L{POOLED_FROM} never takes a part-sized
+        buffer, and what the planner holds is what was written.
+        """
+        pool = BufferPool(limit=4 * PART)
+        planner = self.makePlanner(pool)
+        planner.feed(0, b"x" * POOLED_FROM)
+        self.assertEqual(planner.held, POOLED_FROM)
+        self.assertNotIn(PART, pool._free)
+        final = planner.finish()
+        assert isinstance(final, SinglePut)
+        self.assertEqual(len(final.data), POOLED_FROM)
+
+    def test_heldCountsWritten(self) -> None:
+        """
+        Once a part is in a pooled buffer, L{PartPlanner.held} still counts
+        the bytes written, not the buffer's size; L{PartPlanner.discard}
+        gives the buffer back.
+        """
+        pool = BufferPool(limit=4 * PART)
+        planner = self.makePlanner(pool)
+        planner.feed(0, b"x" * (POOLED_FROM + 10))
+        self.assertEqual(planner.held, POOLED_FROM + 10)
+        self.assertEqual(planner.discard(), POOLED_FROM + 10)
+        self.assertEqual(pool.idle, PART)
 
 
 class ScheduleTests(SynchronousTestCase):

@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 from attrs import define, field
 
+from ..store.parts import BufferPool
+
 MiB = 1024 * 1024
 
 #: Room beyond an upload's parts: the write that completes a part, the
@@ -66,10 +68,13 @@ class MemoryLimit:
     The memory all uploads together may hold.
 
     @ivar limit: the bound, in bytes.
+    @ivar buffers: the part buffers uploads reuse; the idle ones are kept
+        beyond L{limit}, up to their own bound.
     @ivar used: bytes reserved now.
     """
 
     limit: int
+    buffers: BufferPool = field(factory=BufferPool)
     used: int = field(default=0, init=False)
     _waiting: deque[tuple[int, Callable[[], None]]] = field(factory=deque, init=False, repr=False)
 

@@ -88,6 +88,9 @@ class S3FileTransferServer(FileTransferServer):
     _readingBytes = 0
     _dispatching = False
     _paused = False
+    _incomingLength = 0
+    # Bytes still missing from the message under way (0 when unknown).
+    _wanted = 0
     _session: Any = None
 
     def connectionMade(self) -> None:
@@ -103,14 +106,26 @@ class S3FileTransferServer(FileTransferServer):
         # Handles whose CLOSE is under way: the connection's loss must not
         # abort them, and they count against the handle cap until done.
         self._closing: set[bytes] = set()
+        # Data received since the last message was handled, not yet
+        # joined to buf.
+        self._incoming: list[bytes] = []
         if self._session is not None:
             self._session.onWritable = self._resume
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Buffer C{data}; handle the messages it completes.
+
+        A message longer than one SSH packet (OpenSSH writes 256 KiB at a
+        time, in 32 KiB packets) is joined once, when its last byte has
+        arrived, rather than copied again with every packet.
+        """
         if self._lost or self._refused:
             return
-        self.buf = self.buf + data if self.buf else data
-        self._process()
+        self._incoming.append(data)
+        self._incomingLength += len(data)
+        if self._incomingLength >= self._wanted:
+            self._process()
 
     def _process(self) -> None:
         """
@@ -124,7 +139,12 @@ class S3FileTransferServer(FileTransferServer):
             return
         self._dispatching = True
         self._paused = False
+        self._wanted = 0
         try:
+            if self._incoming:
+                self.buf = b"".join([self.buf, *self._incoming])
+                self._incoming.clear()
+                self._incomingLength = 0
             buf = self.buf
             position = 0
             while len(buf) - position >= 4 and not self._lost:
@@ -145,6 +165,7 @@ class S3FileTransferServer(FileTransferServer):
                     break
                 end = position + 4 + length
                 if len(buf) < end:
+                    self._wanted = end - len(buf)
                     break
                 self._dispatch(buf[position + 4], buf, position + 5, end)
                 position = end

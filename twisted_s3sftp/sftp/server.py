@@ -164,6 +164,7 @@ class S3SFTPServer:
             planner=PartPlanner(
                 PartSchedule(policy.partSize, policy.limits),
                 capacity=budget.reserved + BASE_WINDOW,
+                buffers=self.avatar.memory.buffers,
             ),
             budget=budget,
             policy=policy,

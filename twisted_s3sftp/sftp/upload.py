@@ -347,6 +347,7 @@ class UploadFile:
                     stored = await self.store.putObject(self.key, plan.data, metadata)
                 finally:
                     self._partBytes -= len(plan.data)
+                    self.planner.recycle(plan.data)
                     self._credit()
             else:
                 stored = await self._finishMultipart(plan, metadata)
@@ -490,6 +491,7 @@ class UploadFile:
         finally:
             self._inFlight -= 1
             self._partBytes -= len(part.data)
+            self.planner.recycle(part.data)
             self._credit()
         self._pump()
 

@@ -45,6 +45,7 @@ import struct
 
 from twisted.conch.ssh import _kex
 from twisted.conch.ssh.common import ffs, getNS
+from twisted.conch.ssh.connection import MSG_CHANNEL_DATA
 from twisted.conch.ssh.transport import (
     DISCONNECT_KEY_EXCHANGE_FAILED,
     DISCONNECT_MAC_ERROR,
@@ -219,7 +220,7 @@ class PacketTransport(SSHServerTransport):
             self.incomingPacketSequence = 0
         super().ssh_NEWKEYS(packet)
 
-    def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
+    def dispatchMessage(self, messageNum: int, payload: bytes | memoryview) -> None:
         if self._closing:
             return
         if self.strictKex and self.initialKex:
@@ -319,7 +320,20 @@ class PacketTransport(SSHServerTransport):
             return
         # What earlier packets left: one copy per read, not per packet.
         self._compactBuffer()
-        super().dataReceived(data)
+        if not self.gotVersion:
+            super().dataReceived(data)
+            return
+        # Conch's loop, without its copies of each payload: channel data
+        # goes to the channel as a view of the decrypted packet.
+        self.buf = self.buf + data
+        packet = self._nextPacket()
+        while packet:
+            messageNum = packet[0]
+            payload = packet[1:]
+            if messageNum != MSG_CHANNEL_DATA:
+                payload = bytes(payload)
+            self.dispatchMessage(messageNum, payload)
+            packet = self._nextPacket()
 
     def _compactBuffer(self) -> None:
         """
@@ -330,6 +344,16 @@ class PacketTransport(SSHServerTransport):
             self._bufStart = 0
 
     def getPacket(self) -> bytes | None:
+        packet = self._nextPacket()
+        return None if packet is None else bytes(packet)
+
+    def _nextPacket(self) -> bytes | memoryview | None:
+        """
+        Take the next packet from the buffer.
+
+        @return: its payload (a view of the decrypted packet under an
+            AEAD or EtM protection), or L{None} if none has all arrived.
+        """
         if self._closing:
             return None
         protection = getattr(self.currentEncryptions, "inProtection", None)
@@ -346,7 +370,7 @@ class PacketTransport(SSHServerTransport):
                 return None
         return packet
 
-    def _getProtected(self, protection: IPacketProtection) -> bytes | None:
+    def _getProtected(self, protection: IPacketProtection) -> memoryview | None:
         """
         Take one packet protected by C{protection} from the buffer.
 
@@ -376,4 +400,4 @@ class PacketTransport(SSHServerTransport):
             self._fail(DISCONNECT_PROTOCOL_ERROR, b"bad padding length")
             return None
         self.incomingPacketSequence += 1
-        return body[1 : length - padding]
+        return memoryview(body)[1 : length - padding]

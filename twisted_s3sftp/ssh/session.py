@@ -97,12 +97,15 @@ class S3Connection(SSHConnection):
             struct.pack(">2L", senderChannel, reason) + NS(text) + NS(b""),
         )
 
-    def ssh_CHANNEL_DATA(self, packet: bytes) -> None:
+    def ssh_CHANNEL_DATA(self, packet: bytes | memoryview) -> None:
+        # The transport passes channel data as a view of the decrypted
+        # packet: the SFTP protocol copies it once, when it has a whole
+        # message.
         localChannel, dataLength = struct.unpack(">2L", packet[:8])
         channel = self.channels.get(localChannel)
         window = getattr(channel, "window", None)
         if channel is None or window is None:
-            super().ssh_CHANNEL_DATA(packet)
+            super().ssh_CHANNEL_DATA(bytes(packet))
             return
         if dataLength > channel.localMaxPacket or not window.receive(dataLength):
             log.warn("Disconnecting: client sent more than its window allows")

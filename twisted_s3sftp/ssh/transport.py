@@ -242,7 +242,7 @@ class S3ServerTransport(PacketTransport):
         self.peerHost = host
         return True
 
-    def dispatchMessage(self, messageNum: int, payload: bytes) -> None:
+    def dispatchMessage(self, messageNum: int, payload: bytes | memoryview) -> None:
         # Conch's handlers parse with struct and assertions: a malformed
         # message raises out of dataReceived, which logs a traceback per
         # packet.  It ends the connection instead, with one line.
