@@ -105,7 +105,8 @@ class OptionsTests(SynchronousTestCase):
     def test_limits(self) -> None:
         """
         The limits before and after login default to OpenSSH's where it
-        has them, and each option sets its own.
+        has them (C{start:rate:full} is read as C{full}), and each option
+        sets its own.
         """
         self.assertEqual(self.parse("--bucket", "b-1").config.limits, Limits())
         limits = self.parse(
@@ -119,6 +120,10 @@ class OptionsTests(SynchronousTestCase):
             "5:50:20",
             "--per-source-max-startups",
             "2",
+            "--max-queued",
+            "30",
+            "--per-source-max-queued",
+            "7",
             "--per-source-penalties",
             "authfail:30 max:60",
             "--penalty-exempt",
@@ -137,8 +142,10 @@ class OptionsTests(SynchronousTestCase):
             Limits(
                 loginGrace=10,
                 maxAuthTries=3,
-                startups=(5, 50, 20),
+                maxStartups=20,
                 perSourceStartups=2,
+                maxQueued=30,
+                perSourceQueue=7,
                 authFailPenalty=30,
                 maxPenalty=60,
                 exempt=("10.0.0.0/8", "::1"),
@@ -167,6 +174,7 @@ class OptionsTests(SynchronousTestCase):
             (("--bucket", "ok-bucket", "--per-source-penalties", "crash:1"), "crash"),
             (("--bucket", "ok-bucket", "--penalty-exempt", "nowhere"), "not a network"),
             (("--bucket", "ok-bucket", "--max-sessions", "0"), "at least 1"),
+            (("--bucket", "ok-bucket", "--max-queued", "-1"), "not be negative"),
             (("--bucket", "ok-bucket", "--orphan-age", "0.5"), "at least 1 second"),
             (("--bucket", "ok-bucket", "--state-prefix", "leases/"), "inside the home"),
             (("--bucket", "ok-bucket", "--state-prefix", "x"), "end with"),

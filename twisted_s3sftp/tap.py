@@ -33,6 +33,7 @@ from .config import (
     ServerConfig,
     parseSize,
 )
+from .ops.descriptors import connectionBudget, raiseOpenFileLimit
 from .ops.drain import DrainService
 from .ops.listener import listeningService
 from .ops.logformat import FORMATS, configure
@@ -122,16 +123,28 @@ class Options(usage.Options):
         [
             "max-startups",
             None,
-            ":".join(map(str, _DEFAULTS.startups)),
-            "Unauthenticated connections, as start:rate:full (OpenSSH's "
-            "MaxStartups): random early drop from start, at rate percent, "
-            "rising to refusing all at full.",
+            str(_DEFAULTS.maxStartups),
+            "Unauthenticated connections served at once; more wait in a "
+            "queue (OpenSSH's start:rate:full is read as full: nothing is "
+            "dropped at random).",
         ],
         [
             "per-source-max-startups",
             None,
             str(_DEFAULTS.perSourceStartups),
-            "Unauthenticated connections per IPv4 address or IPv6 /64.",
+            "Unauthenticated connections served at once per IPv4 address or IPv6 /64.",
+        ],
+        [
+            "max-queued",
+            None,
+            str(_DEFAULTS.maxQueued),
+            "Connections waiting for a slot, in all; beyond, refused.",
+        ],
+        [
+            "per-source-max-queued",
+            None,
+            str(_DEFAULTS.perSourceQueue),
+            "Connections waiting for a slot per IPv4 address or IPv6 /64; beyond, refused.",
         ],
         [
             "per-source-penalties",
@@ -148,7 +161,8 @@ class Options(usage.Options):
             "max-user-connections",
             None,
             str(_DEFAULTS.perUser),
-            "Logged-in connections per user.",
+            "Logged-in connections per user; one more is disconnected with "
+            "a message naming the limit.",
         ],
         ["max-sessions", None, str(_DEFAULTS.maxChannels), "SFTP sessions per connection."],
         [
@@ -379,7 +393,9 @@ class Options(usage.Options):
             ("max-user-connections", "perUser", int),
             ("max-sessions", "maxChannels", int),
             ("idle-timeout", "idleTimeout", float),
-            ("max-startups", "startups", parseStartups),
+            ("max-startups", "maxStartups", parseStartups),
+            ("max-queued", "maxQueued", int),
+            ("per-source-max-queued", "perSourceQueue", int),
             ("per-source-penalties", None, parsePenalties),
         ]
         for option, name, kind in fields:
@@ -420,7 +436,19 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     realm = S3Realm(store, config.homeTemplate, config.policy, memory, reactor, leases)
     keys = KeysDirectory(FilePath(config.keysDir), config.cryptoPolicy)
     portal = Portal(realm, [KeysDirectoryChecker(keys)])
-    factory = S3SSHFactory(portal, options.hostKeys, config.limits, reactor, config.cryptoPolicy)
+    budget = connectionBudget(raiseOpenFileLimit())
+    limits = config.limits.fitted(budget)
+    if limits != config.limits:
+        log.warn(
+            "The open files limit allows {budget} connections: at most {startups} "
+            "served before login and {queued} queued",
+            budget=budget,
+            startups=limits.maxStartups,
+            queued=limits.maxQueued,
+        )
+    factory = S3SSHFactory(
+        portal, options.hostKeys, limits, reactor, config.cryptoPolicy, maxConnections=budget
+    )
     if config.cryptoPolicy.name == "legacy":
         log.warn(
             "--crypto-policy legacy offers SHA-1 ({algorithms}): the audit trail's login"

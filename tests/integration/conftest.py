@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -83,6 +84,7 @@ class Gateway:
     @ivar log: its log file.
     """
 
+    # openFiles: run it under that limit on open files (soft and hard).
     def __init__(
         self,
         root: Path,
@@ -92,6 +94,7 @@ class Gateway:
         keysDir: Path | None = None,
         hostKey: Path | None = None,
         listen: str = "tcp:0:interface=127.0.0.1",
+        openFiles: int | None = None,
     ) -> None:
         self.root = root
         self.bucket = bucket
@@ -123,9 +126,15 @@ class Gateway:
 
         ensurePrivateKey(FilePath(str(hostKey)))
         env = dict(os.environ, **credentialsEnvironment())
+
+        def limitOpenFiles() -> None:
+            if openFiles is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (openFiles, openFiles))
+
         self.process = subprocess.Popen(
             command,
             env=env,
+            preexec_fn=limitOpenFiles,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

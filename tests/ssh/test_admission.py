@@ -5,6 +5,8 @@ connections, per-source penalties and per-user caps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,41 +16,130 @@ from twisted_s3sftp.ssh.admission import (
     NO_AUTH,
     Admission,
     Limits,
+    Waiting,
     parsePenalties,
     parseStartups,
     sourceOf,
 )
 
 
-def admission(clock: Clock, chance: float = 1.0, **limits: object) -> Admission:
+def admission(clock: Clock, **limits: object) -> Admission:
     """
-    @param chance: what the random source always returns.
     @return: an L{Admission} on C{clock} with the given limits.
     """
-    return Admission(Limits(**limits), clock.seconds, lambda: chance)  # type: ignore[arg-type]
+    return Admission(Limits(**limits), clock.seconds)  # type: ignore[arg-type]
+
+
+class Grants:
+    """
+    Records which queued connections were granted a slot, in order.
+    """
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def callback(self, name: str) -> Callable[[], None]:
+        """
+        @return: a C{granted} callback recording C{name}.
+        """
+        return lambda: self.order.append(name)
 
 
 class AdmissionTests(SynchronousTestCase):
     """
-    L{Admission} decides whether each new connection may start.
+    L{Admission} decides whether each new connection may start now, must
+    wait, or is refused.
     """
 
     def test_perSource(self) -> None:
         """
-        One source may hold only C{perSourceStartups} connections that have
-        not logged in; others are unaffected, and one that logs in or
-        ends frees its place.
+        One source is served only C{perSourceStartups} connections that
+        have not logged in; the next waits, others are unaffected, and one
+        that logs in or ends frees its place for the one waiting.
         """
+        grants = Grants()
         a = admission(Clock(), perSourceStartups=2)
         self.assertIsNone(a.admit("10.0.0.1"))
         self.assertIsNone(a.admit("10.0.0.1"))
-        self.assertIn("from this source", a.admit("10.0.0.1") or "")
+        self.assertIsInstance(a.admit("10.0.0.1", grants.callback("third")), Waiting)
         self.assertIsNone(a.admit("10.0.0.2"))
+        self.assertEqual((a.unauthenticated, a.queued), (3, 1))
         self.assertIsNone(a.loggedIn("10.0.0.1", "alice"))
-        self.assertIsNone(a.admit("10.0.0.1"))
+        self.assertEqual(grants.order, ["third"])
+        self.assertEqual((a.unauthenticated, a.queued), (3, 0))
         a.ended("10.0.0.1", None)
         self.assertIsNone(a.admit("10.0.0.1"))
         self.assertEqual(a.unauthenticated, 3)
+
+    def test_cannotWait(self) -> None:
+        """
+        A connection that cannot wait (no C{granted} callback) is refused
+        over a cap instead of queued.
+        """
+        a = admission(Clock(), perSourceStartups=1)
+        a.admit("10.0.0.1")
+        self.assertIn("too many", a.admit("10.0.0.1") or "")
+
+    def test_firstComeFirstServed(self) -> None:
+        """
+        Over the global cap, connections are served in arrival order,
+        skipping those whose source is still at its own cap: a source
+        with many waiting does not delay another's.
+        """
+        grants = Grants()
+        a = admission(Clock(), maxStartups=2, perSourceStartups=1)
+        a.admit("10.0.0.1")
+        a.admit("10.0.0.2")
+        for name, host in [("1b", "10.0.0.1"), ("1c", "10.0.0.1"), ("3a", "10.0.0.3")]:
+            self.assertIsInstance(a.admit(host, grants.callback(name)), Waiting)
+        # 10.0.0.2's slot frees: 10.0.0.1 is still at its cap, so 3a goes.
+        a.ended("10.0.0.2", None)
+        self.assertEqual(grants.order, ["3a"])
+        a.ended("10.0.0.1", None)
+        self.assertEqual(grants.order, ["3a", "1b"])
+        a.ended("10.0.0.3", None)
+        self.assertEqual(grants.order, ["3a", "1b"])
+        a.ended("10.0.0.1", None)
+        self.assertEqual(grants.order, ["3a", "1b", "1c"])
+        self.assertEqual((a.unauthenticated, a.queued), (1, 0))
+
+    def test_queueBounds(self) -> None:
+        """
+        Beyond C{perSourceQueue} waiting from one source, or C{maxQueued}
+        in all, a connection is refused at once; a waiting connection
+        that ends gives up its place and is never granted.
+        """
+        grants = Grants()
+        a = admission(Clock(), perSourceStartups=1, perSourceQueue=2, maxQueued=3)
+        a.admit("10.0.0.1")
+        first = a.admit("10.0.0.1", grants.callback("1a"))
+        a.admit("10.0.0.1", grants.callback("1b"))
+        self.assertIn("waiting from this source", a.admit("10.0.0.1", grants.callback("x")) or "")
+        a.admit("10.0.0.2")
+        a.admit("10.0.0.2", grants.callback("2a"))
+        self.assertEqual(a.admit("10.0.0.3", grants.callback("x")), None)
+        self.assertEqual(a.queued, 3)
+        self.assertIn(
+            "too many connections waiting", a.admit("10.0.0.2", grants.callback("x")) or ""
+        )
+        assert isinstance(first, Waiting)
+        first.cancel()
+        first.cancel()
+        self.assertEqual(a.queued, 2)
+        a.ended("10.0.0.1", None)
+        self.assertEqual(grants.order, ["1b"])
+
+    def test_penalisedRefusedAtOnce(self) -> None:
+        """
+        A penalised source is refused at once, not queued, even with
+        slots free.
+        """
+        a = admission(Clock())
+        for _ in range(4):
+            a.admit("10.0.0.1")
+            a.ended("10.0.0.1", AUTH_FAILED)
+        self.assertIn("penalised", a.admit("10.0.0.1", lambda: None) or "")
+        self.assertEqual(a.queued, 0)
 
     def test_ipv6Blocks(self) -> None:
         """
@@ -65,23 +156,16 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_startups(self) -> None:
         """
-        Across sources, from C{start} unauthenticated connections on, new
-        ones are dropped with a probability rising from C{rate} percent to
-        all at C{full} (OpenSSH's MaxStartups).
+        Across sources, at most C{maxStartups} connections that have not
+        logged in are served; the next waits for one of them.
         """
-        drops = admission(Clock(), chance=0.29, startups=(2, 30, 4), perSourceStartups=9)
-        self.assertIsNone(drops.admit("10.0.0.1"))
-        self.assertIsNone(drops.admit("10.0.0.2"))
-        self.assertIn("random early drop", drops.admit("10.0.0.3") or "")
-        keeps = admission(Clock(), chance=0.30, startups=(2, 30, 4), perSourceStartups=9)
+        grants = Grants()
+        a = admission(Clock(), maxStartups=3, perSourceStartups=9)
         for n in range(3):
-            self.assertIsNone(keeps.admit(f"10.0.0.{n}"))
-        # At 3 of 4 the chance of a drop is 65 %.
-        self.assertIn("random early drop", keeps.admit("10.0.0.9") or "")
-        lucky = admission(Clock(), chance=0.99, startups=(2, 30, 4), perSourceStartups=9)
-        for n in range(4):
-            self.assertIsNone(lucky.admit(f"10.0.0.{n}"))
-        self.assertEqual(lucky.admit("10.0.0.9"), "too many unauthenticated connections")
+            self.assertIsNone(a.admit(f"10.0.0.{n}"))
+        self.assertIsInstance(a.admit("10.0.0.9", grants.callback("late")), Waiting)
+        self.assertIsNone(a.loggedIn("10.0.0.0", "alice"))
+        self.assertEqual(grants.order, ["late"])
 
     def test_penalties(self) -> None:
         """
@@ -173,13 +257,13 @@ class ParsingTests(SynchronousTestCase):
 
     def test_startups(self) -> None:
         """
-        C{full} or C{start:rate:full}.
+        C{full} or C{start:rate:full}, which is read as C{full}: the cap.
         """
-        self.assertEqual(parseStartups("10:30:100"), (10, 30, 100))
-        self.assertEqual(parseStartups("50"), (50, 100, 50))
-        for bad in ("", "1:2", "a:b:c"):
+        self.assertEqual(parseStartups("10:30:100"), 100)
+        self.assertEqual(parseStartups("50"), 50)
+        for bad in ("", "1:2", "a:b:c", "10:30:5", "1:101:5"):
             self.assertRaises(ValueError, parseStartups, bad)
-        self.assertRaises(ValueError, Limits, startups=(10, 30, 5))
+        self.assertRaises(ValueError, Limits, maxStartups=0)
 
     def test_penalties(self) -> None:
         """
@@ -198,6 +282,19 @@ class ParsingTests(SynchronousTestCase):
         self.assertEqual(parsePenalties("no")["authFailPenalty"], 0.0)
         for bad in ("crash:5", "authfail:x", "authfail:-1"):
             self.assertRaises(ValueError, parsePenalties, bad)
+
+    def test_fitted(self) -> None:
+        """
+        Limits that fit a connection budget are kept; otherwise starting
+        and queued connections are cut to a quarter of it each.
+        """
+        self.assertEqual(Limits().fitted(1 << 20), Limits())
+        fitted = Limits().fitted(64)
+        self.assertEqual(
+            (fitted.maxStartups, fitted.perSourceStartups, fitted.maxQueued, fitted.perSourceQueue),
+            (16, 10, 16, 16),
+        )
+        self.assertEqual(Limits().fitted(2).maxStartups, 1)
 
     def test_limits(self) -> None:
         """

@@ -330,11 +330,38 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_perSourceStartups(self) -> None:
         """
-        Past the per-source cap on unauthenticated connections, the
-        factory refuses (builds no protocol) and logs once, not per
-        connection.
+        Past the per-source cap on unauthenticated connections, a
+        connection is accepted but waits: nothing is read from it and no
+        banner is sent until a slot frees.  Its grace time runs from
+        accept; dropped unserved, it costs no penalty.
         """
-        harness = Harness(self, perSourceStartups=2)
+        harness = Harness(self, perSourceStartups=1, loginGrace=10)
+        first, _ = harness.connect() or (None, None)
+        assert first is not None
+        second, tcp = harness.connect() or (None, None)
+        assert second is not None and tcp is not None
+        self.assertEqual((tcp.value(), tcp.producerState), (b"", "paused"))
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(tcp.producerState, "producing")
+        self.assertTrue(tcp.value().startswith(b"SSH-2.0-"))
+        third, tcp = harness.connect() or (None, None)
+        assert third is not None and tcp is not None
+        aborted: list[bool] = []
+        tcp.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        penalties = dict(harness.factory.admission._penalties)
+        harness.clock.advance(10)
+        self.assertEqual((tcp.value(), aborted), (b"", [True]))
+        third.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(harness.factory.admission.queued, 0)
+        self.assertEqual(harness.factory.admission._penalties, penalties)
+
+    def test_refusalSummary(self) -> None:
+        """
+        Beyond the queue's bounds connections are refused (no protocol
+        is built), and the log counts every refusal by reason, in one line
+        per interval: the first at once, the rest in the next line.
+        """
+        harness = Harness(self, perSourceStartups=1, perSourceQueue=1)
         self.assertIsNotNone(harness.connect())
         self.assertIsNotNone(harness.connect())
         messages: list[str] = []
@@ -345,10 +372,51 @@ class AdmissionTests(SynchronousTestCase):
         try:
             for _ in range(50):
                 self.assertIsNone(harness.connect())
+            harness.clock.advance(0)
+            for _ in range(10):
+                self.assertIsNone(harness.connect())
+            harness.clock.advance(harness.factory.REFUSAL_LOG_INTERVAL)
         finally:
             globalLogPublisher.removeObserver(observer)
-        self.assertEqual(len([m for m in messages if m.startswith("Refused")]), 1)
+        refused = [m for m in messages if m.startswith("Refused")]
+        self.assertEqual(
+            refused,
+            [
+                "Refused 50 connection(s), latest from 10.0.0.1: "
+                "50 too many connections waiting from this source",
+                "Refused 10 connection(s), latest from 10.0.0.1: "
+                "10 too many connections waiting from this source",
+            ],
+        )
         self.assertIsNotNone(harness.connect("10.0.0.2"))
+
+    def test_descriptorCap(self) -> None:
+        """
+        At C{maxConnections} open connections the factory pauses its
+        listening ports, and resumes them once connections have closed.
+        """
+
+        class Port:
+            reading = True
+
+            def stopReading(self) -> None:
+                self.reading = False
+
+            def startReading(self) -> None:
+                self.reading = True
+
+        harness = Harness(self)
+        harness.factory.maxConnections = 3
+        port = Port()
+        harness.factory.portListening(port)
+        transports = [harness.connect(f"10.0.0.{n}") for n in range(3)]
+        self.assertFalse(port.reading)
+        self.assertIsNone(harness.connect("10.0.0.9"))
+        for connected in transports:
+            assert connected is not None
+            connected[0].connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(port.reading)
+        self.assertIsNotNone(harness.connect("10.0.0.9"))
 
     def test_perUser(self) -> None:
         """
@@ -595,7 +663,8 @@ class ProxiedTests(SynchronousTestCase):
     def test_admittedByClientAddress(self) -> None:
         """
         The per-source cap applies to the clients behind the balancer, not
-        to the balancer; the audit source is the client's address.
+        to the balancer; the audit source is the client's address; a
+        client over the cap waits with what it sent until served.
         """
         harness = Harness(self, perSourceStartups=1)
         proxied = harness.factory.behindProxy()
@@ -604,10 +673,15 @@ class ProxiedTests(SynchronousTestCase):
         second, aborted = self.connect(proxied, "192.0.2.2")
         self.assertEqual((second.peerHost, aborted), ("192.0.2.2", []))
         third, aborted = self.connect(proxied, "192.0.2.1")
-        self.assertEqual(aborted, [True])
+        self.assertEqual((aborted, third.gotVersion), ([], False))
+        self.assertEqual(harness.factory.admission.queued, 1)
+        # Once 192.0.2.1's first connection ends, the third is served, and
+        # what it sent while it waited is read.
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(third.otherVersionString, b"SSH-2.0-client")
         self.assertEqual(harness.factory.admission.unauthenticated, 2)
         third.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(harness.factory.admission.unauthenticated, 2)
+        self.assertEqual(harness.factory.admission.unauthenticated, 1)
         self.assertIsNotNone(harness.connect("10.0.0.1"))
 
 

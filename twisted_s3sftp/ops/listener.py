@@ -1,6 +1,7 @@
 """
-Listening services that say where they listen: with C{tcp:0} the log is
-the only way to learn the port.
+Listening services that say where they listen (with C{tcp:0} the log is
+the only way to learn the port), and tell their factory which port they
+opened.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class AnnouncedEndpoint:
                 port=getattr(address, "port", "?"),
                 description=self.description,
             )
+            # A factory that pauses accepting at its connection cap needs
+            # its ports.
+            portListening = getattr(factory, "portListening", None)
+            if portListening is not None:
+                portListening(port)
             return port
 
         return self.endpoint.listen(factory).addCallback(announce)

@@ -1,17 +1,29 @@
 """
-Who may connect: caps on connections that have not logged in, penalties
-for sources that misbehave, and caps on each user's connections.
+Who may connect: caps on connections that have not logged in, with a
+queue for those over the caps, penalties for sources that misbehave, and
+caps on each user's connections.
 
 Modelled on OpenSSH's C{MaxStartups}, C{PerSourceMaxStartups} and
 C{PerSourcePenalties}, so that a flood from one address cannot lock out
-the others:
+the others, but with one difference: a connection over a cap waits, it
+is not refused.  OpenSSH drops it (at random from C{start}), and its
+client does not retry, so a partner's batch job starting 50 transfers
+from behind one NAT lost most of them.
 
-  - At most L{Limits.perSourceStartups} unauthenticated
-    connections per source, where a source is an IPv4 address or an IPv6
-    /64 (one host's usual allocation).
-  - Across all sources, C{start:rate:full} as in OpenSSH: from C{start}
-    unauthenticated connections on, a new one is dropped with a
-    probability growing linearly from C{rate} percent to 100 % at C{full}.
+  - At most L{Limits.perSourceStartups} unauthenticated connections per
+    source are served at once, where a source is an IPv4 address or an
+    IPv6 /64 (one host's usual allocation); at most L{Limits.maxStartups}
+    across all sources.
+  - A connection over either cap is queued (L{Waiting}): the server does
+    not read from it until a slot frees, and then serves the queued
+    connections first come, first served, skipping those whose source is
+    still at its cap, so that a flooding address never delays another's.
+    Its login grace time runs from accept, so one that never gets a slot
+    is dropped at that time.
+  - Refused at once are only: a penalised source, and a connection beyond
+    the queue's bounds, L{Limits.perSourceQueue} per source and
+    L{Limits.maxQueued} in all.  A flooding address thus holds at most
+    its cap plus its queue bound of sockets, and no CPU.
   - A connection that ends without logging in earns its source a penalty:
     L{Limits.authFailPenalty} seconds if it failed to
     authenticate (a wrong key and an unknown user are the same here, so
@@ -21,22 +33,23 @@ the others:
     and run down in real time, capped at L{Limits.maxPenalty};
     once a source has more than L{Limits.minPenalty} outstanding,
     it is refused until its penalty has run out.  Addresses in
-    L{Limits.exempt} are never penalised.
+    L{Limits.exempt} are never penalised.  A queued connection that was
+    never served is not penalised.
   - At most L{Limits.perUser} logged-in connections per user.
 
 L{Limits} also holds the limits the SSH layer enforces per connection
 (login grace, authentication attempts, channels, idle time).
 
-Pure core: the clock and the random source are given; no reactor.
+Pure core: the clock is given; no reactor.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import random
+from collections import deque
 from collections.abc import Callable
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
 #: The most sources penalised at once; past it, new sources go
 #: unpenalised (OpenSSH's C{max-sources} with C{overflow permissive}).
@@ -58,12 +71,12 @@ class Limits:
         included) to a successful login (OpenSSH's C{LoginGraceTime}).
     @ivar maxAuthTries: failed authentication attempts per connection;
         the next failure disconnects (C{MaxAuthTries}).
-    @ivar startups: C{(start, rate, full)}: unauthenticated connections
-        from which random early drop begins, its starting probability in
-        percent, and the count at which every new one is refused
-        (C{MaxStartups}).
-    @ivar perSourceStartups: unauthenticated connections per source
-        (C{PerSourceMaxStartups}).
+    @ivar maxStartups: unauthenticated connections served at once, across
+        all sources (OpenSSH's C{MaxStartups}, whose C{full} it is).
+    @ivar perSourceStartups: unauthenticated connections served at once
+        per source (C{PerSourceMaxStartups}).
+    @ivar maxQueued: connections waiting for a slot, across all sources.
+    @ivar perSourceQueue: connections waiting for a slot, per source.
     @ivar perUser: logged-in connections per user.
     @ivar maxChannels: session channels per connection (C{MaxSessions}).
     @ivar idleTimeout: seconds a logged-in connection may send nothing
@@ -79,9 +92,11 @@ class Limits:
 
     loginGrace: float = 30.0
     maxAuthTries: int = 6
-    startups: tuple[int, int, int] = (10, 30, 100)
-    perSourceStartups: int = 4
-    perUser: int = 16
+    maxStartups: int = 100
+    perSourceStartups: int = 10
+    maxQueued: int = 1024
+    perSourceQueue: int = 256
+    perUser: int = 1000
     maxChannels: int = 4
     idleTimeout: float = 900.0
     authFailPenalty: float = 5.0
@@ -92,22 +107,47 @@ class Limits:
     exempt: tuple[str, ...] = field(default=(), converter=tuple)
 
     def __attrs_post_init__(self) -> None:
-        start, rate, full = self.startups
-        if not (0 < start <= full and 0 <= rate <= 100):
-            raise ValueError(
-                "startups must be start:rate:full with 0 < start <= full and rate a percentage"
-            )
         for name in ("loginGrace", "idleTimeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("maxAuthTries", "perSourceStartups", "perUser", "maxChannels"):
+        for name in (
+            "maxAuthTries",
+            "maxStartups",
+            "perSourceStartups",
+            "perUser",
+            "maxChannels",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("maxQueued", "perSourceQueue"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
         for network in self.exempt:
             try:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ValueError(f"{network!r} is not a network") from None
+
+    def fitted(self, connections: int) -> Limits:
+        """
+        @param connections: the most connections the server may hold
+            open (from its open files limit).
+        @return: these limits, with the caps and queue bounds before login
+            lowered, if need be, so that starting and queued connections
+            take at most half of C{connections} (a quarter each at most),
+            leaving the rest for connections logged in.
+        """
+        if self.maxStartups + self.maxQueued <= connections // 2:
+            return self
+        startups = min(self.maxStartups, max(1, connections // 4))
+        queued = max(0, connections // 2 - startups)
+        return evolve(
+            self,
+            maxStartups=startups,
+            perSourceStartups=min(self.perSourceStartups, startups),
+            maxQueued=queued,
+            perSourceQueue=min(self.perSourceQueue, queued),
+        )
 
 
 def parsePenalties(text: str) -> dict[str, float]:
@@ -143,21 +183,24 @@ def parsePenalties(text: str) -> dict[str, float]:
     return found
 
 
-def parseStartups(text: str) -> tuple[int, int, int]:
+def parseStartups(text: str) -> int:
     """
     Parse OpenSSH's C{MaxStartups} syntax: C{full}, or C{start:rate:full}.
+    Connections over the cap wait rather than being dropped at random, so
+    only C{full} matters: it is the cap.
 
+    @return: the cap.
     @raise ValueError: if C{text} is neither.
     """
     try:
         numbers = tuple(int(part) for part in text.split(":"))
     except ValueError:
-        raise ValueError(f"{text!r} is not start:rate:full") from None
-    if len(numbers) == 1:
-        return (numbers[0], 100, numbers[0])
-    if len(numbers) != 3:
-        raise ValueError(f"{text!r} is not start:rate:full")
-    return (numbers[0], numbers[1], numbers[2])
+        raise ValueError(f"{text!r} is not a number or start:rate:full") from None
+    if len(numbers) not in (1, 3):
+        raise ValueError(f"{text!r} is not a number or start:rate:full")
+    if len(numbers) == 3 and not (0 < numbers[0] <= numbers[2] and 0 <= numbers[1] <= 100):
+        raise ValueError(f"{text!r}: start:rate:full needs 0 < start <= full, rate a percentage")
+    return numbers[-1]
 
 
 def sourceOf(host: str) -> str:
@@ -185,30 +228,62 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 @define(eq=False)
+class Waiting:
+    """
+    A connection queued for a slot.
+
+    @ivar source: its source.
+    @ivar granted: called once it has a slot (it then counts as an
+        unauthenticated connection, as if admitted at once).
+    @ivar sequence: its place in arrival order.
+    """
+
+    source: str
+    granted: Callable[[], None]
+    sequence: int
+    _admission: Admission = field(repr=False)
+
+    def cancel(self) -> None:
+        """
+        The connection ended while queued: give up its place.
+        """
+        self._admission._withdraw(self)
+
+
+@define(eq=False)
 class Admission:
     """
-    The state behind the limits: counts of connections and penalties.
+    The state behind the limits: counts of connections, the queue, and
+    penalties.
 
     @ivar limits: the limits.
     @ivar now: the clock (seconds).
-    @ivar random: a source of floats in [0, 1), for random early drop.
     """
 
     limits: Limits
     now: Callable[[], float]
-    random: Callable[[], float] = random.random
     _unauthenticated: int = field(default=0, init=False)
     _bySource: dict[str, int] = field(factory=dict, init=False)
     _byUser: dict[str, int] = field(factory=dict, init=False)
     _penalties: dict[str, float] = field(factory=dict, init=False)
     _blocked: dict[str, float] = field(factory=dict, init=False)
+    _queues: dict[str, deque[Waiting]] = field(factory=dict, init=False)
+    _queued: int = field(default=0, init=False)
+    _arrivals: int = field(default=0, init=False)
 
     @property
     def unauthenticated(self) -> int:
         """
-        Connections not logged in yet.
+        Connections being served that have not logged in yet.
         """
         return self._unauthenticated
+
+    @property
+    def queued(self) -> int:
+        """
+        Connections waiting for a slot.
+        """
+        return self._queued
 
     @property
     def sessions(self) -> int:
@@ -217,12 +292,17 @@ class Admission:
         """
         return sum(self._byUser.values())
 
-    def admit(self, host: str) -> str | None:
+    def admit(self, host: str, granted: Callable[[], None] | None = None) -> Waiting | str | None:
         """
-        A connection from C{host} arrived: count it, unless it is refused.
+        A connection from C{host} arrived: count it, queue it, or refuse it.
 
-        @return: why it is refused, or L{None} if it is admitted (then
-            L{loggedIn} or L{ended} must follow).
+        @param granted: called when a queued connection gets its slot; a
+            connection that cannot wait (no C{granted}) is refused instead
+            of queued.
+        @return: L{None} if it is admitted now, a L{Waiting} if it is
+            queued, or why it is refused.  Once admitted or granted,
+            L{loggedIn} or L{ended} must follow; a queued connection that
+            ends must be L{Waiting.cancel}led.
         """
         source = sourceOf(host)
         until = self._blocked.get(source)
@@ -230,19 +310,62 @@ class Admission:
             if until > self.now():
                 return "source penalised for earlier failures"
             del self._blocked[source]
-        if self._bySource.get(source, 0) >= self.limits.perSourceStartups:
-            return "too many unauthenticated connections from this source"
-        start, rate, full = self.limits.startups
-        count = self._unauthenticated
-        if count >= full:
+        if self._hasSlot(source):
+            self._take(source)
+            return None
+        queue = self._queues.get(source)
+        waiting = 0 if queue is None else len(queue)
+        if granted is None:
             return "too many unauthenticated connections"
-        if count >= start:
-            chance = (rate + (100 - rate) * (count - start) / max(1, full - start)) / 100
-            if self.random() < chance:
-                return "too many unauthenticated connections (random early drop)"
+        if waiting >= self.limits.perSourceQueue:
+            return "too many connections waiting from this source"
+        if self._queued >= self.limits.maxQueued:
+            return "too many connections waiting"
+        self._arrivals += 1
+        entry = Waiting(source, granted, self._arrivals, self)
+        self._queues.setdefault(source, deque()).append(entry)
+        self._queued += 1
+        return entry
+
+    def _hasSlot(self, source: str) -> bool:
+        return (
+            self._unauthenticated < self.limits.maxStartups
+            and self._bySource.get(source, 0) < self.limits.perSourceStartups
+        )
+
+    def _take(self, source: str) -> None:
         self._unauthenticated += 1
         self._bySource[source] = self._bySource.get(source, 0) + 1
-        return None
+
+    def _withdraw(self, entry: Waiting) -> None:
+        queue = self._queues.get(entry.source)
+        if queue is None or entry not in queue:
+            return
+        queue.remove(entry)
+        self._queued -= 1
+        if not queue:
+            del self._queues[entry.source]
+
+    def _serve(self) -> None:
+        """
+        Give free slots to the connections queued longest whose source has
+        room, and tell them.
+        """
+        granted = []
+        while self._queues and self._unauthenticated < self.limits.maxStartups:
+            first: Waiting | None = None
+            for source, queue in self._queues.items():
+                if self._bySource.get(source, 0) < self.limits.perSourceStartups and (
+                    first is None or queue[0].sequence < first.sequence
+                ):
+                    first = queue[0]
+            if first is None:
+                break
+            self._withdraw(first)
+            self._take(first.source)
+            granted.append(first)
+        for entry in granted:
+            entry.granted()
 
     def loggedIn(self, host: str, user: str) -> str | None:
         """
@@ -311,6 +434,7 @@ class Admission:
             self._bySource[source] = left
         else:
             self._bySource.pop(source, None)
+        self._serve()
 
     def _exempt(self, host: str) -> bool:
         address = _address(host)

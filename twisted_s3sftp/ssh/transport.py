@@ -26,6 +26,7 @@ authentication service that counts failures.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from typing import Any, cast
 
 from twisted.conch.error import IgnoreAuthentication
@@ -41,7 +42,7 @@ from twisted.conch.ssh.transport import (
 from twisted.conch.ssh.userauth import SSHUserAuthServer
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -53,6 +54,7 @@ from .admission import (
     NO_AUTH,
     Admission,
     Limits,
+    Waiting,
 )
 from .kex import moduli, registerKeyExchanges
 from .keys import blobFingerprint
@@ -197,6 +199,10 @@ class S3ServerTransport(PacketTransport):
     _timedOut = False
     _ended = False
     _refused = False
+    #: Set while the connection waits in the admission queue.
+    _waiting: Waiting | None = None
+    #: What a queued connection behind a PROXY header sent meanwhile.
+    _held = b""
 
     def connectionMade(self) -> None:
         if hasattr(self.transport, "bufferSize"):
@@ -208,13 +214,35 @@ class S3ServerTransport(PacketTransport):
                 setNoDelay(True)
             except OSError:
                 pass
-        super().connectionMade()
+        # The login grace time runs from accept, queued or not.
         self._timer = self.factory.clock.callLater(self.factory.limits.loginGrace, self._timeout)
+        if self._waiting is not None:
+            # Queued for a slot: nothing is read or sent until then.
+            cast(IPushProducer, self.transport).pauseProducing()
+            return
+        super().connectionMade()
+
+    def admitted(self) -> None:
+        """
+        A slot freed for this queued connection: start serving it, with
+        the login time it has left.
+        """
+        self._waiting = None
+        cast(IPushProducer, self.transport).resumeProducing()
+        if self.proxied:
+            held, self._held = self._held, b""
+            self.dataReceived(held)
+        else:
+            super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
-        if self.proxied and self.peerHost is None and not self._admitProxied():
+        if (
+            self.proxied
+            and (self.peerHost is None or self._waiting is not None)
+            and not self._admitProxied(data)
+        ):
             return
         if self._user is not None and self._timer is not None:
             self._timer.reset(self.factory.limits.idleTimeout)
@@ -223,21 +251,31 @@ class S3ServerTransport(PacketTransport):
         except Exception as e:
             self._malformed(e)
 
-    def _admitProxied(self) -> bool:
+    def _admitProxied(self, data: bytes) -> bool:
         """
         Behind a load balancer speaking the PROXY protocol, the client's
         address is known only once the header has been read, which is
-        when the first bytes reach this protocol: admit it then.
+        when the first bytes reach this protocol: admit it then.  Queued,
+        it keeps C{data} and reads nothing more until admitted.
 
         @return: whether the connection was admitted.
         """
+        if self._waiting is not None:
+            self._held += data
+            return False
         host = getattr(self.transport.getPeer(), "host", None)
         if host:
-            refusal = self.factory.admission.admit(host)
-            if refusal is not None:
-                self.factory.logRefusal(host, refusal)
+            decision = self.factory.admission.admit(host, self.admitted)
+            if isinstance(decision, str):
+                self.factory.logRefusal(host, decision)
                 self._refused = self._ended = True
                 self.transport.abortConnection()
+                return False
+            self.peerHost = host
+            if decision is not None:
+                self._waiting = decision
+                self._held = data
+                cast(IPushProducer, self.transport).pauseProducing()
                 return False
         self.peerHost = host
         return True
@@ -285,7 +323,14 @@ class S3ServerTransport(PacketTransport):
 
     def _timeout(self) -> None:
         self._timer = None
-        if self._user is None:
+        if self._waiting is not None:
+            log.info(
+                "Dropping {peer}: no slot within the login grace time of {grace:g} s",
+                peer=self.peerHost,
+                grace=self.factory.limits.loginGrace,
+            )
+            self.transport.abortConnection()
+        elif self._user is None:
             self._timedOut = True
             log.info(
                 "Dropping {peer}: not logged in within {grace:g} s",
@@ -308,7 +353,10 @@ class S3ServerTransport(PacketTransport):
         The server is stopping: disconnect with a reason the client shows.
         """
         open = getattr(self.transport, "connected", False)
-        if open and not getattr(self.transport, "disconnecting", False):
+        if self._waiting is not None:
+            # Nothing was said to it yet: no SSH disconnect to send.
+            self.transport.abortConnection()
+        elif open and not getattr(self.transport, "disconnecting", False):
             self._disconnect(DISCONNECT_BY_APPLICATION, b"server shutting down")
 
     def _disconnect(self, reason: int, description: bytes) -> None:
@@ -326,6 +374,11 @@ class S3ServerTransport(PacketTransport):
             self._timer.cancel()
         self._timer = None
         self.factory.forget(self)
+        if self._waiting is not None:
+            # Never served: it held no slot and earned no penalty.
+            self._waiting.cancel()
+            self._waiting = None
+            self._ended = True
         if not self._ended:
             self._ended = True
             if self._user is not None:
@@ -375,6 +428,9 @@ class S3SSHFactory(SSHFactory):
     @ivar clock: the time source for timeouts.
     @ivar admission: the connection counts and penalties.
     @ivar connections: the transports whose connection is open.
+    @ivar maxConnections: the most connections open at once (queued ones
+        included), sized to the open files limit; at it, accepting
+        pauses.
     """
 
     # Conch logs a line per connection about group-exchange moduli, which
@@ -401,6 +457,7 @@ class S3SSHFactory(SSHFactory):
         limits: Limits | None = None,
         clock: IReactorTime | None = None,
         policy: CryptoPolicy = MODERN,
+        maxConnections: int = 1 << 20,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -414,10 +471,17 @@ class S3SSHFactory(SSHFactory):
         self.policy = policy
         self.clock = clock
         self.admission = Admission(self.limits, clock.seconds)
+        self.maxConnections = maxConnections
+        # Shared with the copy behindProxy makes: one count, one set of
+        # ports to pause.
         self.connections: set[S3ServerTransport] = set()
+        self._ports: list[Any] = []
+        self._paused = [False]
         self._allClosed: list[Deferred[None]] = []
-        self._refused = 0
+        self._refusals: Counter[str] = Counter()
+        self._refusalLatest = ""
         self._refusalLogged = float("-inf")
+        self._refusalFlush: IDelayedCall | None = None
 
     def getDHPrime(self, bits: int) -> tuple[int, int]:
         """
@@ -441,12 +505,17 @@ class S3SSHFactory(SSHFactory):
     # annotation does not say so.
     def buildProtocol(self, addr: Any) -> S3ServerTransport | None:  # type: ignore[override]
         host = None if self.proxied else getattr(addr, "host", None)
-        if host is not None:
-            refusal = self.admission.admit(host)
-            if refusal is not None:
-                self.logRefusal(host, refusal)
-                return None
+        if len(self.connections) >= self.maxConnections:
+            # Only if accepting could not be paused in time.
+            self.logRefusal(host or "?", "too many connections for the open files limit")
+            return None
         transport = cast(S3ServerTransport, super().buildProtocol(addr))
+        if host is not None:
+            decision = self.admission.admit(host, transport.admitted)
+            if isinstance(decision, str):
+                self.logRefusal(host, decision)
+                return None
+            transport._waiting = decision
         policy = self.policy
         transport.supportedKeyExchanges = list(policy.keyExchanges)
         transport.supportedCiphers = list(policy.ciphers)
@@ -458,13 +527,50 @@ class S3SSHFactory(SSHFactory):
         transport.peerHost = host
         transport.proxied = self.proxied
         self.connections.add(transport)
+        if len(self.connections) >= self.maxConnections:
+            self._pauseAccepting()
         return transport
+
+    def portListening(self, port: Any) -> None:
+        """
+        A listening port serves this factory: pause it when connections
+        reach L{maxConnections}.
+        """
+        self._ports.append(port)
+
+    def _pauseAccepting(self) -> None:
+        """
+        Stop accepting: new connections wait in the kernel's backlog
+        instead of failing in accept, which Twisted would retry at once
+        (a spinning reactor).
+        """
+        if self._paused[0]:
+            return
+        self._paused[0] = True
+        log.warn(
+            "Not accepting connections for now: {count} open, the most the open files limit allows",
+            count=len(self.connections),
+        )
+        for port in self._ports:
+            stop = getattr(port, "stopReading", None)
+            if stop is not None:
+                stop()
+
+    def _resumeAccepting(self) -> None:
+        self._paused[0] = False
+        log.info("Accepting connections again")
+        for port in self._ports:
+            start = getattr(port, "startReading", None)
+            if start is not None:
+                start()
 
     def forget(self, transport: S3ServerTransport) -> None:
         """
         C{transport}'s connection is gone.
         """
         self.connections.discard(transport)
+        if self._paused[0] and len(self.connections) < self.maxConnections * 0.9:
+            self._resumeAccepting()
         if not self.connections:
             waiting, self._allClosed = self._allClosed, []
             for waiter in waiting:
@@ -541,17 +647,29 @@ class S3SSHFactory(SSHFactory):
 
     def logRefusal(self, host: str, reason: str) -> None:
         """
-        Log refused connections without letting a flood flood the log:
-        at most one line per L{REFUSAL_LOG_INTERVAL}, with a count.
+        Count a refused connection.  Refusals are logged in summaries, at
+        most one line per L{REFUSAL_LOG_INTERVAL}, counting every refusal
+        since the last line by reason; the first comes at once.
         """
-        self._refused += 1
-        now = self.clock.seconds()
-        if now - self._refusalLogged >= self.REFUSAL_LOG_INTERVAL:
-            log.warn(
-                "Refused {count} connection(s); latest from {host}: {reason}",
-                count=self._refused,
-                host=host,
-                reason=reason,
-            )
-            self._refused = 0
-            self._refusalLogged = now
+        self._refusals[reason] += 1
+        self._refusalLatest = host
+        if self._refusalFlush is None:
+            delay = max(0.0, self._refusalLogged + self.REFUSAL_LOG_INTERVAL - self.clock.seconds())
+            self._refusalFlush = self.clock.callLater(delay, self._logRefusals)
+
+    def _logRefusals(self) -> None:
+        self._refusalFlush = None
+        counts, self._refusals = self._refusals, Counter()
+        self._refusalLogged = self.clock.seconds()
+        log.warn(
+            "Refused {count} connection(s), latest from {host}: {reasons}",
+            count=sum(counts.values()),
+            host=self._refusalLatest,
+            reasons="; ".join(f"{number} {reason}" for reason, number in counts.most_common()),
+        )
+
+    def stopFactory(self) -> None:
+        if self._refusalFlush is not None and self._refusalFlush.active():
+            self._refusalFlush.cancel()
+            self._logRefusals()
+        super().stopFactory()
