@@ -136,11 +136,11 @@ def test_gracefulDrain(startGateway: Any, bucket: str, s3: Any) -> None:
 def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
     """
     OpenSSH C{sftp put}s in flight when the server gets SIGTERM (three at
-    once from one address: a partner's batch, within the unauthenticated
-    per-source cap) finish: each CLOSE is answered before its connection is
-    closed, so every C{sftp} exits 0 (it reports a failed or unanswered
-    CLOSE), and every object is intact; the connections then get an SSH
-    disconnect and the server exits.
+    once from one address: a partner's batch) finish: each CLOSE is
+    answered before its connection is closed, so every C{sftp} exits 0 (it
+    reports a failed or unanswered CLOSE), and every object is intact.  A
+    C{get} in flight finishes too, intact.  The connections then get an
+    SSH disconnect and the server exits.
     """
     import signal
     import time
@@ -162,8 +162,15 @@ def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Pa
                 gateway, "dora", key, batch, 40000, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
         )
+    download = os.urandom(12 * 1024 * 1024)
+    s3.put_object(Bucket=bucket, Key="dora/down.bin", Body=download)
+    batch = tmp_path / "batch-get"
+    batch.write_text(f"get down.bin {tmp_path / 'down.bin'}\n")
+    clients.append(
+        slowSftp(gateway, "dora", key, batch, 40000, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    )
     time.sleep(1.5)
-    assert all(client.poll() is None for client in clients), "an upload ended before the signal"
+    assert all(client.poll() is None for client in clients), "a transfer ended before the signal"
     gateway.process.send_signal(signal.SIGTERM)
     for client in clients:
         _, stderr = client.communicate(timeout=60)
@@ -171,9 +178,11 @@ def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Pa
     for name, source in sources.items():
         stored = s3.get_object(Bucket=bucket, Key=f"dora/{name}")["Body"].read()
         assert hashlib.sha256(stored).digest() == hashlib.sha256(source.read_bytes()).digest()
+    assert (tmp_path / "down.bin").read_bytes() == download
     gateway.process.wait(timeout=30)
     log = gateway.log.read_text()
     assert log.count("upload stored") == 3
+    assert "waiting up to" in log and "download(s) or listing(s)" in log
     assert log.rindex("upload stored") < log.rindex("no upload under way")
 
 

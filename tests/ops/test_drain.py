@@ -132,3 +132,31 @@ class DrainTests(SFTPTestCase):
         closing.callback(None)
         self.successResultOf(stopping)
         self.assertFalse(self.pool.running)
+
+    def test_readsFinishWithinTimeout(self) -> None:
+        """
+        Downloads and listings open at the signal may finish within the
+        drain timeout, counted from the signal (uploads included); those
+        still open then are left to the disconnect.
+        """
+        f = self.write(b"a")
+        self.uploads.holdRead()
+        self.uploads.holdRead()
+        stopping = self.service.stopService()
+        self.clock.advance(10)
+        self.successResultOf(f.close())
+        self.uploads.releaseRead()
+        self.clock.advance(10)
+        self.assertNoResult(stopping)
+        self.assertTrue(self.pool.running)
+        self.uploads.releaseRead()
+        self.successResultOf(stopping)
+        self.assertFalse(self.pool.running)
+        self.uploads.holdRead()
+        service = DrainService(self.uploads, self.clock, 30.0, self.pool)  # type: ignore[arg-type]
+        service.startService()
+        stopping = service.stopService()
+        self.clock.advance(29.9)
+        self.assertNoResult(stopping)
+        self.clock.advance(0.1)
+        self.successResultOf(stopping)

@@ -155,6 +155,27 @@ class LoopbackTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(self.store.objects["alice/small"][0], b"all of it")
 
+    def test_readsCounted(self) -> None:
+        """
+        Each open download and listing counts for the drain until its
+        CLOSE, or until the connection is lost; uploads do not count.
+        """
+        uploads = self.user.uploads
+        self.store.objects["alice/f"] = (b"data", 0)
+        download = self.result(self.client.openFile(b"f", FXF_READ, {}))
+        self.result(self.client.openDirectory(b"."))
+        upload = self.result(self.client.openFile(b"g", WRITE, {}))
+        self.assertEqual(uploads.reads, 2)
+        self.result(download.close())
+        self.assertEqual(uploads.reads, 1)
+        self.result(upload.close())
+        self.assertEqual(uploads.reads, 1)
+        self.result(self.client.openFile(b"f", FXF_READ, {}))
+        self.assertEqual(uploads.reads, 2)
+        self.disconnect()
+        self.assertEqual(uploads.reads, 0)
+        self.successResultOf(uploads.whenReadsDone())
+
     def test_unknownHandle(self) -> None:
         """
         WRITE and READ on a handle that does not exist get a failure

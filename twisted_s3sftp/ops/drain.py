@@ -1,8 +1,9 @@
 """
 Graceful shutdown: on SIGTERM the server stops accepting connections, lets
 the uploads under way finish for up to C{--drain-timeout} seconds, aborts
-whatever remains (no object, no multipart upload left), and only then
-stops the S3 thread pool and exits.
+whatever remains (no object, no multipart upload left), lets the downloads
+and listings open finish within the same timeout (counted from the
+signal), and only then stops the S3 thread pool and exits.
 
 twistd stops every service at once when the reactor is asked to stop; the
 listeners close at that moment, and L{DrainService.stopService} returns a
@@ -92,6 +93,7 @@ class DrainService(Service):
 
     async def _drain(self) -> None:
         self.uploads.draining = True
+        deadline = self.clock.seconds() + self.timeout
         try:
             running = len(self.uploads)
             if running:
@@ -105,6 +107,7 @@ class DrainService(Service):
                 except DeferredTimeout:
                     await self._abortRemaining()
             log.info("Shutting down: no upload under way")
+            await self._finishReads(deadline)
             if self.closeConnections is not None:
                 try:
                     await self.closeConnections().addTimeout(CLOSE_TIMEOUT, self.clock)
@@ -113,6 +116,29 @@ class DrainService(Service):
         finally:
             self.pool.stop()
             self._release()
+
+    async def _finishReads(self, deadline: float) -> None:
+        """
+        Let the downloads and listings open finish, until C{deadline}
+        (the drain timeout, counted from the signal); those still open
+        then are cut by the disconnect.
+        """
+        reading = self.uploads.reads
+        remaining = deadline - self.clock.seconds()
+        if not reading or remaining <= 0:
+            return
+        log.info(
+            "Shutting down: waiting up to {timeout:.3g} s for {count} download(s) or listing(s)",
+            timeout=remaining,
+            count=reading,
+        )
+        try:
+            await self.uploads.whenReadsDone().addTimeout(remaining, self.clock)
+        except DeferredTimeout:
+            log.warn(
+                "Shutting down: {count} download(s) or listing(s) still open are cut off",
+                count=self.uploads.reads,
+            )
 
     async def _abortRemaining(self) -> None:
         remaining = self.uploads.every()

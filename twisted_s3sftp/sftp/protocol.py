@@ -38,6 +38,7 @@ from twisted.conch.ssh.filetransfer import (
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
+from twisted.python.compat import networkString
 from twisted.python.failure import Failure
 
 from ..ops.logformat import quietObserver
@@ -106,6 +107,9 @@ class S3FileTransferServer(FileTransferServer):
         # Handles whose CLOSE is under way: the connection's loss must not
         # abort them, and they count against the handle cap until done.
         self._closing: set[bytes] = set()
+        # Handles of downloads and listings, which a shutdown lets finish
+        # (ActiveUploads.holdRead).
+        self._reads: set[bytes] = set()
         # Data received since the last message was handled, not yet
         # joined to buf.
         self._incoming: list[bytes] = []
@@ -278,12 +282,15 @@ class S3FileTransferServer(FileTransferServer):
                 )
             return
         super()._cbOpenFile(fileObj, requestId)
+        if not isinstance(fileObj, UploadFile):
+            self._readOpened(networkString(str(hash(fileObj))))
 
     def _cbOpenDirectory(self, dirObj: Any, requestId: bytes) -> None:
         if self._lost or self._handlesFull(requestId):
             dirObj.close()
             return
         super()._cbOpenDirectory(dirObj, requestId)
+        self._readOpened(networkString(str(hash(dirObj))))
 
     def packet_READ(self, data: bytes) -> None:
         handle, rest = getNS(data[4:])
@@ -351,12 +358,30 @@ class S3FileTransferServer(FileTransferServer):
                 return result
 
             d.addBoth(closed)
+        d.addBoth(self._readClosed, handle)
         d.addCallback(lambda _: self._sendStatus(requestId, FX_OK, b"file closed"))
         d.addErrback(self._ebStatus, requestId, b"close failed")
         if uploads is not None:
             # The reply is written (or the connection is gone): a shutdown
             # may now close the connection.
             d.addBoth(lambda _: uploads.releaseReply())
+
+    def _readOpened(self, handle: bytes) -> None:
+        """
+        C{handle} is a download or a listing: the drain waits for it.
+        """
+        if handle not in self._reads:
+            self._reads.add(handle)
+            self.client.avatar.uploads.holdRead()
+
+    def _readClosed(self, result: object, handle: bytes) -> object:
+        """
+        C{handle} is closed (or its connection gone).
+        """
+        if handle in self._reads:
+            self._reads.discard(handle)
+            self.client.avatar.uploads.releaseRead()
+        return result
 
     def _ebStatus(self, reason: Failure, requestId: bytes, msg: bytes = b"request failed") -> None:
         # Conch reports an unknown handle (FSTAT, FSETSTAT, READDIR) with a
@@ -405,4 +430,6 @@ class S3FileTransferServer(FileTransferServer):
             else:
                 fileObj.close()
         self.openFiles = {}
+        for handle in list(self._reads):
+            self._readClosed(None, handle)
         super().connectionLost(reason)

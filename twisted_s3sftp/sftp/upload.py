@@ -594,6 +594,8 @@ class ActiveUploads:
     _byKey: dict[str, list[UploadFile]] = field(factory=dict, init=False)
     _emptyWaiters: list[Deferred[None]] = field(factory=list, init=False)
     _replies: int = field(default=0, init=False)
+    _reads: int = field(default=0, init=False)
+    _readWaiters: list[Deferred[None]] = field(factory=list, init=False)
 
     def __len__(self) -> int:
         return sum(len(uploads) for uploads in self._byKey.values())
@@ -630,6 +632,42 @@ class ActiveUploads:
         """
         self._replies -= 1
         self._maybeEmpty()
+
+    @property
+    def reads(self) -> int:
+        """
+        Downloads and listings open now (L{holdRead}).
+        """
+        return self._reads
+
+    def holdRead(self) -> None:
+        """
+        A file was opened for reading, or a directory for listing: a
+        shutdown lets it finish, within its drain timeout, until
+        L{releaseRead}.  Kept here, beside the uploads, because the drain
+        waits for both.
+        """
+        self._reads += 1
+
+    def releaseRead(self) -> None:
+        """
+        A handle counted by L{holdRead} was closed, or its connection lost.
+        """
+        self._reads -= 1
+        if not self._reads:
+            waiters, self._readWaiters = self._readWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def whenReadsDone(self) -> Deferred[None]:
+        """
+        @return: a Deferred firing once no download or listing is open.
+        """
+        if not self._reads:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(lambda d: self._readWaiters.remove(d))
+        self._readWaiters.append(waiter)
+        return waiter
 
     def _maybeEmpty(self) -> None:
         if not self._byKey and not self._replies:
