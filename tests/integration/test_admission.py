@@ -192,3 +192,21 @@ def test_descriptorLimit(startGateway: Any) -> None:
     local.write_bytes(b"after")
     assert door.sftp("alice", [f"put {local} after.txt"]).returncode == 0
     assert "Not accepting connections for now" in door.log.read_text()
+
+
+def test_perUserCapNamed(startGateway: Any) -> None:
+    """
+    A login past the per-user cap is disconnected with a message naming
+    the limit, which OpenSSH's client shows, not with a bare close.
+    """
+    door = startGateway(None, "--max-user-connections=1")
+    door.addUser("alice")
+
+    async def second() -> subprocess.CompletedProcess[str]:
+        async with asyncsshConnect(door, "alice"):
+            return await asyncio.to_thread(door.sftp, "alice", ["pwd"])
+
+    refused = asyncio.run(second())
+    assert refused.returncode != 0
+    assert "too many connections for this user (at most 1)" in refused.stderr
+    assert door.sftp("alice", ["pwd"]).returncode == 0
