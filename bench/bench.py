@@ -35,6 +35,7 @@ import getpass
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -141,6 +142,32 @@ def formatNumber(value: float | None, digits: int = 1) -> str:
     @return: C{value} rounded for a table, or a dash for L{None}.
     """
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def percentile(values: Sequence[float], rank: float) -> float | None:
+    """
+    @return: the C{rank}th percentile of C{values} (nearest rank), or
+        L{None} if there are none.
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, math.ceil(rank / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def loginTime(output: str) -> float | None:
+    """
+    @param output: what a concurrent client's C{sftp} printed.
+    @return: the time its first batch command printed (C{date +%s.%N}),
+        or L{None}.
+    """
+    for line in output.splitlines():
+        try:
+            return float(line.strip())
+        except ValueError:
+            continue
+    return None
 
 
 def median(values: Iterable[float | None]) -> float | None:
@@ -950,28 +977,37 @@ class Bench:
         weed = ProcessMeter(self.weedPid).start()
         processes = []
         start = time.monotonic()
+        started = []
         for i in range(clients):
+            # The first command, run once logged in, prints the time: the
+            # login time is that less the moment the client started.
             batch = self.writeBatch(
-                f"conc-{server.path}-{i}", [f"put {self.clientSource} /conc-{i:03d}.bin"]
+                f"conc-{server.path}-{i}",
+                ["!date +%s.%N", f"put {self.clientSource} /conc-{i:03d}.bin"],
             )
+            started.append(time.time())
             processes.append(
                 subprocess.Popen(
                     self.sftpCommand(server, batch),
                     stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                 )
             )
         errors = []
+        logins = []
         deadline = start + 120 + clients * size / (2 * MB)
-        for process in processes:
+        for process, began in zip(processes, started, strict=True):
             try:
-                _, stderr = process.communicate(timeout=max(1, deadline - time.monotonic()))
+                stdout, stderr = process.communicate(timeout=max(1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
-                _, stderr = process.communicate()
+                stdout, stderr = process.communicate()
                 errors.append("timed out")
                 continue
+            loggedIn = loginTime(stdout.decode(errors="replace"))
+            if loggedIn is not None:
+                logins.append(loggedIn - began)
             if process.returncode != 0:
                 errors.append(stderr.decode(errors="replace").strip()[-300:])
         seconds = time.monotonic() - start
@@ -992,13 +1028,18 @@ class Bench:
             "weedCpu": weedUsage.cpu / (total / GiB),
             "rss": server.peakRSS(),
             "errors": errors,
+            "loginP50": percentile(logins, 50),
+            "loginP99": percentile(logins, 99),
+            "loggedIn": len(logins),
         }
         if errors:
             self.noteServerErrors(server, f"{clients} concurrent clients")
         say(
             f"  {server.path}: {clients} clients, {result['mbps']:.1f} MB/s aggregate"
             f" in {seconds:.1f} s, "
-            f"{succeeded} exited 0, {intact} objects intact"
+            f"{succeeded} exited 0, {intact} objects intact, "
+            f"login p50 {formatNumber(result['loginP50'], 2)} s, "
+            f"p99 {formatNumber(result['loginP99'], 2)} s"
             + (f"; first error: {errors[0]}" if errors else "")
         )
         return result
@@ -1231,14 +1272,16 @@ def report(
             "",
             f"### {clients} concurrent sftp clients, {formatBytes(options.client_size)} each",
             "",
-            "| path | aggregate MB/s | wall s | exited 0 | objects intact | server CPU-s/GiB "
+            "| path | aggregate MB/s | wall s | exited 0 | objects intact "
+            "| login p50 s | login p99 s | server CPU-s/GiB "
             "| SeaweedFS CPU-s/GiB | server peak RSS |",
-            "|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for path, r in conc.items():
             lines.append(
                 f"| {PATHS[path]} | {r['mbps']:.1f} | {r['seconds']:.1f} "
                 f"| {r['succeeded']}/{r['clients']} | {r['intact']}/{r['clients']} "
+                f"| {formatNumber(r['loginP50'], 2)} | {formatNumber(r['loginP99'], 2)} "
                 f"| {r['cpu']:.2f} | {r['weedCpu']:.2f} | {formatBytes(r['rss'])} |"
             )
     if small:
@@ -1395,7 +1438,7 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         default=Path(tempfile.gettempdir()),
         help=f"where to make SeaweedFS's data directory (default {tempfile.gettempdir()})",
     )
-    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
+    parser.add_argument("--clients", type=int, default=200, help="concurrent clients (default 200)")
     parser.add_argument(
         "--client-size",
         type=parseSize,

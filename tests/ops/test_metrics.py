@@ -50,16 +50,23 @@ class MetricsTests(SynchronousTestCase):
 
     def test_levels(self) -> None:
         """
-        Sessions, unauthenticated connections, uploads started and memory
-        are read from the live objects at each scrape.
+        Sessions, unauthenticated and queued connections, uploads started
+        and memory are read from the live objects at each scrape.
         """
         self.admission.admit("10.0.0.1")
         self.admission.admit("10.0.0.2")
         self.admission.loggedIn("10.0.0.2", "alice")
+        # Its cap, then one waiting.
+        for _ in range(self.admission.limits.perSourceStartups + 1):
+            self.admission.admit("10.0.0.3", lambda: None)
         self.memory.tryReserve(300)
         self.uploads.started = 7
         self.assertEqual(sample(self.metrics, "s3sftp_sessions"), 1)
-        self.assertEqual(sample(self.metrics, "s3sftp_unauthenticated_connections"), 1)
+        self.assertEqual(
+            sample(self.metrics, "s3sftp_unauthenticated_connections"),
+            1 + self.admission.limits.perSourceStartups,
+        )
+        self.assertEqual(sample(self.metrics, "s3sftp_queued_connections"), 1)
         self.assertEqual(sample(self.metrics, "s3sftp_uploads_started_total"), 7)
         self.assertEqual(sample(self.metrics, "s3sftp_buffered_bytes"), 300)
         self.assertEqual(sample(self.metrics, "s3sftp_buffer_limit_bytes"), 1000)

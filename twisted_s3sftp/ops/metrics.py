@@ -11,8 +11,9 @@ with C{503} from the moment it begins.
 
 Metrics (all prefixed C{s3sftp_}):
 
-  - C{sessions}, C{unauthenticated_connections}: connections now logged in,
-    and not yet;
+  - C{sessions}, C{unauthenticated_connections}, C{queued_connections}:
+    connections now logged in, being served before login, and waiting for
+    a slot in the admission queue;
   - C{logins_total{outcome}}: login attempts, C{success} or C{failure};
   - C{uploads_started_total}, C{uploads_total{outcome}}: uploads opened, and
     ended C{stored}, C{failed} or C{aborted};
@@ -143,6 +144,12 @@ class _Levels:
                 "unauthenticated_connections",
                 "Connections not logged in yet.",
                 metrics._admission.unauthenticated,
+            ),
+            (
+                GaugeMetricFamily,
+                "queued_connections",
+                "Connections waiting for a slot to log in.",
+                metrics._admission.queued,
             ),
             (CounterMetricFamily, "uploads_started", "Uploads opened.", metrics._uploads.started),
             (
