@@ -84,6 +84,25 @@ class ChannelWindowTests(SynchronousTestCase):
         self.assertEqual(grants, [300])
         self.assertEqual((window.held, window.window), (700, 300))
 
+    def test_capped(self) -> None:
+        """
+        However large the target, the client is never given more than
+        C{maximum} at once; as it sends, the rest of the target is granted
+        up to that cap, so the channel can still hold its whole target.
+        """
+        grants: list[int] = []
+        window = ChannelWindow(100, onGrant=grants.append, maximum=400)
+        window.resize(900)
+        self.assertEqual((window.target, window.window), (1000, 400))
+        self.assertTrue(window.receive(400))
+        self.assertFalse(window.receive(1))
+        window.credit(0)
+        self.assertEqual((window.held, window.window), (400, 400))
+        self.assertTrue(window.receive(400))
+        window.credit(0)
+        self.assertEqual((window.held, window.window), (800, 200))
+        self.assertEqual(grants, [300, 400, 200])
+
     def test_batching(self) -> None:
         """
         Small credits are batched while the client still holds more than

@@ -408,7 +408,8 @@ class EngineTests(SFTPTestCase):
         window is back to where it started and its memory is returned.
         """
         memory = MemoryLimit(1024 * MiB)
-        window = ChannelWindow(BASE_WINDOW)
+        # Uncapped: this client writes everything before any credit.
+        window = ChannelWindow(BASE_WINDOW, maximum=64 * MiB)
         server, store = makeServer(memory=memory, window=window)
         store.holding.add("uploadPart")
         f = self.successResultOf(server.openFile(b"big", WRITE, {}))

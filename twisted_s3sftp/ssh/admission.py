@@ -90,7 +90,7 @@ class Limits:
         health checks), as strings such as C{"10.0.0.0/8"}.
     """
 
-    loginGrace: float = 30.0
+    loginGrace: float = 120.0
     maxAuthTries: int = 6
     maxStartups: int = 100
     perSourceStartups: int = 10
