@@ -102,6 +102,12 @@ class ChannelWindowTests(SynchronousTestCase):
         window.credit(0)
         self.assertEqual((window.held, window.window), (800, 200))
         self.assertEqual(grants, [300, 400, 200])
+        # Small credits are batched against the cap, not the target.
+        batched = ChannelWindow(100, onGrant=grants.append, maximum=400)
+        batched.resize(900)
+        batched.receive(10)
+        batched.credit(10)
+        self.assertEqual((grants[-1], batched.window), (300, 390))
 
     def test_batching(self) -> None:
         """

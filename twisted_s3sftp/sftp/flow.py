@@ -205,8 +205,9 @@ class ChannelWindow:
         if room <= 0:
             return 0
         # Batch small credits into one WINDOW_ADJUST unless the client is
-        # running short.
-        if room < self.target // 8 and self.window > self.target // 2:
+        # running short (of the window it can be given: the cap counts).
+        size = min(self.target, self.maximum)
+        if room < size // 8 and self.window > size // 2:
             return 0
         self.window += room
         self.onGrant(room)
