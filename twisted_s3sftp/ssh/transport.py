@@ -4,8 +4,11 @@ that enforces the crypto policy and the login grace time, and the
 authentication service that counts failures.
 
   - L{S3SSHFactory} asks L{twisted_s3sftp.ssh.admission.Admission} whether to
-    take each connection (caps on unauthenticated connections, per-source
-    penalties) and offers only the host key algorithms of
+    serve each connection now, queue it (over the caps on unauthenticated
+    connections: the transport then reads and sends nothing until a slot
+    frees) or refuse it (a penalised source, a full queue); pauses
+    accepting at its cap on open connections (L{maxConnections}, sized to
+    the open files limit); and offers only the host key algorithms of
     L{twisted_s3sftp.ssh.policy}.
   - L{S3ServerTransport} (a L{twisted_s3sftp.ssh.packets.PacketTransport},
     with AEAD ciphers, encrypt-then-MAC and strict key exchange) offers only
