@@ -398,6 +398,8 @@ class AdmissionTests(SynchronousTestCase):
 
         class Port:
             reading = True
+            connected = True
+            disconnecting = False
 
             def stopReading(self) -> None:
                 self.reading = False
@@ -417,6 +419,52 @@ class AdmissionTests(SynchronousTestCase):
             connected[0].connectionLost(Failure(ConnectionDone()))
         self.assertTrue(port.reading)
         self.assertIsNotNone(harness.connect("10.0.0.9"))
+        # Behind a PROXY header a protocol must be built: past the cap, it
+        # closes its connection at once.
+        harness.factory.maxConnections = 1
+        proxied = harness.factory.behindProxy()
+        protocol = proxied.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
+        assert protocol is not None
+        tcp = StringTransport()
+        aborted: list[bool] = []
+        tcp.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        protocol.makeConnection(tcp)
+        self.assertEqual((aborted, tcp.value()), ([True], b""))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        # A port closed at a shutdown is not restarted.
+        port.connected = False
+        port.reading = False
+        harness.factory._paused[0] = True
+        harness.factory.forget(protocol)
+        self.assertFalse(port.reading)
+
+    def test_droppedWhileWaiting(self) -> None:
+        """
+        A queued connection dropped at its grace time leaves the queue at
+        once: a slot freeing before its close is noticed goes to the next
+        one, and the dropped one is neither served nor penalised.
+        """
+        harness = Harness(self, perSourceStartups=1, loginGrace=10)
+        first, _ = harness.connect() or (None, None)
+        assert first is not None
+        harness.clock.advance(1)
+        late, lateTCP = harness.connect() or (None, None)
+        assert late is not None and lateTCP is not None
+        lateTCP.abortConnection = lambda: None  # type: ignore[method-assign]
+        harness.clock.advance(1)
+        waiting, tcp = harness.connect() or (None, None)
+        assert waiting is not None and tcp is not None
+        # The first connection's grace ends (t=10), then the queued late
+        # one's (t=11), whose close the reactor has not reported yet when
+        # the first one's slot frees.
+        harness.clock.advance(9)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((tcp.producerState, lateTCP.value()), ("producing", b""))
+        late.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(harness.factory.admission.unauthenticated, 1)
+        # Only the first connection's grace penalty, none for the late one.
+        penalty = harness.factory.admission._penalties["10.0.0.1"]
+        self.assertEqual(penalty, harness.clock.seconds() + harness.factory.limits.gracePenalty)
 
     def test_perUser(self) -> None:
         """

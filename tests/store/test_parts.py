@@ -318,6 +318,19 @@ class PooledPlannerTests(SynchronousTestCase):
         assert isinstance(final, SinglePut)
         self.assertEqual(len(final.data), POOLED_FROM)
 
+    def test_onlyNextPartPooled(self) -> None:
+        """
+        Scattered writes take a part-sized buffer only for the part to be
+        sent next: a write far into a later part holds only what reached
+        it, so the planner's memory stays within its capacity.
+        """
+        pool = BufferPool(limit=4 * PART)
+        planner = self.makePlanner(pool)
+        planner.feed(POOLED_FROM, b"a")
+        planner.feed(PART + POOLED_FROM, b"b")
+        later = planner._pending[1]
+        self.assertEqual((len(planner._pending[0].data), len(later.data)), (PART, POOLED_FROM + 1))
+
     def test_heldCountsWritten(self) -> None:
         """
         Once a part is in a pooled buffer, L{PartPlanner.held} still counts

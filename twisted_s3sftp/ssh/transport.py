@@ -206,6 +206,8 @@ class S3ServerTransport(PacketTransport):
     _waiting: Waiting | None = None
     #: What a queued connection behind a PROXY header sent meanwhile.
     _held = b""
+    #: Built past the connection cap (behind a PROXY header): closed at once.
+    _overCap = False
 
     def connectionMade(self) -> None:
         if hasattr(self.transport, "bufferSize"):
@@ -217,6 +219,10 @@ class S3ServerTransport(PacketTransport):
                 setNoDelay(True)
             except OSError:
                 pass
+        if self._overCap:
+            self._refused = self._ended = True
+            self.transport.abortConnection()
+            return
         # The login grace time runs from accept, queued or not.
         self._timer = self.factory.clock.callLater(self.factory.limits.loginGrace, self._timeout)
         if self._waiting is not None:
@@ -332,7 +338,7 @@ class S3ServerTransport(PacketTransport):
                 peer=self.peerHost,
                 grace=self.factory.limits.loginGrace,
             )
-            self.transport.abortConnection()
+            self._dropWaiting()
         elif self._user is None:
             self._timedOut = True
             log.info(
@@ -358,9 +364,21 @@ class S3ServerTransport(PacketTransport):
         open = getattr(self.transport, "connected", False)
         if self._waiting is not None:
             # Nothing was said to it yet: no SSH disconnect to send.
-            self.transport.abortConnection()
+            self._dropWaiting()
         elif open and not getattr(self.transport, "disconnecting", False):
             self._disconnect(DISCONNECT_BY_APPLICATION, b"server shutting down")
+
+    def _dropWaiting(self) -> None:
+        """
+        Close a connection still in the admission queue.  It leaves the
+        queue now, not when the close is noticed, so that a slot freeing
+        meanwhile is not given to it (and then counted and penalised).
+        """
+        assert self._waiting is not None
+        self._waiting.cancel()
+        self._waiting = None
+        self._ended = True
+        self.transport.abortConnection()
 
     def _disconnect(self, reason: int, description: bytes) -> None:
         """
@@ -418,6 +436,56 @@ class S3ServerTransport(PacketTransport):
 def _abortIfOpen(transport: Any) -> None:
     if getattr(transport, "connected", False) and not getattr(transport, "disconnected", False):
         transport.abortConnection()
+
+
+class RefusalLog:
+    """
+    Refused connections, logged in summaries: at most one line per
+    C{interval}, counting every refusal since the last line by reason; the
+    first comes at once, and a timer writes the rest, so the end of a
+    burst is not lost.  One log serves a factory and its L{behindProxy}
+    copy.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float) -> None:
+        self.clock = clock
+        self.interval = interval
+        self._counts: Counter[str] = Counter()
+        self._latest = ""
+        self._logged = float("-inf")
+        self._timer: IDelayedCall | None = None
+
+    def count(self, host: str, reason: str) -> None:
+        """
+        A connection from C{host} was refused for C{reason}.
+        """
+        self._counts[reason] += 1
+        self._latest = host
+        if self._timer is None:
+            delay = max(0.0, self._logged + self.interval - self.clock.seconds())
+            self._timer = self.clock.callLater(delay, self._write)
+
+    def flush(self) -> None:
+        """
+        Write what is counted now (at shutdown).
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+            self._write()
+
+    def _write(self) -> None:
+        self._timer = None
+        counts = Counter(self._counts)
+        self._counts.clear()
+        self._logged = self.clock.seconds()
+        if not counts:
+            return
+        log.warn(
+            "Refused {count} connection(s), latest from {host}: {reasons}",
+            count=sum(counts.values()),
+            host=self._latest,
+            reasons="; ".join(f"{number} {reason}" for reason, number in counts.most_common()),
+        )
 
 
 class S3SSHFactory(SSHFactory):
@@ -481,10 +549,7 @@ class S3SSHFactory(SSHFactory):
         self._ports: list[Any] = []
         self._paused = [False]
         self._allClosed: list[Deferred[None]] = []
-        self._refusals: Counter[str] = Counter()
-        self._refusalLatest = ""
-        self._refusalLogged = float("-inf")
-        self._refusalFlush: IDelayedCall | None = None
+        self.refusals = RefusalLog(clock, self.REFUSAL_LOG_INTERVAL)
 
     def getDHPrime(self, bits: int) -> tuple[int, int]:
         """
@@ -508,11 +573,21 @@ class S3SSHFactory(SSHFactory):
     # annotation does not say so.
     def buildProtocol(self, addr: Any) -> S3ServerTransport | None:  # type: ignore[override]
         host = None if self.proxied else getattr(addr, "host", None)
-        if len(self.connections) >= self.maxConnections:
-            # Only if accepting could not be paused in time.
-            self.logRefusal(host or "?", "too many connections for the open files limit")
-            return None
+        overCap = len(self.connections) >= self.maxConnections
+        if overCap:
+            # Only within a batch of accepts begun before the pause.
+            self.logRefusal(
+                str(host or getattr(addr, "host", "?")),
+                "too many connections for the open files limit",
+            )
+            if not self.proxied:
+                return None
         transport = cast(S3ServerTransport, super().buildProtocol(addr))
+        if overCap:
+            # The PROXY wrapper cannot be refused a protocol: this one
+            # closes the connection as soon as it is made.
+            transport._overCap = True
+            return transport
         if host is not None:
             decision = self.admission.admit(host, transport.admitted)
             if isinstance(decision, str):
@@ -563,8 +638,12 @@ class S3SSHFactory(SSHFactory):
         self._paused[0] = False
         log.info("Accepting connections again")
         for port in self._ports:
+            # A port closed (or closing) at a shutdown stays closed.
+            listening = getattr(port, "connected", False) and not getattr(
+                port, "disconnecting", False
+            )
             start = getattr(port, "startReading", None)
-            if start is not None:
+            if listening and start is not None:
                 start()
 
     def forget(self, transport: S3ServerTransport) -> None:
@@ -650,29 +729,10 @@ class S3SSHFactory(SSHFactory):
 
     def logRefusal(self, host: str, reason: str) -> None:
         """
-        Count a refused connection.  Refusals are logged in summaries, at
-        most one line per L{REFUSAL_LOG_INTERVAL}, counting every refusal
-        since the last line by reason; the first comes at once.
+        Count a refused connection (see L{RefusalLog}).
         """
-        self._refusals[reason] += 1
-        self._refusalLatest = host
-        if self._refusalFlush is None:
-            delay = max(0.0, self._refusalLogged + self.REFUSAL_LOG_INTERVAL - self.clock.seconds())
-            self._refusalFlush = self.clock.callLater(delay, self._logRefusals)
-
-    def _logRefusals(self) -> None:
-        self._refusalFlush = None
-        counts, self._refusals = self._refusals, Counter()
-        self._refusalLogged = self.clock.seconds()
-        log.warn(
-            "Refused {count} connection(s), latest from {host}: {reasons}",
-            count=sum(counts.values()),
-            host=self._refusalLatest,
-            reasons="; ".join(f"{number} {reason}" for reason, number in counts.most_common()),
-        )
+        self.refusals.count(host, reason)
 
     def stopFactory(self) -> None:
-        if self._refusalFlush is not None and self._refusalFlush.active():
-            self._refusalFlush.cancel()
-            self._logRefusals()
+        self.refusals.flush()
         super().stopFactory()

@@ -28,10 +28,10 @@ L{UploadFailed}.
 
 The SHA-256 of the whole file is computed as parts are cut, in file order.
 
-A planner given a L{BufferPool} fills every part larger than
-L{POOLED_FROM} in a part-sized buffer from the pool, which the upload gives
-back once S3 has the part: an upload then writes into memory already
-mapped instead of faulting in a fresh 8 MiB every part.
+A planner given a L{BufferPool} fills the part to be sent next, once it
+holds more than L{POOLED_FROM}, in a part-sized buffer from the pool, which
+the upload gives back once S3 has the part: an upload then writes into
+memory already mapped instead of faulting in a fresh 8 MiB every part.
 
 Pure core: no Twisted, no boto3.
 """
@@ -386,7 +386,11 @@ class PartPlanner:
         while position < end:
             part = self._partAt(position)
             stop = min(end, part.start + part.size)
-            part.put(position - part.start, view[position - offset : stop - offset], self.buffers)
+            # Only the part to be sent next takes a part-sized buffer: the
+            # others hold only what reached them, so that scattered writes
+            # cannot make the planner hold more than its capacity.
+            buffers = self.buffers if part is self._pending[0] else None
+            part.put(position - part.start, view[position - offset : stop - offset], buffers)
             position = stop
         self.received = max(self.received, end)
         return self._ready()
