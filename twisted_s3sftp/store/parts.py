@@ -28,8 +28,9 @@ L{UploadFailed}.
 
 The SHA-256 of the whole file is computed as parts are cut, in file order.
 
-A planner given a L{BufferPool} fills the part to be sent next, once it
-holds more than L{POOLED_FROM}, in a part-sized buffer from the pool, which
+A planner given a L{BufferPool} fills the part to be sent next (the
+first part once it holds more than L{POOLED_FROM}) in a part-sized buffer
+from the pool, which
 the upload gives back once S3 has the part: an upload then writes into
 memory already mapped instead of faulting in a fresh 8 MiB every part.
 
@@ -60,8 +61,9 @@ MAX_PARTS = 10_000
 GROWTH_STEPS = 11
 
 
-#: A part is moved into a pooled buffer once it holds more than this: a
-#: small file never takes a part-sized buffer.
+#: The first part is moved into a pooled buffer once it holds more than
+#: this, so that a small file never takes a part-sized buffer; later parts
+#: take theirs at their first byte.
 POOLED_FROM = 1 * MiB
 
 
@@ -268,7 +270,8 @@ class _PendingPart:
         inOrder = len(ranges) == 1 and ranges[0][0] == 0 and ranges[0][1] == at == self.filled
         data = self.data
         if end > len(data):
-            if buffers is not None and end > POOLED_FROM:
+            if buffers is not None and (end > POOLED_FROM or self.number > 1):
+                # Past the first part the file is known to be large.
                 pooled = buffers.take(self.size)
                 pooled[: self.filled] = memoryview(data)[: self.filled]
                 self.data = data = pooled
