@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import TextIO
 
@@ -63,12 +63,14 @@ def writeKeys(path: Path, keys: list[Key], comment: str) -> None:
     """
     Replace C{path} atomically with one line per key, mode 0644.
 
-    The temporary file is the usual write-then-rename of an administrator's
-    key file, in the keys directory itself; it holds public keys, never
-    any of the file data users upload (which never touches a disk).
+    The new content is written beside it, under a hidden name the server
+    ignores, and renamed over it: the usual atomic replacement of an
+    administrator's key file.  It holds public keys, never any of the file
+    data users upload (which never touches a disk).
     """
     lines = [key.public().toString("openssh") + b" " + comment.encode() for key in keys]
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(b"".join(line + b"\n" for line in lines))
