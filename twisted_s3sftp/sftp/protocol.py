@@ -38,7 +38,6 @@ from twisted.conch.ssh.filetransfer import (
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
-from twisted.python.compat import networkString
 from twisted.python.failure import Failure
 
 from ..ops.logformat import quietObserver
@@ -107,9 +106,9 @@ class S3FileTransferServer(FileTransferServer):
         # Handles whose CLOSE is under way: the connection's loss must not
         # abort them, and they count against the handle cap until done.
         self._closing: set[bytes] = set()
-        # Handles of downloads and listings, which a shutdown lets finish
+        # Downloads and listings open, which a shutdown lets finish
         # (ActiveUploads.holdRead).
-        self._reads: set[bytes] = set()
+        self._reads: set[object] = set()
         # Data received since the last message was handled, not yet
         # joined to buf.
         self._incoming: list[bytes] = []
@@ -283,14 +282,14 @@ class S3FileTransferServer(FileTransferServer):
             return
         super()._cbOpenFile(fileObj, requestId)
         if not isinstance(fileObj, UploadFile):
-            self._readOpened(networkString(str(hash(fileObj))))
+            self._readOpened(fileObj)
 
     def _cbOpenDirectory(self, dirObj: Any, requestId: bytes) -> None:
         if self._lost or self._handlesFull(requestId):
             dirObj.close()
             return
         super()._cbOpenDirectory(dirObj, requestId)
-        self._readOpened(networkString(str(hash(dirObj))))
+        self._readOpened(dirObj)
 
     def packet_READ(self, data: bytes) -> None:
         handle, rest = getNS(data[4:])
@@ -358,7 +357,7 @@ class S3FileTransferServer(FileTransferServer):
                 return result
 
             d.addBoth(closed)
-        d.addBoth(self._readClosed, handle)
+        d.addBoth(self._readClosed, target)
         d.addCallback(lambda _: self._sendStatus(requestId, FX_OK, b"file closed"))
         d.addErrback(self._ebStatus, requestId, b"close failed")
         if uploads is not None:
@@ -366,20 +365,21 @@ class S3FileTransferServer(FileTransferServer):
             # may now close the connection.
             d.addBoth(lambda _: uploads.releaseReply())
 
-    def _readOpened(self, handle: bytes) -> None:
+    def _readOpened(self, opened: object) -> None:
         """
-        C{handle} is a download or a listing: the drain waits for it.
+        C{opened} (a file open for reading, or a directory listing) was
+        given a handle: the drain waits for it.
         """
-        if handle not in self._reads:
-            self._reads.add(handle)
+        if opened not in self._reads:
+            self._reads.add(opened)
             self.client.avatar.uploads.holdRead()
 
-    def _readClosed(self, result: object, handle: bytes) -> object:
+    def _readClosed(self, result: object, opened: object) -> object:
         """
-        C{handle} is closed (or its connection gone).
+        C{opened} is closed (or its connection gone).
         """
-        if handle in self._reads:
-            self._reads.discard(handle)
+        if opened in self._reads:
+            self._reads.discard(opened)
             self.client.avatar.uploads.releaseRead()
         return result
 
@@ -430,6 +430,6 @@ class S3FileTransferServer(FileTransferServer):
             else:
                 fileObj.close()
         self.openFiles = {}
-        for handle in list(self._reads):
-            self._readClosed(None, handle)
+        for opened in list(self._reads):
+            self._readClosed(None, opened)
         super().connectionLost(reason)
