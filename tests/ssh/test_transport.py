@@ -434,7 +434,7 @@ class AdmissionTests(SynchronousTestCase):
         # A port closed at a shutdown is not restarted.
         port.connected = False
         port.reading = False
-        harness.factory._paused[0] = True
+        harness.factory.accepting.paused = True
         harness.factory.forget(protocol)
         self.assertFalse(port.reading)
 
@@ -812,6 +812,26 @@ class ShutdownTests(SynchronousTestCase):
         self.assertNoResult(closed)
         second[0].connectionLost(Failure(ConnectionDone()))
         self.successResultOf(closed)
+
+    def test_proxiedCopyShares(self) -> None:
+        """
+        Connections of the PROXY-protocol copy of the factory count among
+        the factory's: the wait for all to close ends when the last of
+        them closes, whichever factory built it, and only once.
+        """
+        harness = Harness(self)
+        proxied = harness.factory.behindProxy()
+        behind = proxied.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
+        assert behind is not None
+        behind.makeConnection(StringTransport())
+        closed = harness.factory.closeConnections()
+        behind.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+        direct = harness.connect()
+        assert direct is not None
+        again = harness.factory.closeConnections()
+        direct[0].connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(again)
 
     def test_nothingOpen(self) -> None:
         """

@@ -488,6 +488,53 @@ class RefusalLog:
         )
 
 
+class AcceptGate:
+    """
+    The listening ports of a factory (and of its L{behindProxy} copy),
+    paused while connections are at the factory's cap: new connections
+    then wait in the kernel's backlog instead of failing in C{accept},
+    which Twisted would retry at once (a spinning reactor).
+
+    @ivar ports: the ports.
+    @ivar paused: whether they are paused.
+    """
+
+    def __init__(self) -> None:
+        self.ports: list[Any] = []
+        self.paused = False
+
+    def pause(self, count: int) -> None:
+        """
+        Stop accepting, with C{count} connections open.
+        """
+        if self.paused:
+            return
+        self.paused = True
+        log.warn(
+            "Not accepting connections for now: {count} open, the most the open files limit allows",
+            count=count,
+        )
+        for port in self.ports:
+            stop = getattr(port, "stopReading", None)
+            if stop is not None:
+                stop()
+
+    def resume(self) -> None:
+        """
+        Accept again, on the ports still listening.
+        """
+        self.paused = False
+        log.info("Accepting connections again")
+        for port in self.ports:
+            # A port closed (or closing) at a shutdown stays closed.
+            listening = getattr(port, "connected", False) and not getattr(
+                port, "disconnecting", False
+            )
+            start = getattr(port, "startReading", None)
+            if listening and start is not None:
+                start()
+
+
 class S3SSHFactory(SSHFactory):
     """
     The SSH server factory: admits connections and builds transports with
@@ -544,10 +591,9 @@ class S3SSHFactory(SSHFactory):
         self.admission = Admission(self.limits, clock.seconds)
         self.maxConnections = maxConnections
         # Shared with the copy behindProxy makes: one count, one set of
-        # ports to pause.
+        # ports to pause, one refusal log.
         self.connections: set[S3ServerTransport] = set()
-        self._ports: list[Any] = []
-        self._paused = [False]
+        self.accepting = AcceptGate()
         self._allClosed: list[Deferred[None]] = []
         self.refusals = RefusalLog(clock, self.REFUSAL_LOG_INTERVAL)
 
@@ -606,7 +652,7 @@ class S3SSHFactory(SSHFactory):
         transport.proxied = self.proxied
         self.connections.add(transport)
         if len(self.connections) >= self.maxConnections:
-            self._pauseAccepting()
+            self.accepting.pause(len(self.connections))
         return transport
 
     def portListening(self, port: Any) -> None:
@@ -614,47 +660,19 @@ class S3SSHFactory(SSHFactory):
         A listening port serves this factory: pause it when connections
         reach L{maxConnections}.
         """
-        self._ports.append(port)
-
-    def _pauseAccepting(self) -> None:
-        """
-        Stop accepting: new connections wait in the kernel's backlog
-        instead of failing in accept, which Twisted would retry at once
-        (a spinning reactor).
-        """
-        if self._paused[0]:
-            return
-        self._paused[0] = True
-        log.warn(
-            "Not accepting connections for now: {count} open, the most the open files limit allows",
-            count=len(self.connections),
-        )
-        for port in self._ports:
-            stop = getattr(port, "stopReading", None)
-            if stop is not None:
-                stop()
-
-    def _resumeAccepting(self) -> None:
-        self._paused[0] = False
-        log.info("Accepting connections again")
-        for port in self._ports:
-            # A port closed (or closing) at a shutdown stays closed.
-            listening = getattr(port, "connected", False) and not getattr(
-                port, "disconnecting", False
-            )
-            start = getattr(port, "startReading", None)
-            if listening and start is not None:
-                start()
+        self.accepting.ports.append(port)
 
     def forget(self, transport: S3ServerTransport) -> None:
         """
         C{transport}'s connection is gone.
         """
         self.connections.discard(transport)
-        if self._paused[0] and len(self.connections) < self.maxConnections * 0.9:
-            self._resumeAccepting()
+        if self.accepting.paused and len(self.connections) < self.maxConnections * 0.9:
+            self.accepting.resume()
         if not self.connections:
-            waiting, self._allClosed = self._allClosed, []
+            # Emptied in place: the list is shared with the behindProxy copy.
+            waiting = list(self._allClosed)
+            self._allClosed.clear()
             for waiter in waiting:
                 waiter.callback(None)
 
