@@ -13,8 +13,9 @@ from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.config import ServerConfig, parseSize
+from twisted_s3sftp.config import ServerConfig
 from twisted_s3sftp.ssh.admission import Limits
+from twisted_s3sftp.store.parts import parseSize
 from twisted_s3sftp.tap import Options, makeService
 
 
@@ -346,6 +347,7 @@ class DocumentationTests(SynchronousTestCase):
             "listen",
             "host-key",
             "penalty-exempt",
+            "object-tag",
         ]
         for name in names:
             self.assertIn(f"| `--{name}` |", readme, name)

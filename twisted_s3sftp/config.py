@@ -19,11 +19,11 @@ from .sftp.flow import SLACK
 from .sftp.paths import isValidUsername, validateHomeTemplate
 from .ssh.admission import Limits
 from .ssh.policy import MODERN, CryptoPolicy
+from .ssh.userpolicy import UserPolicy
+from .store.interfaces import ObjectSettings
 from .store.parts import MAX_PART_SIZE, MIN_PART_SIZE, MiB, UploadPolicy
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_SIZE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": 1024 * MiB}
 
 #: The default part size: 8 MiB, as boto3 and rclone use.
 DEFAULT_PART_SIZE = 8 * MiB
@@ -52,21 +52,6 @@ MAX_UPLOAD_CONCURRENCY = 32
 
 #: Bounds on the threads (and HTTP connections) boto3 runs on.
 MIN_S3_THREADS, MAX_S3_THREADS = 10, 64
-
-
-def parseSize(text: str) -> int:
-    """
-    Parse a byte count such as C{8388608}, C{8M}, C{8MiB} or C{64k}.
-
-    @param text: the option's value.
-    @return: the number of bytes (units are powers of 1024).
-    @raise ValueError: if C{text} is not a size.
-    """
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a size (e.g. 8MiB)")
-    number, unit = match.groups()
-    return int(number) * _UNITS[(unit or "")[:1].upper()]
 
 
 def checkBucketName(name: str) -> str:
@@ -161,6 +146,11 @@ class ServerConfig:
     @ivar cryptoPolicy: the SSH algorithms offered and the keys accepted.
     @ivar statePrefix: where the server keeps its upload leases, outside
         every home.
+    @ivar objectSettings: the S3 settings of every object the server
+        creates (C{--storage-class}, C{--sse}, C{--sse-kms-key-id},
+        C{--object-tag}), which a user's policy may override.
+    @ivar defaultPolicy: the server's C{--default-policy}, the widest any
+        user gets.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -182,6 +172,8 @@ class ServerConfig:
     orphanAge: float = field(default=DEFAULT_ORPHAN_AGE)
     statePrefix: str = DEFAULT_STATE_PREFIX
     cryptoPolicy: CryptoPolicy = MODERN
+    objectSettings: ObjectSettings = ObjectSettings()
+    defaultPolicy: UserPolicy = UserPolicy()
 
     @orphanAge.validator
     def _checkOrphanAge(self, attribute: object, value: float) -> None:

@@ -108,6 +108,12 @@ class UploadFailed(GatewayError):
     """
 
 
+class FileTooLarge(GatewayError):
+    """
+    A write would take a file past the size the user may store.
+    """
+
+
 class StoreError(GatewayError):
     """
     The object store refused or failed a call.

@@ -31,7 +31,6 @@ from .config import (
     DEFAULT_STATE_PREFIX,
     DEFAULT_UPLOAD_CONCURRENCY,
     ServerConfig,
-    parseSize,
 )
 from .ops.descriptors import connectionBudget, raiseOpenFileLimit
 from .ops.drain import DrainService
@@ -44,9 +43,11 @@ from .ssh.keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loa
 from .ssh.policy import MODERN, POLICIES, CryptoPolicy, sha1Algorithms
 from .ssh.session import S3Realm
 from .ssh.transport import S3SSHFactory
+from .ssh.userpolicy import MAX_POLICY_FILE, UserPolicy, parsePolicy
 from .store import s3
+from .store.interfaces import ObjectSettings
 from .store.leases import Leases, SweepService
-from .store.parts import BufferPool
+from .store.parts import BufferPool, parseSize
 
 log = Logger()
 
@@ -86,7 +87,27 @@ class Options(usage.Options):
         ["bucket", None, None, "The S3 bucket to store uploads in (required)."],
         ["endpoint-url", None, None, "An S3-compatible endpoint URL (default: AWS)."],
         ["region", None, None, "The S3 region (default: boto3's)."],
-        ["keys-dir", None, "etc/keys", "Directory of <username>.pub key files."],
+        [
+            "keys-dir",
+            None,
+            "etc/keys",
+            "Directory of <username>.pub key files and <username>.toml policy files.",
+        ],
+        [
+            "default-policy",
+            None,
+            None,
+            "A policy file (TOML, as <username>.toml) every user's rights are "
+            "narrowed by (default: every right).",
+        ],
+        [
+            "storage-class",
+            None,
+            None,
+            "S3 storage class of every object created (default: the bucket's, STANDARD).",
+        ],
+        ["sse", None, None, "Server-side encryption of every object: AES256 or aws:kms."],
+        ["sse-kms-key-id", None, None, "The KMS key for --sse aws:kms (default: S3's)."],
         ["home", None, "{username}/", "Key prefix each user is confined to."],
         [
             "part-size",
@@ -237,6 +258,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["host-key"] = []
         self["penalty-exempt"] = []
+        self["object-tag"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """
@@ -258,6 +280,15 @@ class Options(usage.Options):
         health checks (10.0.0.0/8); repeatable.
         """
         self["penalty-exempt"].append(network)
+
+    def opt_object_tag(self, tag: str) -> None:
+        """
+        A tag KEY=VALUE for every object created; repeatable.
+        """
+        key, equals, value = tag.partition("=")
+        if not equals:
+            raise usage.UsageError(f"--object-tag {tag!r} is not KEY=VALUE")
+        self["object-tag"].append((key, value))
 
     def postOptions(self) -> None:
         try:
@@ -313,6 +344,8 @@ class Options(usage.Options):
             orphanAge=seconds["orphan-age"],
             statePrefix=self["state-prefix"],
             cryptoPolicy=cryptoPolicy,
+            objectSettings=self._objectSettings(),
+            defaultPolicy=self._defaultPolicy(),
         )
         for description in self.config.listen + (
             (self.config.metrics,) if self.config.metrics else ()
@@ -364,6 +397,41 @@ class Options(usage.Options):
                 raise ValueError(f"cannot create host key {default.path}: {e.strerror}") from None
             paths.append(default)
         return paths
+
+    def _objectSettings(self) -> ObjectSettings:
+        """
+        @return: the S3 settings the options ask for.
+        @raise ValueError: for a value S3 would refuse.
+        """
+        try:
+            return ObjectSettings(
+                self["storage-class"],
+                self["sse"],
+                self["sse-kms-key-id"],
+                self["object-tag"] or None,
+            )
+        except ValueError as e:
+            raise ValueError(f"object settings: {e}") from None
+
+    def _defaultPolicy(self) -> UserPolicy:
+        """
+        @return: the policy of C{--default-policy}, or every right.
+        @raise ValueError: naming the file, if it is unreadable or invalid.
+        """
+        path = self["default-policy"]
+        if path is None:
+            return UserPolicy()
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_POLICY_FILE + 1)
+        except OSError as e:
+            raise ValueError(f"--default-policy {path}: {e.strerror}") from None
+        if len(data) > MAX_POLICY_FILE:
+            raise ValueError(f"--default-policy {path}: larger than {MAX_POLICY_FILE} bytes")
+        try:
+            return parsePolicy(data, self["state-prefix"], isDefault=True)
+        except ValueError as e:
+            raise ValueError(f"--default-policy {path}: {e}") from None
 
     def _cryptoPolicy(self) -> CryptoPolicy:
         """
@@ -431,11 +499,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     memory = MemoryLimit(config.memoryLimit, BufferPool(config.policy.bufferLimit))
     leases = (
-        Leases(store, config.statePrefix, config.orphanAge, reactor) if config.orphanAge else None
+        Leases(store, config.statePrefix, config.orphanAge, reactor, config.objectSettings)
+        if config.orphanAge
+        else None
     )
-    realm = S3Realm(store, config.homeTemplate, config.policy, memory, reactor, leases)
+    realm = S3Realm(
+        store, config.homeTemplate, config.policy, memory, reactor, leases, config.objectSettings
+    )
     keys = KeysDirectory(FilePath(config.keysDir), config.cryptoPolicy)
-    portal = Portal(realm, [KeysDirectoryChecker(keys)])
+    checker = KeysDirectoryChecker(keys, config.defaultPolicy, config.statePrefix, reactor.seconds)
+    portal = Portal(realm, [checker])
     budget = connectionBudget(raiseOpenFileLimit())
     limits = config.limits.fitted(budget)
     if limits != config.limits:

@@ -99,11 +99,14 @@ class FaultProxy:
     @ivar rules: consulted in order for every request.
     @ivar faults: C{(method, path, label)} of each request a rule
         matched (see L{Fault.label}).
+    @ivar requests: C{(method, path, headers)} of every request, headers
+        with lower-case names.
     """
 
     def __init__(self, upstreamPort: int) -> None:
         self.rules: list[Rule] = []
         self.faults: list[tuple[str, str, int | str]] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -143,6 +146,9 @@ class FaultProxy:
 
             def _relay(self) -> None:
                 body = self._body()
+                proxy.requests.append(
+                    (self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+                )
                 fault = self._fault()
                 if fault is not None:
                     time.sleep(fault.delay)

@@ -417,7 +417,9 @@ class FileTests(SFTPTestCase):
         self.successResultOf(
             server.setAttrs(b"plain", {"atime": 7, "mtime": 1234, "uid": 5, "gid": 5})
         )
-        self.assertEqual(store.metadata["alice/plain"], {"sha256": sha, "mtime": "1234"})
+        self.assertEqual(
+            store.metadata["alice/plain"], {"sha256": sha, "mtime": "1234", "uploader": "alice"}
+        )
         self.assertEqual(self.successResultOf(server.getAttrs(b"plain", True))["mtime"], 1234)
         store.calls.clear()
         self.successResultOf(server.setAttrs(b"plain", {"mtime": 1234, "permissions": 0o644}))

@@ -367,7 +367,8 @@ class EngineTests(SFTPTestCase):
             data = random.Random(size).randbytes(size)
             self.upload(server, b"f", data)
             self.assertEqual(
-                store.metadata["alice/f"], {"sha256": hashlib.sha256(data).hexdigest()}
+                store.metadata["alice/f"],
+                {"sha256": hashlib.sha256(data).hexdigest(), "uploader": "alice"},
             )
         self.assertIn("copyObject", store.calls)
 

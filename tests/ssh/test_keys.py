@@ -19,10 +19,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_s3sftp.ssh.keys import (
     KeysDirectory,
     KeysDirectoryChecker,
+    Login,
     ensurePrivateKey,
     loadHostKeys,
     parseAuthorizedKeys,
 )
+from twisted_s3sftp.ssh.userpolicy import UserPolicy
 
 
 def newKey() -> Key:
@@ -111,9 +113,10 @@ class KeysDirectoryTests(SynchronousTestCase):
 
     def test_badLinesStandAlone(self) -> None:
         """
-        A line that does not parse (garbage, a damaged key, options, a key
-        the policy refuses) is skipped and reported; the other lines
-        still count, CRLF line ends included.
+        A line that does not parse (garbage, a damaged key, an option the
+        server cannot honour, a key the policy refuses) is skipped and
+        reported; the other lines still count, CRLF line ends and a line
+        with a C{from=} option included.
         """
         self.write(
             "carol.pub",
@@ -121,24 +124,26 @@ class KeysDirectoryTests(SynchronousTestCase):
             + line(self.key1)
             + b"\r\n"
             + b"ssh-ed25519 AAAA!!notbase64\n"
-            + b'from="10.0.0.1" '
+            + b'command="/bin/sh" '
             + line(self.key2)
             + b"\n"
             + line(rsaKey(1024))
             + b"\n"
+            + b'from="10.0.0.1" '
             + line(self.key2)
             + b"\n",
         )
         self.assertEqual(
             self.db.getAuthorizedKeys(b"carol"), [self.key1.public(), self.key2.public()]
         )
+        self.assertEqual(self.db.entries(b"carol")[1].options.fromText, "10.0.0.1")
         _, problems = parseAuthorizedKeys(self.dir.child("carol.pub").getContent())
         self.assertEqual(
             problems,
             [
                 "line 1: not a public key",
                 "line 3: damaged key",
-                "line 4: key options are not supported",
+                "line 4: the key option 'command' is not supported",
                 "line 5: RSA keys need at least 2048 bits, this one has 1024",
             ],
         )
@@ -157,7 +162,7 @@ class KeysDirectoryTests(SynchronousTestCase):
             found, problems = parseAuthorizedKeys(b"ssh-rsa " + encoded[:cut])
             self.assertEqual((found, problems), ([], ["line 1: damaged key"]), cut)
         found, _ = parseAuthorizedKeys(full[:-3])
-        self.assertEqual(found, [key.public()])
+        self.assertEqual([entry.key for entry in found], [key.public()])
 
     def test_policyRefusals(self) -> None:
         """
@@ -168,7 +173,7 @@ class KeysDirectoryTests(SynchronousTestCase):
         accepted = [Key(ec.generate_private_key(ec.SECP256R1())), rsaKey(2048)]
         data = b"\n".join(line(k) for k in [small, dss, *accepted])
         found, problems = parseAuthorizedKeys(data)
-        self.assertEqual(found, [k.public() for k in accepted])
+        self.assertEqual([entry.key for entry in found], [k.public() for k in accepted])
         self.assertEqual(
             problems,
             [
@@ -254,7 +259,7 @@ class CheckerTests(SynchronousTestCase):
         for another user does not.
         """
         d = self.checker.requestAvatarId(self.credentials(b"alice", self.key, True))
-        self.assertEqual(self.successResultOf(d), b"alice")
+        self.assertEqual(self.successResultOf(d), Login("alice", UserPolicy()))
         d = self.checker.requestAvatarId(self.credentials(b"bob", self.key, True))
         self.failureResultOf(d, UnauthorizedLogin)
 
@@ -283,7 +288,9 @@ class CheckerTests(SynchronousTestCase):
             data,
             rsa2048.sign(data, signatureType=b"rsa-sha2-512"),
         )
-        self.assertEqual(self.successResultOf(checker.requestAvatarId(credentials)), b"rita")
+        self.assertEqual(
+            self.successResultOf(checker.requestAvatarId(credentials)).username, "rita"
+        )
 
 
 class HostKeyTests(SynchronousTestCase):

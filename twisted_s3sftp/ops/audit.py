@@ -10,7 +10,9 @@ JSON log (L{twisted_s3sftp.ops.logformat}) can be filtered and read without
 parsing messages:
 
   - C{login}: C{user}, C{source}, C{fingerprint} (the key's SHA256), C{outcome}
-    (C{success} or C{failure}) and, for a failure, C{reason}; and what the
+    (C{success} or C{failure}), for a success C{rights} (the effective
+    rights, as L{twisted_s3sftp.sftp.rights.Rights.describe} names them),
+    and for a failure C{reason}; and what the
     connection negotiated: C{kex}, C{hostKeyAlgorithm}, C{cipher} and
     C{mac} (C{<implicit>} with an AEAD cipher);
   - C{upload}: C{user}, C{path} (as the client named it), C{bucket}, C{key},
@@ -20,7 +22,9 @@ parsing messages:
   - C{download}: C{user}, C{path}, C{bucket}, C{key}, C{bytes} (sent),
     C{size}, C{seconds};
   - C{rename}: C{user}, C{path}, C{to}, C{bucket}, C{key}, C{toKey};
-  - C{remove}, C{mkdir}, C{rmdir}: C{user}, C{path}, C{bucket}, C{key}.
+  - C{remove}, C{mkdir}, C{rmdir}: C{user}, C{path}, C{bucket}, C{key};
+  - C{denied}: an operation the user's rights refuse: C{user}, C{path},
+    C{operation}, C{right} (the right missing) and C{reason}.
 
 No event carries file contents or credentials.  Names a client chose are
 logged as given, but control characters never reach a log line: paths with
@@ -36,7 +40,7 @@ from twisted.logger import Logger
 log = Logger(namespace="twisted_s3sftp.audit")
 
 _FORMATS = {
-    "login": "login {outcome} for {user} from {source} with {fingerprint}{_why}",
+    "login": "login {outcome} for {user} from {source} with {fingerprint}{_rights}{_why}",
     "upload": "upload {outcome}: {user} {path} -> s3://{bucket}/{key}, {bytes} bytes in "
     "{parts} part(s), {seconds:.3f} s{_why}",
     "download": "download: {user} {path} <- s3://{bucket}/{key}, {bytes} of {size} bytes, "
@@ -45,6 +49,7 @@ _FORMATS = {
     "remove": "remove: {user} {path} (s3://{bucket}/{key})",
     "mkdir": "mkdir: {user} {path} (s3://{bucket}/{key})",
     "rmdir": "rmdir: {user} {path} (s3://{bucket}/{key})",
+    "denied": "denied: {user} {operation} {path}{_why}",
 }
 
 
@@ -62,6 +67,7 @@ def audit(kind: str, warn: bool = False, **fields: Any) -> None:
         _FORMATS[kind],
         audit=kind,
         _why=f": {reason}" if reason else "",
+        _rights=f" ({fields['rights']})" if fields.get("rights") else "",
         **fields,
     )
 

@@ -81,12 +81,16 @@ class DirectoryListing:
     @ivar prefix: its key prefix, ending in C{/} (or the empty home).
     @ivar now: the clock, for sub-directories' times and long names.
     @ivar first: entries listed before the store's (uploads under way).
+    @ivar listStore: whether the store's entries are listed at all; for a
+        user without the C{list} right, only C{first} (the files of their
+        own connection) is.
     """
 
     store: IObjectStore
     prefix: str
     now: Callable[[], float]
     first: list[tuple[str, dict[str, int]]] = field(factory=list)
+    listStore: bool = True
     _pending: deque[tuple[str, dict[str, int], bool]] = field(factory=deque, init=False)
     _hidden: set[str] = field(factory=set, init=False)
     _token: str | None = field(default=None, init=False)
@@ -96,6 +100,7 @@ class DirectoryListing:
     def __attrs_post_init__(self) -> None:
         self._hidden = {name for name, _ in self.first}
         self._pending.extend((name, attrs, False) for name, attrs in self.first)
+        self._done = not self.listStore
 
     def __iter__(self) -> Iterator[Entry]:
         # Conch takes an iterator when the directory is opened; batches
@@ -109,6 +114,8 @@ class DirectoryListing:
         @return: whether the directory has anything in it, its own marker
             object included: a prefix with nothing under it does not exist.
         """
+        if not self.listStore:
+            return True
         found = await self._fetch()
         return found or bool(self.first)
 

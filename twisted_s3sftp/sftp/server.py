@@ -30,6 +30,13 @@ How a file system maps onto S3 (the README has the user's view):
     start (a resumed upload), are refused: an S3 object cannot be changed
     once stored.  Opening an existing file without truncating it and
     writing it from the start (OpenSSH's C{scp}) replaces it.
+
+Each operation first checks the session's rights
+(L{twisted_s3sftp.sftp.rights}); a refusal is audited (C{denied}) and
+answered C{PERMISSION_DENIED}, naming the right missing.  Without
+L{OVERWRITE}, an upload is refused at OPEN over an existing name, and the
+object is stored with C{If-None-Match: *}, so that a file stored by
+someone else meanwhile is not replaced either.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from ..errors import (
     PermissionDenied,
 )
 from ..ops.audit import audit
-from ..store.interfaces import IObjectStore, ObjectInfo
+from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings
 from ..store.parts import PartPlanner, PartSchedule
 from .attributes import (
     directoryAttributes,
@@ -71,8 +78,9 @@ from .download import DownloadFile, downloadReservation
 from .extensions import EXTENSIONS, limitsReply, statvfsReply
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, uploadReservation
 from .paths import directoryPrefix, normalise, objectKey
+from .rights import DELETE, DOWNLOAD, LIST, MKDIR, OVERWRITE, RENAME, UPLOAD, Refused
 from .status import sftpOperation
-from .upload import TRUNCATE_REFUSED, MemoryBudget, UploadFile
+from .upload import TRUNCATE_REFUSED, UPLOADER, MemoryBudget, UploadFile
 
 log = Logger()
 
@@ -100,6 +108,9 @@ class ISFTPUser(Interface):
     clock = Attribute("The C{IReactorTime} every time is read from.")
     uploads = Attribute("The server's L{ActiveUploads}, seen by every session.")
     leases = Attribute("The L{Leases} marking multipart uploads as this server's, or L{None}.")
+    rights = Attribute("The session's L{Rights}.")
+    settings = Attribute("The L{ObjectSettings} of the objects the user's uploads create.")
+    own = Attribute("The L{OwnFiles} this connection stored.")
 
 
 @implementer(ISFTPServer)
@@ -142,7 +153,9 @@ class S3SFTPServer:
         # file, and the new file appears at CLOSE.
         exclusive = flags & FXF_CREAT and flags & FXF_EXCL
         if not flags & FXF_WRITE and not exclusive:
+            self._require(DOWNLOAD, "reading a file", virtual)
             return await self._openDownload(virtual, key)
+        self._require(UPLOAD, "uploading", virtual)
         if self.avatar.uploads.draining:
             raise GatewayError("the server is shutting down; upload again shortly")
         if flags & FXF_APPEND:
@@ -151,8 +164,9 @@ class S3SFTPServer:
                 "once stored; upload the whole file again"
             )
         replaces = None
-        if flags & FXF_EXCL or not flags & FXF_TRUNC or not flags & FXF_CREAT:
-            replaces = await self._checkTarget(virtual, flags)
+        mayOverwrite = self.avatar.rights.has(OVERWRITE)
+        if flags & FXF_EXCL or not flags & FXF_TRUNC or not flags & FXF_CREAT or not mayOverwrite:
+            replaces = await self._checkTarget(virtual, flags, mayOverwrite)
         policy = self.avatar.policy
         budget = MemoryBudget(self.avatar.memory, self.window, self.avatar.clock, policy.memoryWait)
         await budget.reserve(
@@ -175,6 +189,10 @@ class S3SFTPServer:
             mtime=attrs.get("mtime"),
             replaces=replaces,
             path=virtual,
+            settings=self.avatar.settings,
+            exclusive=bool(exclusive) or not mayOverwrite,
+            maxSize=self.avatar.rights.maxFileSize,
+            onStored=self.avatar.own.add,
         )
         self.avatar.uploads.add(upload)
         log.info("Upload of {key} for {owner} opened", key=key, owner=self.avatar.username)
@@ -186,6 +204,8 @@ class S3SFTPServer:
         found = await self._lookup(virtual, head=True)
         if found is None:
             raise NoSuchFile("no such file or directory")
+        if found is not _DIRECTORY:
+            self._require(LIST, "the status of a file", virtual, self._isOwn(found))
         if isinstance(found, UploadFile):
             return found.attributes()
         if isinstance(found, ObjectInfo):
@@ -199,23 +219,28 @@ class S3SFTPServer:
         if found is None:
             raise NoSuchFile("no such file or directory")
         if isinstance(found, UploadFile):
+            self._require(OVERWRITE, "changing a file", virtual, self._isOwn(found))
             found.changeAttributes(attrs)
         elif isinstance(found, ObjectInfo):
-            await self._setFileAttributes(found, attrs)
+            await self._setFileAttributes(found, attrs, virtual)
         # A directory's attributes are accepted and ignored.
 
     @sftpOperation("opendir")
     async def openDirectory(self, path: bytes) -> DirectoryListing:
         virtual = normalise(path)
         prefix = directoryPrefix(self._home, virtual)
+        mayList = self.avatar.rights.has(LIST)
+        first = [
+            (upload.key[len(prefix) :], upload.attributes())
+            for upload in self.avatar.uploads.under(prefix)
+            if mayList or self._isOwn(upload)
+        ]
+        if not mayList:
+            # Only this connection's own files: see rights.LIST.
+            names = {name for name, _ in first}
+            first += [entry for entry in self.avatar.own.under(prefix) if entry[0] not in names]
         listing = DirectoryListing(
-            self._store,
-            prefix,
-            self.avatar.clock.seconds,
-            first=[
-                (upload.key[len(prefix) :], upload.attributes())
-                for upload in self.avatar.uploads.under(prefix)
-            ],
+            self._store, prefix, self.avatar.clock.seconds, first=first, listStore=mayList
         )
         if not await listing.start() and virtual != "/":
             raise NoSuchFile("no such directory")
@@ -224,18 +249,20 @@ class S3SFTPServer:
     @sftpOperation("mkdir")
     async def makeDirectory(self, path: bytes, attrs: dict[str, int]) -> None:
         virtual = normalise(path)
+        self._require(MKDIR, "making a directory", virtual)
         found = await self._lookup(virtual)
         if found is _DIRECTORY:
             raise GatewayError("directory already exists")
         if found is not None:
             raise GatewayError("a file with that name exists")
         prefix = directoryPrefix(self._home, virtual)
-        await self._store.putObject(prefix, b"")
+        await self._store.putObject(prefix, b"", None, self._markerSettings)
         self._audit("mkdir", virtual, prefix)
 
     @sftpOperation("rmdir")
     async def removeDirectory(self, path: bytes) -> None:
         virtual = normalise(path)
+        self._require(DELETE, "removing a directory", virtual)
         if virtual == "/":
             raise PermissionDenied("the home directory cannot be removed")
         prefix = directoryPrefix(self._home, virtual)
@@ -251,7 +278,9 @@ class S3SFTPServer:
     @sftpOperation("remove")
     async def removeFile(self, path: bytes) -> None:
         virtual = normalise(path)
+        self._require(DELETE, "removing a file", virtual)
         key = objectKey(self._home, virtual)
+        self.avatar.own.discard(key)
         uploads = self.avatar.uploads.every(key)
         for upload in uploads:
             # The upload is discarded; a CLOSE of it then fails, unless it
@@ -321,12 +350,13 @@ class S3SFTPServer:
             now=self.avatar.clock.seconds,
         )
 
-    async def _checkTarget(self, virtual: str, flags: int) -> int | None:
+    async def _checkTarget(self, virtual: str, flags: int, mayOverwrite: bool) -> int | None:
         """
-        Check what an OPEN for writing would replace, when its flags make
-        that matter: C{EXCL}, no C{CREAT}, or no C{TRUNC} (OpenSSH's
-        C{scp} writes "in place" and sets the size at the end; a resume
-        writes from the old end, which the upload then refuses).
+        Check what an OPEN for writing would replace, when its flags or the
+        user's rights make that matter: C{EXCL}, no C{CREAT}, no C{TRUNC}
+        (OpenSSH's C{scp} writes "in place" and sets the size at the end; a
+        resume writes from the old end, which the upload then refuses), or
+        no L{OVERWRITE} right.
 
         @return: without C{TRUNC}, the size of the file replaced, if any.
         """
@@ -339,6 +369,7 @@ class S3SFTPServer:
             return None
         if flags & FXF_EXCL:
             raise FileExists("file already exists")
+        self._require(OVERWRITE, "writing over an existing file", virtual, mayOverwrite)
         if flags & FXF_TRUNC:
             return None
         if isinstance(found, UploadFile):
@@ -346,26 +377,36 @@ class S3SFTPServer:
         assert isinstance(found, ObjectInfo)
         return found.size
 
-    async def _setFileAttributes(self, info: ObjectInfo, attrs: dict[str, int]) -> None:
+    async def _setFileAttributes(
+        self, info: ObjectInfo, attrs: dict[str, int], virtual: str
+    ) -> None:
         if "size" in attrs and attrs["size"] != info.size:
             raise NotSupported(TRUNCATE_REFUSED)
         mtime = attrs.get("mtime")
         if mtime is not None and mtime != modificationTime(info):
+            self._require(OVERWRITE, "setting a file's times", virtual, self._isOwn(info))
             await self._store.copyObject(
                 info.key,
                 info.key,
                 info.etag,
                 info.size,
                 info.metadata | {"mtime": str(mtime)},
+                info.settings,
             )
+            if info.key in self.avatar.own:
+                self.avatar.own.add(info.key, fileAttributes(info.size, mtime))
 
     async def _rename(self, old: str, new: str, overwrite: bool) -> None:
         if "/" in (old, new):
             raise PermissionDenied("the home directory cannot be renamed")
         # Both names are checked before any S3 call.
-        objectKey(self._home, old)
+        oldKey = objectKey(self._home, old)
         objectKey(self._home, new)
         found = await self._lookup(old, head=True)
+        # Without the rename right, only a file of the user's own may be
+        # renamed, and only to a free name (WinSCP's "name.filepart").
+        own = self._isOwn(found) and oldKey == getattr(found, "key", None)
+        self._require(RENAME, "renaming", old, own)
         if found is None:
             raise NoSuchFile("no such file or directory")
         if isinstance(found, UploadFile):
@@ -383,12 +424,23 @@ class S3SFTPServer:
             raise GatewayError("a file with the new name is being uploaded")
         if target is not None and not overwrite:
             raise GatewayError("a file with the new name exists")
+        if target is not None:
+            self._require(OVERWRITE, "renaming onto an existing file", new)
+            self._require(RENAME, "renaming onto an existing file", new)
         newKey = objectKey(self._home, new)
-        await self._store.copyObject(found.key, newKey, found.etag, found.size, found.metadata)
+        await self._store.copyObject(
+            found.key, newKey, found.etag, found.size, found.metadata, found.settings
+        )
         await self._store.deleteObject(found.key)
+        if own:
+            attrs = self.avatar.own.discard(found.key)
+            self.avatar.own.add(
+                newKey, attrs or fileAttributes(found.size, modificationTime(found))
+            )
         self._audit("rename", old, found.key, to=new, toKey=newKey)
 
     async def _renameDirectory(self, old: str, new: str, target: Found) -> None:
+        self._require(RENAME, "renaming a directory", old)
         if (new + "/").startswith(old + "/"):
             raise GatewayError("a directory cannot be moved into itself")
         if target is not None:
@@ -402,7 +454,7 @@ class S3SFTPServer:
                 "would have to copy every file in it"
             ),
         )
-        await self._store.putObject(newPrefix, b"")
+        await self._store.putObject(newPrefix, b"", None, self._markerSettings)
         await self._store.deleteObject(oldPrefix)
         self._audit("rename", old, oldPrefix, to=new, toKey=newPrefix)
 
@@ -432,6 +484,49 @@ class S3SFTPServer:
                 if info.key == prefix:
                     return info.mtime
         return int(self.avatar.clock.seconds())
+
+    @property
+    def _markerSettings(self) -> ObjectSettings:
+        """
+        The settings of a directory's marker: the user's, but always in the
+        standard storage class (an archived or infrequent-access marker
+        would cost a minimum size, or be unreadable).
+        """
+        settings: ObjectSettings = self.avatar.settings
+        return ObjectSettings(None, settings.sse, settings.sseKmsKeyId, settings.tags)
+
+    def _isOwn(self, found: Found) -> bool:
+        """
+        @return: whether C{found} is a file of the user's own: one whose
+            metadata names them as its uploader (a HEAD's L{ObjectInfo}),
+            one this connection stored, or an upload of theirs under way.
+        """
+        if isinstance(found, UploadFile):
+            return found.owner == self.avatar.username
+        if not isinstance(found, ObjectInfo):
+            return False
+        return found.key in self.avatar.own or found.metadata.get(UPLOADER) == self.avatar.username
+
+    def _require(self, right: str, what: str, virtual: str, exempt: bool = False) -> None:
+        """
+        Refuse an operation, unless the session has C{right} or the
+        operation is C{exempt} (on a file of its own).
+
+        @param what: the operation, for the message and the audit trail.
+        @raise Refused: naming C{right}.
+        """
+        if exempt or self.avatar.rights.has(right):
+            return
+        audit(
+            "denied",
+            warn=True,
+            user=self.avatar.username,
+            path=virtual,
+            operation=what,
+            right=right,
+            reason=f"the {right!r} right is missing",
+        )
+        raise Refused(right, what)
 
     def _audit(self, kind: str, virtual: str, key: str, **fields: Any) -> None:
         """

@@ -27,9 +27,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..errors import GatewayError, NotSupported, UploadFailed
+from ..errors import FileTooLarge, GatewayError, NotSupported, UploadFailed
 from ..ops.audit import audit
-from ..store.interfaces import IObjectStore, StoredObject, StoredPart
+from ..store.interfaces import IObjectStore, ObjectSettings, StoredObject, StoredPart
 from ..store.leases import Lease, Leases
 from ..store.parts import (
     FinalPart,
@@ -49,6 +49,12 @@ RESUME_REFUSED = (
     "writing into an existing file (resuming an upload) is not supported: an "
     "S3 object cannot be changed once stored; upload the whole file again"
 )
+
+#: The metadata key naming the user who uploaded an object
+#: (C{x-amz-meta-uploader}): what makes it a file of their own
+#: (L{twisted_s3sftp.sftp.rights}) on every server, whichever connection
+#: looks at it.
+UPLOADER = "uploader"
 
 #: Why a change of size is refused.
 TRUNCATE_REFUSED = (
@@ -175,6 +181,14 @@ class UploadFile:
     @ivar path: the path the client opened, for the audit trail.
     @ivar leases: marks a multipart upload as this server's until it ends
         (L{twisted_s3sftp.store.leases}), or L{None}.
+    @ivar settings: how the object is stored (storage class, encryption,
+        tags), or L{None} for the bucket's defaults.
+    @ivar exclusive: store the object only if no object has its key
+        (C{If-None-Match: *}), for a user who may not overwrite.
+    @ivar maxSize: the most bytes the file may have, or L{None}: the write
+        that goes past it fails, and the upload is aborted.
+    @ivar onStored: called with the key and the file's attributes once the
+        object is stored.
     """
 
     store: IObjectStore
@@ -189,6 +203,10 @@ class UploadFile:
     replaces: int | None = None
     path: str = ""
     leases: Leases | None = None
+    settings: ObjectSettings | None = None
+    exclusive: bool = False
+    maxSize: int | None = None
+    onStored: Callable[[str, dict[str, int]], None] | None = None
     _written: bool = field(default=False, init=False)
     _sizeSet: bool = field(default=False, init=False)
     _failure: GatewayError | None = field(default=None, init=False)
@@ -273,6 +291,10 @@ class UploadFile:
                     self._written = True
                     if offset and self.replaces is not None:
                         raise NotSupported(RESUME_REFUSED)
+                if self.maxSize is not None and offset + len(data) > self.maxSize:
+                    raise FileTooLarge(
+                        f"file too large: this user may store files of at most {self.maxSize} bytes"
+                    )
                 parts = self.planner.feed(offset, data)
             except GatewayError as e:
                 self._fail(e)
@@ -338,13 +360,15 @@ class UploadFile:
                     "with truncation to replace it"
                 )
             plan = self.planner.finish()
-            metadata = {"sha256": self.planner.sha256}
+            metadata = {"sha256": self.planner.sha256, UPLOADER: self.owner}
             if self.mtime is not None:
                 metadata["mtime"] = str(self.mtime)
             if isinstance(plan, SinglePut):
                 self._partBytes += len(plan.data)
                 try:
-                    stored = await self.store.putObject(self.key, plan.data, metadata)
+                    stored = await self.store.putObject(
+                        self.key, plan.data, metadata, self.settings, self.exclusive
+                    )
                 finally:
                     self._partBytes -= len(plan.data)
                     self.planner.recycle(plan.data)
@@ -360,6 +384,8 @@ class UploadFile:
             raise
         self._completed = True
         self._end()
+        if self.onStored is not None:
+            self.onStored(self.key, self.attributes())
         self._audit(
             "stored",
             sha256=self.planner.sha256,
@@ -390,7 +416,9 @@ class UploadFile:
         await self._settled()
         self._checkWritable()
         assert self._uploadId is not None
-        completed = await self.store.completeMultipartUpload(self.key, self._uploadId, self._stored)
+        completed = await self.store.completeMultipartUpload(
+            self.key, self._uploadId, self._stored, self.exclusive
+        )
         # The upload id is spent: from here a failure deletes the object.
         self._uploadId = None
         self._endLease()
@@ -398,7 +426,12 @@ class UploadFile:
         # known: record it with a copy of the object onto itself.
         try:
             return await self.store.copyObject(
-                self.key, self.key, completed.etag, self.planner.received, metadata
+                self.key,
+                self.key,
+                completed.etag,
+                self.planner.received,
+                metadata,
+                self.settings or ObjectSettings(),
             )
         except Exception:
             try:
@@ -472,7 +505,7 @@ class UploadFile:
 
     async def _create(self) -> None:
         try:
-            self._uploadId = await self.store.createMultipartUpload(self.key)
+            self._uploadId = await self.store.createMultipartUpload(self.key, self.settings)
             if self.leases is not None:
                 self._lease = self.leases.track(self.key, self._uploadId)
         except Exception as e:

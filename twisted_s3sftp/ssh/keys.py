@@ -2,11 +2,19 @@
 Who may log in, and as which host: the keys directory and the host keys.
 
 Users are files: C{<keysDir>/<username>.pub} in OpenSSH C{authorized_keys}
-format (several keys, comments and blank lines allowed; no options).  The directory is
-read at every login, with parsed files cached by modification time and
-size, so adding or removing a file takes effect at the next login without a
-restart.  A username that does not match
+format (several keys, comments and blank lines allowed; the options
+L{twisted_s3sftp.ssh.keyoptions} describes), and optionally
+C{<username>.toml}, the user's policy (L{twisted_s3sftp.ssh.userpolicy}).
+Both are read at every login through L{twisted_s3sftp.ssh.userfiles}, so
+adding, changing or removing a file takes effect at the next login without
+a restart.  A username that does not match
 L{twisted_s3sftp.sftp.paths.USERNAME} is never looked up on disk.
+
+L{KeysDirectoryChecker} admits a key only if it is in the user's file,
+its options (C{from=}, C{expiry-time=}) and the user's policy
+(C{allow_from}, C{expires}) allow the client's address and the time, and
+the policy file, if any, is usable.  Any refusal looks to the client
+exactly like an unknown key; only the log says why.
 """
 
 from __future__ import annotations
@@ -15,24 +23,28 @@ import base64
 import binascii
 import hashlib
 import os
-import stat
 import struct
+import time
+from collections.abc import Callable
+from typing import Any
 
-from attrs import define, field
+from attrs import define, field, frozen
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh.keys import BadKeyError, Key
-from twisted.cred.credentials import ISSHPrivateKey, SSHPrivateKey
+from twisted.cred.credentials import ISSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from ..sftp.paths import isValidUsername
+from .keyoptions import KeyOptions, parseOptions, splitOptions
 from .policy import MODERN, CryptoPolicy
+from .userfiles import Unusable, UserFiles
+from .userpolicy import MAX_POLICY_FILE, UserPolicy, parsePolicy
 
 log = Logger()
 
@@ -55,37 +67,63 @@ KEY_TYPES = frozenset(
 MAX_KEY_FILE = 1024 * 1024
 
 
-def parseAuthorizedKeys(data: bytes, policy: CryptoPolicy = MODERN) -> tuple[list[Key], list[str]]:
+@frozen
+class AuthorizedKey:
+    """
+    One usable line of a key file.
+
+    @ivar key: the public key.
+    @ivar options: what the line's options ask.
+    """
+
+    key: Key
+    options: KeyOptions = KeyOptions()
+
+
+def parseAuthorizedKeys(
+    data: bytes, policy: CryptoPolicy = MODERN
+) -> tuple[list[AuthorizedKey], list[str]]:
     """
     Parse a user's key file: OpenSSH C{authorized_keys} lines of the form
-    C{type base64 [comment]}; blank lines and C{#} comments are skipped.
+    C{[options] type base64 [comment]}; blank lines and C{#} comments are
+    skipped.
 
     Each line stands alone: a bad line is reported and skipped, and the
     others still count.  A key is used only if its base64 decodes to
     exactly one key blob of the type the line names, with nothing missing
     or left over: a line caught half-written (a file being rewritten in
-    place) cannot pass for a shorter key.  Lines with options
-    (C{from=}, C{command=}...) are refused: ignoring a restriction would
-    widen access.  Keys the policy refuses (L{CryptoPolicy.userKeyProblem})
-    are skipped too.
+    place) cannot pass for a shorter key.  A line with an option this
+    server cannot honour (L{twisted_s3sftp.ssh.keyoptions.parseOptions})
+    is skipped: ignoring a restriction would widen access.  Keys the
+    policy refuses (L{CryptoPolicy.userKeyProblem}) are skipped too.
 
     @param data: the file's bytes.
     @param policy: the crypto policy the keys are judged by.
     @return: the keys, and a reason for each line skipped.
     """
-    found: list[Key] = []
+    found: list[AuthorizedKey] = []
     problems: list[str] = []
     for number, raw in enumerate(data.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith(b"#"):
             continue
-        fields = line.split()
-        if fields[0] not in KEY_TYPES:
-            if any(field in KEY_TYPES for field in fields[1:]):
-                problems.append(f"line {number}: key options are not supported")
-            else:
+        options = KeyOptions()
+        if line.split()[0] not in KEY_TYPES:
+            try:
+                text = line.decode("ascii")
+                optionsText, rest = splitOptions(text)
+                line = rest.encode("ascii")
+                if not line or line.split()[0] not in KEY_TYPES:
+                    problems.append(f"line {number}: not a public key")
+                    continue
+                options = parseOptions(optionsText)
+            except UnicodeDecodeError:
                 problems.append(f"line {number}: not a public key")
-            continue
+                continue
+            except ValueError as e:
+                problems.append(f"line {number}: {e}")
+                continue
+        fields = line.split()
         try:
             blob = base64.b64decode(fields[1], validate=True)
             key = Key.fromString(blob, type="blob")
@@ -99,7 +137,7 @@ def parseAuthorizedKeys(data: bytes, policy: CryptoPolicy = MODERN) -> tuple[lis
         if problem is not None:
             problems.append(f"line {number}: {problem}")
             continue
-        found.append(key)
+        found.append(AuthorizedKey(key, options))
     return found, problems
 
 
@@ -127,13 +165,9 @@ class KeysDirectory:
     The authorised keys of every user, one file per user.
 
     Conch calls L{getAuthorizedKeys} on the reactor thread; the files are
-    small and cached, so the cost is one C{stat} per login attempt.
-
-    A key file is ignored, with a log line saying why, if it is writable
-    by group or others, is not a regular file, is larger than
-    L{MAX_KEY_FILE}, or is a symbolic link leading outside the keys
-    directory (OpenSSH's C{StrictModes} in spirit).  Each version of a
-    file is judged and logged once.
+    small and cached, so the cost is one C{stat} per login attempt.  A key
+    file that cannot be trusted (L{twisted_s3sftp.ssh.userfiles}) gives no
+    keys; each skipped line is logged once per version of the file.
 
     @ivar path: the keys directory.
     @ivar policy: the crypto policy keys are judged by.
@@ -141,98 +175,130 @@ class KeysDirectory:
 
     path: FilePath[str]
     policy: CryptoPolicy = MODERN
-    _cache: dict[str, tuple[tuple[int, ...], list[Key]]] = field(
-        factory=dict, init=False, repr=False
-    )
+    _files: UserFiles[list[AuthorizedKey]] = field(init=False, repr=False)
+
+    @_files.default
+    def _makeFiles(self) -> UserFiles[list[AuthorizedKey]]:
+        return UserFiles(self.path, ".pub", self._parse, MAX_KEY_FILE, "key file")
+
+    def _parse(self, data: bytes, path: str) -> list[AuthorizedKey]:
+        found, problems = parseAuthorizedKeys(data, self.policy)
+        for problem in problems:
+            log.warn("Key file {path}, {problem}; the line is ignored", path=path, problem=problem)
+        return found
+
+    def entries(self, username: bytes | str) -> list[AuthorizedKey]:
+        """
+        @param username: the name the client logs in as.
+        @return: the usable lines of C{<username>.pub}: none if the name is
+            not a valid username, or the file does not exist or cannot be
+            trusted.
+        """
+        found = self._files.read(username)
+        return found if isinstance(found, list) else []
 
     def getAuthorizedKeys(self, username: bytes) -> list[Key]:
         """
         @param username: the name the client logs in as.
-        @return: the usable keys in C{<username>.pub}, or none if the name
-            is not a valid username or the file does not exist.
+        @return: the usable keys in C{<username>.pub}, whatever their
+            options.
         """
-        try:
-            name = username.decode("ascii")
-        except UnicodeDecodeError:
-            return []
-        if not isValidUsername(name):
-            return []
-        keyFile = self.path.child(name + ".pub")
-        try:
-            info = os.stat(keyFile.path)
-        except OSError:
-            self._cache.pop(name, None)
-            return []
-        stamp = _stamp(info)
-        cached = self._cache.get(name)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        problem = self._fileProblem(keyFile, info)
-        if problem is not None:
-            log.warn("Ignoring key file {path}: {problem}", path=keyFile.path, problem=problem)
-            self._cache[name] = (stamp, [])
-            return []
-        try:
-            with open(keyFile.path, "rb") as f:
-                data = f.read(MAX_KEY_FILE + 1)
-                after = _stamp(os.fstat(f.fileno()))
-        except OSError as e:
-            log.warn("Cannot read key file {path}: {error}", path=keyFile.path, error=e.strerror)
-            return []
-        found, problems = parseAuthorizedKeys(data, self.policy)
-        for problem in problems:
-            log.warn(
-                "Key file {path}, {problem}; the line is ignored",
-                path=keyFile.path,
-                problem=problem,
-            )
-        if after == stamp:
-            # Cached only if the file did not change while it was read.
-            self._cache[name] = (stamp, found)
-        return found
-
-    def _fileProblem(self, keyFile: FilePath[str], info: os.stat_result) -> str | None:
-        """
-        @return: why C{keyFile} must not be trusted, or L{None}.
-        """
-        if not stat.S_ISREG(info.st_mode):
-            return "not a regular file"
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return "writable by group or others (chmod go-w)"
-        if info.st_size > MAX_KEY_FILE:
-            return f"larger than {MAX_KEY_FILE} bytes"
-        home = os.path.realpath(self.path.path)
-        target = os.path.realpath(keyFile.path)
-        if os.path.dirname(target) != home:
-            return "a symbolic link leading outside the keys directory"
-        return None
+        return [entry.key for entry in self.entries(username)]
 
 
-def _stamp(info: os.stat_result) -> tuple[int, ...]:
-    return (info.st_mtime_ns, info.st_size, info.st_ino, info.st_mode)
+@frozen
+class Login:
+    """
+    Who logged in, and under which policy: the avatar id the checker gives
+    the realm.
+
+    @ivar username: the login name.
+    @ivar policy: the effective policy, every layer applied; the session
+        keeps it.
+    """
+
+    username: str
+    policy: UserPolicy
+
+
+@implementer(ISSHPrivateKey)
+@frozen
+class ClientKey:
+    """
+    The public key credentials of a login attempt, with the address it
+    comes from (the PROXY header's, behind a load balancer).
+
+    @ivar peerHost: the client's address, or L{None} if unknown.
+    """
+
+    username: bytes
+    algName: bytes
+    blob: bytes
+    sigData: bytes | None
+    signature: bytes | None
+    peerHost: str | None
+
+    @classmethod
+    def fromCredentials(cls, credentials: Any, peerHost: str | None) -> ClientKey:
+        """
+        @param credentials: an L{ISSHPrivateKey} provider.
+        @return: C{credentials}, from C{peerHost}.
+        """
+        return cls(
+            credentials.username,
+            credentials.algName,
+            credentials.blob,
+            credentials.sigData,
+            credentials.signature,
+            peerHost,
+        )
 
 
 class KeysDirectoryChecker(SSHPublicKeyChecker):
     """
     L{SSHPublicKeyChecker}, but a key is only ever called acceptable after
-    it was found in the user's file.
+    it was found in the user's file and every layer of policy admits the
+    login; the avatar id is a L{Login}.
 
     The stock checker answers "key OK" to a signature-less query for any
-    key at all (conch-pitfalls item 12); this one looks the key up first.
-    Signature algorithms outside the policy (C{ssh-rsa} with SHA-1,
-    C{ssh-dss}) are refused before the key is looked up, so every refusal
-    looks the same.
+    key at all (conch-pitfalls item 12); this one looks the key up, and
+    checks its options and the user's policy, first.  Signature algorithms
+    outside the crypto policy (C{ssh-rsa} with SHA-1, C{ssh-dss}) are
+    refused before the key is looked up, so every refusal looks the same.
+    The reason of a refusal is in its L{UnauthorizedLogin}, which the
+    audit trail records, and nowhere the client sees.
     """
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def __init__(self, keydb: KeysDirectory) -> None:
+    def __init__(
+        self,
+        keydb: KeysDirectory,
+        defaultPolicy: UserPolicy | None = None,
+        statePrefix: str = ".s3sftp/uploads/",
+        now: Callable[[], float] = time.time,
+    ) -> None:
         """
         @param keydb: the keys directory, whose crypto policy also decides
             which signature algorithms are accepted.
+        @param defaultPolicy: the server's C{--default-policy}: full rights
+            if L{None}.
+        @param statePrefix: the server's C{--state-prefix}, which no home
+            may overlap.
+        @param now: the clock expiry is judged by.
         """
         super().__init__(keydb)
+        self.keys = keydb
         self.policy = keydb.policy
+        self.defaultPolicy = defaultPolicy or UserPolicy()
+        self.now = now
+        self.policies: UserFiles[UserPolicy] = UserFiles(
+            keydb.path,
+            ".toml",
+            lambda data, path: parsePolicy(data, statePrefix),
+            MAX_POLICY_FILE,
+            "policy file",
+        )
 
     def requestAvatarId(self, credentials):  # type: ignore[no-untyped-def]
         if not self.policy.signatureAccepted(credentials.algName):
@@ -240,16 +306,38 @@ class KeysDirectoryChecker(SSHPublicKeyChecker):
             # same way as an unknown key.
             return defer.fail(UnauthorizedLogin("signature algorithm refused"))
         d = defer.execute(Key.fromString, credentials.blob)
-        d.addCallback(self._checkKey, credentials)
-        d.addCallback(self._requireSignature, credentials)
-        d.addCallback(self._verifyKey, credentials)
+        d.addCallback(self._admit, credentials)
         return d
 
-    @staticmethod
-    def _requireSignature(pubKey: Key, credentials: SSHPrivateKey) -> Key:
+    def _admit(self, pubKey: Key, credentials: Any) -> Login:
+        """
+        @return: the login, if every check passes.
+        @raise ValidPublicKey: for a query without a signature whose key
+            would be admitted.
+        @raise UnauthorizedLogin: with the reason, otherwise.
+        """
+        username = credentials.username.decode("ascii", "replace")
+        entry = next((e for e in self.keys.entries(credentials.username) if e.key == pubKey), None)
+        if entry is None:
+            raise UnauthorizedLogin("key not authorized")
+        host = getattr(credentials, "peerHost", None)
+        now = self.now()
+        refusal = entry.options.refusal(host, now)
+        if refusal is not None:
+            raise UnauthorizedLogin(f"key refused: {refusal}")
+        userPolicy = self.policies.read(username)
+        if isinstance(userPolicy, Unusable):
+            raise UnauthorizedLogin(f"the policy file is unusable: {userPolicy.reason}")
+        policy = self.defaultPolicy
+        if userPolicy is not None:
+            policy = policy.narrowed(userPolicy)
+        refusal = policy.refusal(host, now)
+        if refusal is not None:
+            raise UnauthorizedLogin(f"policy refused: {refusal}")
         if not credentials.signature:
             raise ValidPublicKey()
-        return pubKey
+        self._verifyKey(pubKey, credentials)
+        return Login(username, policy)
 
 
 def ensurePrivateKey(path: FilePath[str], kind: str = "ed25519") -> None:

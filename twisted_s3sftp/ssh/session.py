@@ -11,8 +11,10 @@ this server (see C{conch-pitfalls.md}).
     leave memory; at most C{Limits.maxChannels} channels per connection,
     and only C{session} channels (no forwarding), refused quietly.
 
-  - L{S3User}, L{S3Realm}: a logged-in user with their home, adapted to
-    C{ISFTPServer} as an L{twisted_s3sftp.sftp.server.S3SFTPServer}.
+  - L{S3User}, L{S3Realm}: a logged-in user with their home, rights and
+    object settings (the policy they logged in with, which holds for the
+    whole session), adapted to C{ISFTPServer} as an
+    L{twisted_s3sftp.sftp.server.S3SFTPServer}.
 
 The factory and transport (admission, crypto policy, login grace) are in
 L{twisted_s3sftp.ssh.transport}; the SFTP protocol the C{sftp} subsystem
@@ -45,11 +47,14 @@ from ..ops.logformat import quietObserver
 from ..sftp.flow import BASE_WINDOW, ChannelWindow, MemoryLimit
 from ..sftp.paths import homePrefix
 from ..sftp.protocol import S3FileTransferServer
+from ..sftp.rights import OwnFiles, Rights
 from ..sftp.server import ISFTPUser, S3SFTPServer
 from ..sftp.upload import ActiveUploads
-from ..store.interfaces import IObjectStore
+from ..store.interfaces import IObjectStore, ObjectSettings
 from ..store.leases import Leases
 from ..store.parts import UploadPolicy
+from .keys import Login
+from .userpolicy import UserPolicy
 
 if TYPE_CHECKING:
     from .transport import S3ServerTransport
@@ -204,6 +209,9 @@ class S3User(ConchUser):
     @ivar clock: the time source.
     @ivar uploads: the server's uploads under way.
     @ivar leases: marks multipart uploads as this server's, or L{None}.
+    @ivar rights: what the user may do.
+    @ivar settings: how the objects the user's uploads create are stored.
+    @ivar own: the files this connection stored.
     """
 
     def __init__(
@@ -216,6 +224,8 @@ class S3User(ConchUser):
         clock: IReactorTime,
         uploads: ActiveUploads | None = None,
         leases: Leases | None = None,
+        rights: Rights | None = None,
+        settings: ObjectSettings | None = None,
     ) -> None:
         super().__init__()
         self.username = username
@@ -226,6 +236,9 @@ class S3User(ConchUser):
         self.clock = clock
         self.uploads = ActiveUploads() if uploads is None else uploads
         self.leases = leases
+        self.rights = rights or Rights()
+        self.settings = settings or ObjectSettings()
+        self.own = OwnFiles()
         self.channelLookup[b"session"] = SFTPSession
         self.subsystemLookup[b"sftp"] = S3FileTransferServer
 
@@ -250,6 +263,8 @@ class S3Realm:
     @ivar clock: the time source.
     @ivar uploads: the uploads under way, seen by every session.
     @ivar leases: marks multipart uploads as this server's, or L{None}.
+    @ivar settings: the server's S3 object settings, which a user's
+        policy may override.
     """
 
     def __init__(
@@ -260,8 +275,10 @@ class S3Realm:
         memory: MemoryLimit,
         clock: IReactorTime,
         leases: Leases | None = None,
+        settings: ObjectSettings | None = None,
     ) -> None:
         self.store = store
+        self.settings = settings or ObjectSettings()
         self.homeTemplate = homeTemplate
         self.leases = leases
         self.policy = policy
@@ -269,19 +286,34 @@ class S3Realm:
         self.clock = clock
         self.uploads = ActiveUploads()
 
-    def requestAvatar(self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any) -> Any:
-        if IConchUser not in interfaces or not isinstance(avatarId, bytes):
+    def requestAvatar(
+        self, avatarId: Login | bytes | tuple[()], mind: object, *interfaces: Any
+    ) -> Any:
+        """
+        @param avatarId: the L{Login} the checker admitted (a bare username
+            has every right).
+        """
+        if isinstance(avatarId, bytes):
+            avatarId = Login(avatarId.decode("ascii"), UserPolicy())
+        if IConchUser not in interfaces or not isinstance(avatarId, Login):
             raise NotImplementedError("only SSH users are served")
-        username = avatarId.decode("ascii")
+        username, userPolicy = avatarId.username, avatarId.policy
         user = S3User(
             username,
-            homePrefix(self.homeTemplate, username),
+            userPolicy.home or homePrefix(self.homeTemplate, username),
             self.store,
             self.policy,
             self.memory,
             self.clock,
             self.uploads,
             self.leases,
+            userPolicy.rights,
+            userPolicy.settings.over(self.settings),
         )
-        log.info("{username} logged in", username=username)
+        log.info(
+            "{username} logged in, home {home}, rights {rights}",
+            username=username,
+            home=user.home,
+            rights=user.rights.describe(),
+        )
         return IConchUser, user, user.logout

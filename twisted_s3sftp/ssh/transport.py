@@ -23,7 +23,8 @@ authentication service that counts failures.
     C{dataReceived}, logging a traceback) ends the connection with one log
     line.
   - L{S3UserAuthServer} disconnects after the policy's number of failed
-    attempts (Conch allows 20).
+    attempts (Conch allows 20), and hands the checker the client's
+    address with the key (L{PeerPortal}).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from twisted.conch.ssh.transport import (
     DISCONNECT_TOO_MANY_CONNECTIONS,
 )
 from twisted.conch.ssh.userauth import SSHUserAuthServer
+from twisted.cred.credentials import ISSHPrivateKey
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
@@ -60,7 +62,7 @@ from .admission import (
     Waiting,
 )
 from .kex import moduli, registerKeyExchanges
-from .keys import blobFingerprint
+from .keys import ClientKey, blobFingerprint
 from .packets import PacketTransport
 from .policy import (
     CIPHERS,
@@ -107,6 +109,9 @@ class S3UserAuthServer(SSHUserAuthServer):
         # Conch disconnects once failures exceed this count.
         self.attemptsBeforeDisconnect = factory.limits.maxAuthTries - 1
         super().serviceStarted()
+        # The checker judges key options and allow lists by the client's
+        # address: the portal is given credentials that carry it.
+        self.portal = PeerPortal(factory.portal, self.transport)
 
     _keyBlob: bytes | None = None
 
@@ -120,7 +125,8 @@ class S3UserAuthServer(SSHUserAuthServer):
 
     def _cbFinishedAuth(self, result: Any) -> None:
         super()._cbFinishedAuth(result)
-        self._audit("success")
+        rights = getattr(self.transport.avatar, "rights", None)
+        self._audit("success", rights=rights.describe() if rights is not None else None)
 
     def _ebBadAuth(self, reason: Failure) -> None:
         if self.method != b"none" and not reason.check(IgnoreAuthentication):
@@ -132,7 +138,7 @@ class S3UserAuthServer(SSHUserAuthServer):
             self._audit("failure", reason.getErrorMessage())
         super()._ebBadAuth(reason)
 
-    def _audit(self, outcome: str, reason: str | None = None) -> None:
+    def _audit(self, outcome: str, reason: str | None = None, **fields: Any) -> None:
         """
         Record a login attempt in the audit trail.
         """
@@ -146,7 +152,31 @@ class S3UserAuthServer(SSHUserAuthServer):
             method=(self.method or b"").decode("ascii", "replace"),
             reason=reason,
             **negotiated(self.transport),
+            **fields,
         )
+
+
+class PeerPortal:
+    """
+    A connection's view of the portal: public key credentials are passed on
+    as L{ClientKey}s carrying the client's address.
+
+    @ivar portal: the server's portal.
+    @ivar transport: the connection.
+    """
+
+    def __init__(self, portal: Portal, transport: S3ServerTransport) -> None:
+        self.portal = portal
+        self.transport = transport
+
+    def login(self, credentials: Any, mind: object, *interfaces: Any) -> Deferred[Any]:
+        """
+        L{Portal.login}, from the transport's client address.
+        """
+        if ISSHPrivateKey.providedBy(credentials):
+            peerHost = getattr(self.transport, "peerHost", None)
+            credentials = ClientKey.fromCredentials(credentials, peerHost)
+        return self.portal.login(credentials, mind, *interfaces)
 
 
 def negotiated(transport: Any) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """
 The seam between the SFTP layer and object storage: L{IObjectStore} and the
 values it speaks (L{ObjectInfo}, L{ObjectListing}, L{StoredPart},
-L{StoredObject}).
+L{StoredObject}, L{ObjectSettings}).
 
 L{IObjectStore} is implemented over boto3 by L{twisted_s3sftp.store.s3} and in
 memory by L{twisted_s3sftp.store.memory}.  Every method returns a Deferred; on
@@ -10,10 +10,97 @@ failure it fails with a L{twisted_s3sftp.errors.GatewayError}.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from zope.interface import Attribute, Interface
+
+#: S3's storage classes.
+STORAGE_CLASSES = frozenset(
+    (
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+        "OUTPOSTS",
+        "GLACIER_IR",
+        "SNOW",
+        "EXPRESS_ONEZONE",
+    )
+)
+
+#: S3's server-side encryption modes a server may ask for.
+SSE_MODES = frozenset(("AES256", "aws:kms"))
+
+#: The most tags S3 keeps on an object.
+MAX_TAGS = 10
+
+#: What S3 allows in a tag's key (128 characters at most) and value (256).
+_TAG = re.compile(r"[\w .:/=+@-]*")
+
+
+def _tagPairs(tags: Iterable[tuple[str, str]] | None) -> tuple[tuple[str, str], ...] | None:
+    return None if tags is None else tuple(sorted(tags))
+
+
+@frozen
+class ObjectSettings:
+    """
+    How the objects the server creates are stored: the S3 settings sent
+    with every call that creates one (PutObject, CreateMultipartUpload,
+    CopyObject).  A field left L{None} is not sent, leaving it to the
+    bucket's defaults; for a copy, the source's value is sent instead.
+
+    @ivar storageClass: one of L{STORAGE_CLASSES}.
+    @ivar sse: one of L{SSE_MODES}.
+    @ivar sseKmsKeyId: the KMS key, with C{sse} C{"aws:kms"} only.
+    @ivar tags: C{(key, value)} pairs, sorted; a copy keeps the source's
+        tags whatever this says.
+    """
+
+    storageClass: str | None = None
+    sse: str | None = None
+    sseKmsKeyId: str | None = None
+    tags: tuple[tuple[str, str], ...] | None = field(default=None, converter=_tagPairs)
+
+    def __attrs_post_init__(self) -> None:
+        if self.storageClass is not None and self.storageClass not in STORAGE_CLASSES:
+            raise ValueError(
+                f"storage class {self.storageClass!r} is not one of "
+                f"{', '.join(sorted(STORAGE_CLASSES))}"
+            )
+        if self.sse is not None and self.sse not in SSE_MODES:
+            raise ValueError(f"sse {self.sse!r} must be AES256 or aws:kms")
+        if self.sseKmsKeyId is not None and self.sse != "aws:kms":
+            raise ValueError("a KMS key id needs sse aws:kms")
+        for key, value in self.tags or ():
+            if not (0 < len(key) <= 128 and len(value) <= 256) or not (
+                _TAG.fullmatch(key) and _TAG.fullmatch(value)
+            ):
+                raise ValueError(
+                    f"tag {key}={value} is not one S3 accepts (letters, digits, spaces "
+                    "and + - = . _ : / @; keys up to 128 characters, values up to 256)"
+                )
+        if len(self.tags or ()) > MAX_TAGS:
+            raise ValueError(f"S3 keeps at most {MAX_TAGS} tags on an object")
+
+    def over(self, base: ObjectSettings) -> ObjectSettings:
+        """
+        @return: these settings where they are set, C{base}'s elsewhere; a
+            C{sse} set here brings its own KMS key id (or none).
+        """
+        settings = base
+        if self.storageClass is not None:
+            settings = evolve(settings, storageClass=self.storageClass)
+        if self.sse is not None:
+            settings = evolve(settings, sse=self.sse, sseKmsKeyId=self.sseKmsKeyId)
+        if self.tags is not None:
+            settings = evolve(settings, tags=self.tags)
+        return settings
 
 
 @frozen
@@ -28,6 +115,8 @@ class ObjectInfo:
     @ivar etag: its ETag, quotes included, as S3 sends it.
     @ivar metadata: its user metadata (C{x-amz-meta-*}, without the
         prefix); only a HEAD reports it, a listing leaves it empty.
+    @ivar settings: its storage class and encryption, as a HEAD reports
+        them (tags aside), which a copy of it keeps.
     """
 
     key: str
@@ -35,6 +124,7 @@ class ObjectInfo:
     mtime: int
     etag: str = ""
     metadata: dict[str, str] = field(factory=dict, hash=False)
+    settings: ObjectSettings = field(factory=ObjectSettings, hash=False)
 
 
 def _infos(objects: Iterable[ObjectInfo]) -> tuple[ObjectInfo, ...]:
@@ -143,7 +233,7 @@ class IObjectStore(Interface):
             its end.
         """
 
-    def putObject(key, data, metadata=None):  # type: ignore[no-untyped-def]
+    def putObject(key, data, metadata=None, settings=None, exclusive=False):  # type: ignore[no-untyped-def]
         """
         Store a whole object at once, replacing any object at C{key}.  The
         body is sent with a checksum the store verifies.
@@ -151,14 +241,19 @@ class IObjectStore(Interface):
         @param key: the object key.
         @param data: its bytes.
         @param metadata: user metadata (C{x-amz-meta-*}), or L{None}.
+        @param settings: the L{ObjectSettings} to store it with, or L{None}.
+        @param exclusive: store it only if no object is at C{key}
+            (C{If-None-Match: *}); otherwise fail with
+            L{twisted_s3sftp.errors.FileExists}.
         @return: a Deferred firing with its
             L{StoredObject} (ETag and version) once
             it is stored.
         """
 
-    def createMultipartUpload(key):  # type: ignore[no-untyped-def]
+    def createMultipartUpload(key, settings=None):  # type: ignore[no-untyped-def]
         """
         @param key: the object key the upload will create.
+        @param settings: the L{ObjectSettings} to store it with, or L{None}.
         @return: a Deferred firing with the upload id (C{str}).
         """
 
@@ -174,7 +269,7 @@ class IObjectStore(Interface):
             L{StoredPart}.
         """
 
-    def completeMultipartUpload(key, uploadId, parts):  # type: ignore[no-untyped-def]
+    def completeMultipartUpload(key, uploadId, parts, exclusive=False):  # type: ignore[no-untyped-def]
         """
         Make the object visible from its parts.
 
@@ -182,11 +277,15 @@ class IObjectStore(Interface):
         @param uploadId: from L{createMultipartUpload}.
         @param parts: every L{StoredPart}, in any
             order.
+        @param exclusive: only if no object is at C{key}
+            (C{If-None-Match: *}); otherwise fail with
+            L{twisted_s3sftp.errors.FileExists}, leaving the upload to be
+            aborted.
         @return: a Deferred firing with the object's
             L{StoredObject} once it exists.
         """
 
-    def copyObject(source, destination, etag, size, metadata):  # type: ignore[no-untyped-def]
+    def copyObject(source, destination, etag, size, metadata, settings):  # type: ignore[no-untyped-def]
         """
         Copy an object inside the bucket (on the server: no byte passes
         through the gateway), giving the copy C{metadata}, provided the
@@ -202,6 +301,9 @@ class IObjectStore(Interface):
         @param etag: the ETag C{source} must have.
         @param size: its size in bytes.
         @param metadata: the copy's user metadata.
+        @param settings: the copy's storage class and encryption (the
+            source's, as its L{ObjectInfo} reports them, to keep them);
+            its tags are the source's.
         @return: a Deferred firing with the copy's
             L{StoredObject}; it fails with
             L{twisted_s3sftp.errors.Changed} if the source is gone or no

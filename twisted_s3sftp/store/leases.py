@@ -30,7 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..errors import GatewayError, NoSuchFile
-from .interfaces import IObjectStore
+from .interfaces import IObjectStore, ObjectSettings
 
 log = Logger()
 
@@ -92,7 +92,9 @@ class Lease:
         if self._ended:
             return
         self._timer = self.leases.clock.callLater(self.leases.orphanAge / 4, self.renew)
-        d = self.leases.store.putObject(self.markerKey, encodeMarker(self.key, self.uploadId))
+        d = self.leases.store.putObject(
+            self.markerKey, encodeMarker(self.key, self.uploadId), None, self.leases.encryption
+        )
         d.addErrback(self._failed, "write")
 
     def end(self, keepMarker: bool = False) -> None:
@@ -119,6 +121,10 @@ class Lease:
         )
 
 
+def _encryptionOnly(settings: ObjectSettings | None) -> ObjectSettings | None:
+    return None if settings is None else ObjectSettings(None, settings.sse, settings.sseKmsKeyId)
+
+
 @define(eq=False)
 class Leases:
     """
@@ -128,12 +134,16 @@ class Leases:
     @ivar prefix: where markers live.
     @ivar orphanAge: seconds after which an unrenewed marker is an orphan's.
     @ivar clock: the time source.
+    @ivar encryption: the server's S3 settings for its markers: their
+        encryption only (a bucket policy may require it on every write);
+        markers stay in the standard class, untagged.
     """
 
     store: IObjectStore
     prefix: str
     orphanAge: float
     clock: IReactorTime
+    encryption: ObjectSettings | None = field(default=None, converter=_encryptionOnly)
     _sweeps: LoopingCall | None = field(default=None, init=False)
 
     def track(self, key: str, uploadId: str) -> Lease:

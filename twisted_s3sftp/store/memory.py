@@ -16,8 +16,15 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from ..errors import Changed, EndOfFile, GatewayError, StoreError
-from .interfaces import IObjectStore, ObjectInfo, ObjectListing, StoredObject, StoredPart
+from ..errors import Changed, EndOfFile, FileExists, GatewayError, StoreError
+from .interfaces import (
+    IObjectStore,
+    ObjectInfo,
+    ObjectListing,
+    ObjectSettings,
+    StoredObject,
+    StoredPart,
+)
 from .parts import MIN_PART_SIZE
 
 
@@ -40,8 +47,11 @@ class MemoryObjectStore:
 
     @ivar objects: key -> (bytes, mtime) of every visible object.
     @ivar metadata: key -> user metadata of every visible object.
+    @ivar settings: key -> the L{ObjectSettings} every visible object was
+        stored with (a copy gets the source's tags, as on S3).
     @ivar uploads: upload id -> (key, {part number: bytes}) of every
         multipart upload neither completed nor aborted.
+    @ivar uploadSettings: upload id -> the settings it was created with.
     @ivar calls: the name of every operation called, in order.
     @ivar failures: operation name -> errors to raise on its next calls.
     @ivar bucket: a name for the bucket, for logs.
@@ -54,7 +64,9 @@ class MemoryObjectStore:
     minPartSize: int = MIN_PART_SIZE
     objects: dict[str, tuple[bytes, int]] = field(factory=dict)
     metadata: dict[str, dict[str, str]] = field(factory=dict)
+    settings: dict[str, ObjectSettings] = field(factory=dict)
     uploads: dict[str, tuple[str, dict[int, bytes]]] = field(factory=dict)
+    uploadSettings: dict[str, ObjectSettings] = field(factory=dict)
     calls: list[str] = field(factory=list)
     failures: dict[str, list[Exception]] = field(factory=dict)
     holding: set[str] = field(factory=set)
@@ -148,20 +160,31 @@ class MemoryObjectStore:
         return self._call("getObject", run)
 
     def putObject(
-        self, key: str, data: bytes, metadata: dict[str, str] | None = None
+        self,
+        key: str,
+        data: bytes,
+        metadata: dict[str, str] | None = None,
+        settings: ObjectSettings | None = None,
+        exclusive: bool = False,
     ) -> Deferred[object]:
         def run() -> StoredObject:
+            if exclusive and key in self.objects:
+                raise FileExists("a file with that name already exists")
             self.objects[key] = (bytes(data), int(self.now()))
             self.metadata[key] = dict(metadata or {})
+            self.settings[key] = settings or ObjectSettings()
             return StoredObject(self._etag(data))
 
         return self._call("putObject", run)
 
-    def createMultipartUpload(self, key: str) -> Deferred[object]:
+    def createMultipartUpload(
+        self, key: str, settings: ObjectSettings | None = None
+    ) -> Deferred[object]:
         def run() -> str:
             self._nextUpload += 1
             uploadId = f"upload-{self._nextUpload}"
             self.uploads[uploadId] = (key, {})
+            self.uploadSettings[uploadId] = settings or ObjectSettings()
             return uploadId
 
         return self._call("createMultipartUpload", run)
@@ -175,10 +198,12 @@ class MemoryObjectStore:
         return self._call("uploadPart", run)
 
     def completeMultipartUpload(
-        self, key: str, uploadId: str, stored: list[StoredPart]
+        self, key: str, uploadId: str, stored: list[StoredPart], exclusive: bool = False
     ) -> Deferred[object]:
         def run() -> StoredObject:
             parts = self._upload(key, uploadId)
+            if exclusive and key in self.objects:
+                raise FileExists("a file with that name already exists")
             numbers = [part.number for part in stored]
             if sorted(numbers) != list(range(1, len(parts) + 1)) or any(
                 self._etag(parts[part.number]) != part.etag for part in stored
@@ -191,6 +216,7 @@ class MemoryObjectStore:
             body = b"".join(parts[number] for number in sorted(numbers))
             self.objects[key] = (body, int(self.now()))
             self.metadata[key] = {}
+            self.settings[key] = self.uploadSettings.pop(uploadId)
             return StoredObject(self._etag(body))
 
         return self._call("completeMultipartUpload", run)
@@ -202,12 +228,17 @@ class MemoryObjectStore:
         etag: str,
         size: int,
         metadata: dict[str, str],
+        settings: ObjectSettings,
     ) -> Deferred[object]:
         def run() -> StoredObject:
             if source not in self.objects or self._info(source).etag != etag:
                 raise Changed("the file changed meanwhile")
             self.objects[destination] = (self.objects[source][0], int(self.now()))
             self.metadata[destination] = dict(metadata)
+            tags = self.settings.get(source, ObjectSettings()).tags
+            self.settings[destination] = ObjectSettings(
+                settings.storageClass, settings.sse, settings.sseKmsKeyId, tags
+            )
             return StoredObject(self._info(destination).etag)
 
         return self._call("copyObject", run)
@@ -216,6 +247,7 @@ class MemoryObjectStore:
         def run() -> None:
             self._upload(key, uploadId)
             del self.uploads[uploadId]
+            self.uploadSettings.pop(uploadId, None)
 
         return self._call("abortMultipartUpload", run)
 
@@ -223,6 +255,7 @@ class MemoryObjectStore:
         def run() -> None:
             self.objects.pop(key, None)
             self.metadata.pop(key, None)
+            self.settings.pop(key, None)
 
         return self._call("deleteObject", run)
 
@@ -232,8 +265,17 @@ class MemoryObjectStore:
 
     def _info(self, key: str, withMetadata: bool = False) -> ObjectInfo:
         data, mtime = self.objects[key]
-        metadata = dict(self.metadata.get(key, {})) if withMetadata else {}
-        return ObjectInfo(key, len(data), mtime, self._etag(data), metadata)
+        if not withMetadata:
+            return ObjectInfo(key, len(data), mtime, self._etag(data))
+        stored = self.settings.get(key, ObjectSettings())
+        return ObjectInfo(
+            key,
+            len(data),
+            mtime,
+            self._etag(data),
+            dict(self.metadata.get(key, {})),
+            ObjectSettings(stored.storageClass, stored.sse, stored.sseKmsKeyId),
+        )
 
     def _upload(self, key: str, uploadId: str) -> dict[int, bytes]:
         upload = self.uploads.get(uploadId)

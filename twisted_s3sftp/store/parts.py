@@ -40,12 +40,32 @@ Pure core: no Twisted, no boto3.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from attrs import define, field, frozen
 
 from ..errors import NotSupported, UploadFailed
 
 MiB = 1024 * 1024
+
+_SIZE = re.compile(r"(\d+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": 1024 * MiB, "T": 1024 * 1024 * MiB}
+
+
+def parseSize(text: str) -> int:
+    """
+    Parse a byte count such as C{8388608}, C{8M}, C{8MiB}, C{64k} or C{2TiB}.
+
+    @param text: the option's value.
+    @return: the number of bytes (units are powers of 1024).
+    @raise ValueError: if C{text} is not a size.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (e.g. 8MiB)")
+    number, unit = match.groups()
+    return int(number) * _UNITS[(unit or "")[:1].upper()]
+
 
 #: S3's smallest non-final part.
 MIN_PART_SIZE = 5 * MiB

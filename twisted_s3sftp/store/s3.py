@@ -16,6 +16,7 @@ import time
 import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import boto3
 from attrs import define
@@ -30,12 +31,20 @@ from zope.interface import implementer
 from ..errors import (
     Changed,
     EndOfFile,
+    FileExists,
     GatewayError,
     NoSuchFile,
     PermissionDenied,
     StoreError,
 )
-from .interfaces import IObjectStore, ObjectInfo, ObjectListing, StoredObject, StoredPart
+from .interfaces import (
+    IObjectStore,
+    ObjectInfo,
+    ObjectListing,
+    ObjectSettings,
+    StoredObject,
+    StoredPart,
+)
 from .parts import MAX_PART_SIZE
 
 T = TypeVar("T")
@@ -49,6 +58,9 @@ _DENIED = {
     "SignatureDoesNotMatch",
 }
 _CHANGED = {"PreconditionFailed", "412"}
+#: What S3 answers a conditional write (C{If-None-Match: *}) when an object
+#: exists: 412, or 409 when another conditional write to it is under way.
+_EXISTS = _CHANGED | {"ConditionalRequestConflict", "409"}
 _RANGE = {"InvalidRange", "416"}
 
 
@@ -138,6 +150,42 @@ def crc32(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
+def settingsArguments(settings: ObjectSettings | None, tags: bool = True) -> dict[str, str]:
+    """
+    @param settings: how an object is to be stored.
+    @param tags: whether to send its tags (a copy keeps the source's).
+    @return: the boto3 arguments that ask for it.
+    """
+    if settings is None:
+        return {}
+    arguments = {}
+    if settings.storageClass is not None:
+        arguments["StorageClass"] = settings.storageClass
+    if settings.sse is not None:
+        arguments["ServerSideEncryption"] = settings.sse
+    if settings.sseKmsKeyId is not None:
+        arguments["SSEKMSKeyId"] = settings.sseKmsKeyId
+    if tags and settings.tags:
+        arguments["Tagging"] = urlencode(settings.tags)
+    return arguments
+
+
+def _conditional(exclusive: bool, call: Callable[..., T], **arguments: Any) -> T:
+    """
+    Make a write that, if C{exclusive}, happens only where no object is.
+
+    @raise FileExists: if C{exclusive} and an object is there.
+    """
+    if not exclusive:
+        return call(**arguments)
+    try:
+        return call(IfNoneMatch="*", **arguments)
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code", "")) in _EXISTS:
+            raise FileExists("a file with that name already exists") from e
+        raise
+
+
 def checkBucket(client: Any, bucket: str) -> None:
     """
     Check, before the server starts, that C{bucket} can be reached.
@@ -224,6 +272,11 @@ class S3ObjectStore:
                 int(response["LastModified"].timestamp()),
                 str(response.get("ETag", "")),
                 dict(response.get("Metadata", {})),
+                ObjectSettings(
+                    response.get("StorageClass"),
+                    response.get("ServerSideEncryption"),
+                    response.get("SSEKMSKeyId"),
+                ),
             )
 
         return self._inThread("HeadObject", head)
@@ -280,7 +333,12 @@ class S3ObjectStore:
         return self._inThread("GetObject", get, "the file changed while it was being read")
 
     def putObject(
-        self, key: str, data: bytes, metadata: dict[str, str] | None = None
+        self,
+        key: str,
+        data: bytes,
+        metadata: dict[str, str] | None = None,
+        settings: ObjectSettings | None = None,
+        exclusive: bool = False,
     ) -> Deferred[StoredObject]:
         def put() -> StoredObject:
             # An empty object is sent without a Body: botocore would add
@@ -288,17 +346,30 @@ class S3ObjectStore:
             # leaves the connection stalled for the next request (4.48).
             body = {"Body": data, "ChecksumCRC32": crc32(data)} if data else {}
             return _stored(
-                self.client.put_object(Bucket=self.bucket, Key=key, Metadata=metadata or {}, **body)
+                _conditional(
+                    exclusive,
+                    self.client.put_object,
+                    Bucket=self.bucket,
+                    Key=key,
+                    Metadata=metadata or {},
+                    **settingsArguments(settings),
+                    **body,
+                )
             )
 
         return self._inThread("PutObject", put)
 
-    def createMultipartUpload(self, key: str) -> Deferred[str]:
+    def createMultipartUpload(
+        self, key: str, settings: ObjectSettings | None = None
+    ) -> Deferred[str]:
         return self._inThread(
             "CreateMultipartUpload",
             lambda: str(
                 self.client.create_multipart_upload(
-                    Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
+                    Bucket=self.bucket,
+                    Key=key,
+                    ChecksumAlgorithm="CRC32",
+                    **settingsArguments(settings),
                 )["UploadId"]
             ),
         )
@@ -319,7 +390,7 @@ class S3ObjectStore:
         return self._inThread("UploadPart", upload)
 
     def completeMultipartUpload(
-        self, key: str, uploadId: str, parts: list[StoredPart]
+        self, key: str, uploadId: str, parts: list[StoredPart], exclusive: bool = False
     ) -> Deferred[StoredObject]:
         listed = [
             {"PartNumber": part.number, "ETag": part.etag}
@@ -329,7 +400,9 @@ class S3ObjectStore:
         return self._inThread(
             "CompleteMultipartUpload",
             lambda: _stored(
-                self.client.complete_multipart_upload(
+                _conditional(
+                    exclusive,
+                    self.client.complete_multipart_upload,
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=uploadId,
@@ -345,8 +418,13 @@ class S3ObjectStore:
         etag: str,
         size: int,
         metadata: dict[str, str],
+        settings: ObjectSettings,
     ) -> Deferred[StoredObject]:
         copySource = {"Bucket": self.bucket, "Key": source}
+        # S3 gives a copy the STANDARD class and the bucket's default
+        # encryption unless told otherwise: the source's are sent again.
+        # Its tags are copied (TaggingDirective's default, COPY).
+        kept = settingsArguments(settings, tags=False)
 
         def copy() -> StoredObject:
             # Copied only if the source is still the object the caller saw
@@ -359,13 +437,22 @@ class S3ObjectStore:
                     CopySourceIfMatch=etag,
                     MetadataDirective="REPLACE",
                     Metadata=metadata,
+                    **kept,
                 )
                 return StoredObject(
                     _quoted(str(response.get("CopyObjectResult", {}).get("ETag", ""))),
                     response.get("VersionId"),
                 )
+            # A multipart copy starts a new object: the tags are read and
+            # given to it.
+            tagSet = self.client.get_object_tagging(Bucket=self.bucket, Key=source)["TagSet"]
+            tagging = {"Tagging": urlencode([(t["Key"], t["Value"]) for t in tagSet])}
             uploadId = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=destination, Metadata=metadata
+                Bucket=self.bucket,
+                Key=destination,
+                Metadata=metadata,
+                **kept,
+                **(tagging if tagSet else {}),
             )["UploadId"]
             try:
                 parts = []

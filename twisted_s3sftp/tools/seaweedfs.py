@@ -11,6 +11,7 @@ imports it.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import socket
@@ -160,8 +161,15 @@ class LocalS3:
             "-s3.port.lance=0",
         ]
         logFile = open(self.directory / "weed.log", "ab")
+        # SSE-S3 (x-amz-server-side-encryption: AES256) needs a key to wrap
+        # each object's data key with; this one is for local testing only.
+        environment = dict(os.environ, WEED_S3_SSE_KEY="s3sftp-local-sse-key")
         self._process = subprocess.Popen(
-            command, stdout=logFile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            command,
+            stdout=logFile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
         )
         logFile.close()
         client = self.client()
