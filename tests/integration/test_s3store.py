@@ -13,12 +13,15 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
-from twisted_s3sftp.errors import Changed, EndOfFile
-from twisted_s3sftp.store.interfaces import IObjectStore
+from twisted_s3sftp.errors import Changed, EndOfFile, FileExists
+from twisted_s3sftp.store.interfaces import IObjectStore, ObjectSettings
 from twisted_s3sftp.store.s3 import S3ObjectStore, makeClient
 from twisted_s3sftp.tools.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY
 
 from .conftest import MiB, keys, multipartUploads, objectBytes
+
+#: No settings: the bucket's defaults.
+NONE = ObjectSettings()
 
 
 class InlinePool:
@@ -82,7 +85,7 @@ def test_copyInParts(localS3: Any, bucket: str, s3: Any) -> None:
 
     for destination in ("big", "copy"):
         try:
-            result(store.copyObject("big", destination, '"0123"', len(data), {"sha256": "x"}))
+            result(store.copyObject("big", destination, '"0123"', len(data), {"sha256": "x"}, NONE))
         except Changed:
             pass
         else:
@@ -91,10 +94,10 @@ def test_copyInParts(localS3: Any, bucket: str, s3: Any) -> None:
     assert keys(s3, bucket) == ["big"]
     assert multipartUploads(s3, bucket) == []
 
-    result(store.copyObject("big", "copy", etag, len(data), {"sha256": "abc"}))
+    result(store.copyObject("big", "copy", etag, len(data), {"sha256": "abc"}, NONE))
     assert objectBytes(s3, bucket, "copy") == data
     assert s3.head_object(Bucket=bucket, Key="copy")["Metadata"] == {"sha256": "abc"}
-    result(store.copyObject("big", "big", etag, len(data), {"sha256": "abc"}))
+    result(store.copyObject("big", "big", etag, len(data), {"sha256": "abc"}, NONE))
     assert objectBytes(s3, bucket, "big") == data
     assert s3.head_object(Bucket=bucket, Key="big")["Metadata"] == {"sha256": "abc"}
     assert multipartUploads(s3, bucket) == []
@@ -117,11 +120,11 @@ def test_copySmall(localS3: Any, bucket: str, s3: Any) -> None:
     info = result(store.headObject("a"))
     assert (info.size, info.metadata) == (3, {"mtime": "5"})
     assert info.etag == s3.head_object(Bucket=bucket, Key="a")["ETag"]
-    result(store.copyObject("a", "b", info.etag, 3, info.metadata))
+    result(store.copyObject("a", "b", info.etag, 3, info.metadata, info.settings))
     assert objectBytes(s3, bucket, "b") == b"abc"
     assert result(store.headObject("b")).metadata == {"mtime": "5"}
     try:
-        result(store.copyObject("gone", "c", info.etag, 3, {}))
+        result(store.copyObject("gone", "c", info.etag, 3, {}, NONE))
     except Changed:
         pass
     else:
@@ -194,3 +197,62 @@ def test_rangedReads(localS3: Any, bucket: str, s3: Any) -> None:
         else:
             raise AssertionError("read a changed object")
         s3.delete_object(Bucket=bucket, Key="f")
+
+
+def test_exclusiveWrites(localS3: Any, bucket: str, s3: Any) -> None:
+    """
+    An exclusive PutObject or CompleteMultipartUpload (C{If-None-Match:
+    *}) over an existing object fails with L{FileExists} and leaves it;
+    where no object is, it stores.  SeaweedFS answers 412 to both.
+    """
+    store = makeStore(localS3, bucket, 5 * MiB)
+    result(store.putObject("x", b"first", None, None, True))
+    try:
+        result(store.putObject("x", b"second", None, None, True))
+    except FileExists:
+        pass
+    else:
+        raise AssertionError("an exclusive put replaced an object")
+    assert objectBytes(s3, bucket, "x") == b"first"
+    uploadId = result(store.createMultipartUpload("x"))
+    part = result(store.uploadPart("x", uploadId, 1, b"y" * (5 * MiB)))
+    try:
+        result(store.completeMultipartUpload("x", uploadId, [part], True))
+    except FileExists:
+        pass
+    else:
+        raise AssertionError("an exclusive completion replaced an object")
+    assert objectBytes(s3, bucket, "x") == b"first"
+    result(store.abortMultipartUpload("x", uploadId))
+    uploadId = result(store.createMultipartUpload("y"))
+    part = result(store.uploadPart("y", uploadId, 1, b"y" * (5 * MiB)))
+    result(store.completeMultipartUpload("y", uploadId, [part], True))
+    assert len(objectBytes(s3, bucket, "y")) == 5 * MiB
+    assert multipartUploads(s3, bucket) == []
+
+
+def test_settingsKept(localS3: Any, bucket: str, s3: Any) -> None:
+    """
+    Objects are stored with the settings given, HEAD reports them, and a
+    copy in parts (over the copy size) keeps the class, the encryption
+    and the tags (read with GetObjectTagging).
+    """
+    store = makeStore(localS3, bucket, 5 * MiB)
+    settings = ObjectSettings("STANDARD_IA", "AES256", None, [("partner", "acme")])
+    result(store.putObject("s", b"small", {"m": "1"}, settings))
+    info = result(store.headObject("s"))
+    assert info.settings == ObjectSettings("STANDARD_IA", "AES256")
+    data = os.urandom(11 * MiB)
+    uploadId = result(store.createMultipartUpload("big", settings))
+    parts = [
+        result(store.uploadPart("big", uploadId, 1, data[: 6 * MiB])),
+        result(store.uploadPart("big", uploadId, 2, data[6 * MiB :])),
+    ]
+    result(store.completeMultipartUpload("big", uploadId, parts))
+    info = result(store.headObject("big"))
+    result(store.copyObject("big", "moved", info.etag, len(data), {"m": "2"}, info.settings))
+    head = s3.head_object(Bucket=bucket, Key="moved")
+    assert (head.get("StorageClass"), head.get("ServerSideEncryption")) == ("STANDARD_IA", "AES256")
+    tags = s3.get_object_tagging(Bucket=bucket, Key="moved")["TagSet"]
+    assert tags == [{"Key": "partner", "Value": "acme"}]
+    assert objectBytes(s3, bucket, "moved") == data

@@ -156,3 +156,93 @@ class KeysCommandTests(SynchronousTestCase):
         printed = fingerprint(self.key)
         self.assertTrue(printed.startswith("SHA256:"))
         self.assertEqual(len(printed), len("SHA256:") + 43)
+
+
+class PolicyCommandTests(SynchronousTestCase):
+    """
+    C{s3sftp-keys policy}, and the key options C{add} writes and keeps.
+    """
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.key = Key(ed25519.Ed25519PrivateKey.generate())
+        self.keyPath = self.dir.parent / "key.pub"
+        self.keyPath.write_bytes(publicLine(self.key))
+
+    def command(self, *args: str) -> int:
+        """
+        @return: the exit status of the command.
+        """
+        return main(["--keys-dir", str(self.dir), *args], io.StringIO())
+
+    def test_policy(self) -> None:
+        """
+        C{policy} writes a file the server parses to what was asked, mode
+        0644, before any key file exists; a value the server would refuse
+        writes nothing.
+        """
+        from twisted_s3sftp.ssh.userpolicy import parsePolicy
+
+        status = self.command(
+            "policy",
+            "acme",
+            "--access",
+            "drop-box",
+            "--allow-from",
+            "198.51.100.0/24",
+            "--allow-from",
+            "2001:db8::/32",
+            "--expires",
+            "2027-03-31T00:00:00Z",
+            "--max-file-size",
+            "20GiB",
+            "--home",
+            'inbound/"acme"/',
+        )
+        self.assertEqual(status, 0)
+        path = self.dir / "acme.toml"
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+        policy = parsePolicy(path.read_bytes(), ".s3sftp/uploads/")
+        self.assertEqual(policy.rights.describe(), "drop-box")
+        self.assertEqual(policy.rights.maxFileSize, 20 * 1024**3)
+        self.assertEqual(policy.home, 'inbound/"acme"/')
+        self.assertIsNone(policy.refusal("2001:db8::5", 0))
+        self.assertEqual(self.command("policy", "acme", "--permissions", "list,upload"), 0)
+        self.assertEqual(
+            parsePolicy(path.read_bytes(), ".s3sftp/uploads/").rights.describe(), "list,upload"
+        )
+        before = path.read_bytes()
+        for bad in (["--permissions", "list,chmod"], ["--allow-from", "office.example.com"]):
+            self.assertEqual(self.command("policy", "acme", *bad), 1)
+        self.assertEqual(path.read_bytes(), before)
+        self.assertEqual(sorted(p.name for p in self.dir.iterdir()), ["acme.toml"])
+
+    def test_keyOptions(self) -> None:
+        """
+        C{add --from --expires} puts both options on the keys it adds; a
+        later C{add} and a C{remove} keep every line's options; an option
+        the server would refuse writes nothing.
+        """
+        self.assertEqual(
+            self.command(
+                "add", "bob", str(self.keyPath), "--from", "10.0.0.0/8", "--expires", "20300101Z"
+            ),
+            0,
+        )
+        path = self.dir / "bob.pub"
+        self.assertTrue(path.read_text().startswith('from="10.0.0.0/8",expiry-time="20300101Z" '))
+        other = Key(ed25519.Ed25519PrivateKey.generate())
+        otherPath = self.dir.parent / "other.pub"
+        otherPath.write_bytes(b"restrict " + publicLine(other))
+        self.assertEqual(self.command("add", "bob", str(otherPath)), 0)
+        entries = KeysDirectory(FilePath(str(self.dir))).entries(b"bob")
+        self.assertEqual(
+            [e.options.text for e in entries],
+            ['from="10.0.0.0/8",expiry-time="20300101Z"', "restrict"],
+        )
+        self.assertEqual(self.command("remove", "bob", fingerprint(other)), 0)
+        self.assertTrue(path.read_text().startswith('from="10.0.0.0/8"'))
+        for bad in (["--from", "host.example.com"], ["--expires", "2030"]):
+            self.assertEqual(self.command("add", "carol", str(self.keyPath), *bad), 1)
+        self.assertFalse((self.dir / "carol.pub").exists())
