@@ -320,3 +320,22 @@ class CheckerPolicyTests(SynchronousTestCase):
         self.failureResultOf(
             checker.requestAvatarId(credentials(self.key, False, "192.0.2.1")), UnauthorizedLogin
         )
+
+
+class ExampleTests(SynchronousTestCase):
+    """
+    The shipped example policy is one the server accepts.
+    """
+
+    def test_example(self) -> None:
+        """
+        C{etc/policy.example.toml} parses to a drop box with every field
+        set.
+        """
+        from pathlib import Path
+
+        example = Path(__file__).resolve().parents[2] / "etc" / "policy.example.toml"
+        policy = parsePolicy(example.read_bytes(), STATE)
+        self.assertEqual(policy.rights.describe(), "drop-box")
+        self.assertEqual(policy.home, "inbound/acme/")
+        self.assertEqual(policy.settings.tags, (("partner", "acme"),))
