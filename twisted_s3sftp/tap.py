@@ -409,7 +409,7 @@ class Options(usage.Options):
                 self["sse"],
                 self["sse-kms-key-id"],
                 self["object-tag"] or None,
-            )
+            ).checked()
         except ValueError as e:
             raise ValueError(f"object settings: {e}") from None
 
@@ -430,7 +430,7 @@ class Options(usage.Options):
             raise ValueError(f"--default-policy {path}: larger than {MAX_POLICY_FILE} bytes")
         try:
             return parsePolicy(data, self["state-prefix"], isDefault=True)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise ValueError(f"--default-policy {path}: {e}") from None
 
     def _cryptoPolicy(self) -> CryptoPolicy:

@@ -329,12 +329,14 @@ def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
 
 def assertStored(s3: Any, bucket: str, key: str, source: Path) -> None:
     """
-    Assert the object at C{key} has C{source}'s bytes and its SHA-256 in
-    C{x-amz-meta-sha256}.
+    Assert the object at C{key} has C{source}'s bytes, its SHA-256 in
+    C{x-amz-meta-sha256}, and its uploader (the user of its home, the first
+    component of C{key}) in C{x-amz-meta-uploader}.
     """
     expected = sha256(source.read_bytes())
     assert sha256(objectBytes(s3, bucket, key)) == expected
-    assert s3.head_object(Bucket=bucket, Key=key)["Metadata"] == {"sha256": expected}
+    metadata = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+    assert metadata == {"sha256": expected, "uploader": key.split("/")[0]}
 
 
 @contextlib.contextmanager

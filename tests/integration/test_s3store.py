@@ -256,3 +256,24 @@ def test_settingsKept(localS3: Any, bucket: str, s3: Any) -> None:
     tags = s3.get_object_tagging(Bucket=bucket, Key="moved")["TagSet"]
     assert tags == [{"Key": "partner", "Value": "acme"}]
     assert objectBytes(s3, bucket, "moved") == data
+
+
+def test_exclusiveCopy(localS3: Any, bucket: str, s3: Any) -> None:
+    """
+    An exclusive copy (a rename to a free name) onto an existing object
+    fails with L{FileExists} and leaves it; SeaweedFS honours
+    C{If-None-Match: *} on CopyObject too.
+    """
+    store = makeStore(localS3, bucket, 5 * MiB)
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    s3.put_object(Bucket=bucket, Key="taken", Body=b"taken")
+    info = result(store.headObject("src"))
+    try:
+        result(store.copyObject("src", "taken", info.etag, 6, {}, NONE, True))
+    except FileExists:
+        pass
+    else:
+        raise AssertionError("an exclusive copy replaced an object")
+    assert objectBytes(s3, bucket, "taken") == b"taken"
+    result(store.copyObject("src", "free", info.etag, 6, {}, NONE, True))
+    assert objectBytes(s3, bucket, "free") == b"source"

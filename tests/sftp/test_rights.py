@@ -18,6 +18,7 @@ from twisted.conch.ssh.filetransfer import (
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
+from twisted_s3sftp.errors import FX_FILE_ALREADY_EXISTS
 from twisted_s3sftp.sftp.flow import MemoryLimit
 from twisted_s3sftp.sftp.rights import ALL_RIGHTS, OWN_FILES, PRESETS, OwnFiles, Rights
 from twisted_s3sftp.ssh.session import S3User
@@ -145,7 +146,70 @@ class RightsTests(SFTPTestCase):
         self.assertStatus(server.posixRename(b"other", b"up"), FX_PERMISSION_DENIED)
         self.assertStatus(server.renameFile(b"other", b"theirs"), FX_FAILURE)
         self.assertStatus(server.setAttrs(b"theirs", {"mtime": 9}), FX_PERMISSION_DENIED)
-        self.assertNotIn("listDirectory", [c for c in store.calls[-1:]])
+        # A SETSTAT of someone else's file answers nothing about its size.
+        for size in (4, 5):
+            self.assertStatus(server.setAttrs(b"theirs", {"size": size}), FX_PERMISSION_DENIED)
+        store.calls.clear()
+        self.successResultOf(server.openDirectory(b"/"))
+        self.assertNotIn("listDirectory", store.calls)
+
+    def test_overwrittenIsNotOwn(self) -> None:
+        """
+        A file the user stored, then someone else stored over, is no longer
+        theirs to stat, time or rename.
+        """
+        server, store, _ = makeServer(PRESETS["drop-box"])
+        self.upload(server, b"x", b"mine")
+        store.metadata["alice/x"] = {"uploader": "bob"}
+        self.assertStatus(server.getAttrs(b"x", True), FX_PERMISSION_DENIED)
+        self.assertStatus(server.setAttrs(b"x", {"mtime": 5}), FX_PERMISSION_DENIED)
+        self.assertStatus(server.renameFile(b"x", b"y"), FX_PERMISSION_DENIED)
+
+    def test_timesNeedUpload(self) -> None:
+        """
+        Setting the times of someone else's object rewrites it: with
+        C{overwrite} alone (no C{upload}) it is refused.
+        """
+        server, _ = self.seeded({"overwrite", "list"})
+        error = self.assertStatus(server.setAttrs(b"theirs", {"mtime": 9}), FX_PERMISSION_DENIED)
+        self.assertIn("'upload'", error.message)
+
+    def test_renameAtomic(self) -> None:
+        """
+        A rename to a free name is copied only while the name is free: a
+        file stored there meanwhile stays, and the rename fails.
+        """
+        server, store = self.seeded(set(ALL_RIGHTS))
+        store.holding.add("copyObject")
+        d = server.renameFile(b"theirs", b"free")
+        store.objects["alice/free"] = (b"raced", 0)
+        store.release()
+        error = self.assertStatus(d, FX_FILE_ALREADY_EXISTS)
+        self.assertIn("already exists", error.message)
+        self.assertEqual(store.objects["alice/free"][0], b"raced")
+        self.assertEqual(store.objects["alice/theirs"][0], b"data")
+
+    def test_archiveClass(self) -> None:
+        """
+        With an archive class, a multipart upload is created in the
+        standard class and given the archive class by the copy that
+        records its SHA-256 (S3 cannot copy an archived object).
+        """
+        store = MemoryObjectStore()
+        user = S3User(
+            "alice",
+            "alice/",
+            store,
+            POLICY,
+            MemoryLimit(1024 * MiB),
+            Clock(),
+            settings=ObjectSettings("DEEP_ARCHIVE", "AES256"),
+        )
+        server = ISFTPServer(user)
+        self.upload(server, b"big", b"z" * (12 * MiB), chunk=MiB)
+        self.assertEqual(store.settings["alice/big"], ObjectSettings("DEEP_ARCHIVE", "AES256"))
+        self.upload(server, b"small", b"z")
+        self.assertEqual(store.settings["alice/small"].storageClass, "DEEP_ARCHIVE")
 
     def test_otherConnection(self) -> None:
         """
@@ -232,8 +296,9 @@ class OwnFilesTests(SFTPTestCase):
         self.assertIn("k5", own)
         self.assertEqual(own.discard("k5"), {"size": 5})
         self.assertIsNone(own.discard("k5"))
-        self.assertEqual(own.under("k")[:0], [])
-        own.add("d/a", {}), own.add("d/b/c", {})
+        self.assertEqual(len(own.under("k")), OWN_FILES - 1)
+        own.add("d/a", {})
+        own.add("d/b/c", {})
         self.assertEqual(own.under("d/"), [("a", {})])
 
     def test_describe(self) -> None:

@@ -44,7 +44,6 @@ class AddressTests(SynchronousTestCase):
             ("2001:db8::/32", "10.0.0.1", False),
             ("10.0.0.0/8", "::ffff:10.0.0.1", True),
             ("2001:DB8::*", "2001:db8::abcd", True),
-            ("10.0.0.1/8", "10.200.0.1", True),
         ]
         for patterns, host, expected in cases:
             self.assertEqual(allowed(parsePatternList(patterns), host), expected, (patterns, host))
@@ -64,6 +63,16 @@ class AddressTests(SynchronousTestCase):
         ignoring it would match nothing (or, negated, everything).
         """
         for bad in ("host.example.com", "*.example.com", "!office", "db*", "cafe*.de", "", "!"):
+            self.assertRaises(ValueError, parsePatternList, bad)
+
+    def test_strictNetworks(self) -> None:
+        """
+        As in sshd, a network with host bits set is an error (not the
+        network around it), and so is a netmask written as an address; an
+        IPv4-mapped pattern, which could never match (clients are matched
+        in their IPv4 form), is refused.
+        """
+        for bad in ("10.0.0.1/8", "10.0.0.0/255.0.0.0", "10.0.0.0/0.0.0.255", "::ffff:10.0.0.13"):
             self.assertRaises(ValueError, parsePatternList, bad)
 
 
@@ -141,4 +150,6 @@ class OptionTests(SynchronousTestCase):
             time.tzset()
         self.assertEqual(local, calendar.timegm((2029, 1, 1, 6, 30, 0)))
         self.assertEqual(parseExpiry("20290101123045Z"), calendar.timegm((2029, 1, 1, 12, 30, 45)))
+        self.assertEqual(parseExpiry("20290101z"), parseExpiry("20290101UTC"))
+        self.assertEqual(parseExpiry("20290101z"), calendar.timegm((2029, 1, 1, 0, 0, 0)))
         self.assertEqual(formatExpiry(parseExpiry("20290101123045Z")), "20290101123045Z")

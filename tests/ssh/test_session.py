@@ -135,15 +135,37 @@ class RealmTests(SynchronousTestCase):
 
     def test_home(self) -> None:
         """
-        The avatar's home comes from the template.
+        The avatar's home comes from the template, or from the policy; its
+        rights and S3 settings from the policy over the server's; a bare
+        username (not a L{Login}) is refused, never given every right.
         """
         from twisted.conch.interfaces import IConchUser
 
-        realm = S3Realm(MemoryObjectStore(), "sftp/{username}/", POLICY, MemoryLimit(MiB), Clock())
-        interface, user, logout = realm.requestAvatar(b"bob", None, IConchUser)
+        from twisted_s3sftp.sftp.rights import PRESETS, Rights
+        from twisted_s3sftp.ssh.keys import Login
+        from twisted_s3sftp.ssh.userpolicy import UserPolicy
+        from twisted_s3sftp.store.interfaces import ObjectSettings
+
+        realm = S3Realm(
+            MemoryObjectStore(),
+            "sftp/{username}/",
+            POLICY,
+            MemoryLimit(MiB),
+            Clock(),
+            settings=ObjectSettings("STANDARD_IA", "AES256"),
+        )
+        interface, user, logout = realm.requestAvatar(Login("bob", UserPolicy()), None, IConchUser)
         self.assertIs(interface, IConchUser)
         self.assertEqual(user.home, "sftp/bob/")
+        self.assertEqual(user.rights, Rights())
         logout()
+        policy = UserPolicy(
+            Rights(PRESETS["drop-box"]), home="in/bob/", settings=ObjectSettings(sse="aws:kms")
+        )
+        _, user, _ = realm.requestAvatar(Login("bob", policy), None, IConchUser)
+        self.assertEqual((user.home, user.rights.describe()), ("in/bob/", "drop-box"))
+        self.assertEqual(user.settings, ObjectSettings("STANDARD_IA", "aws:kms"))
+        self.assertRaises(NotImplementedError, realm.requestAvatar, b"bob", None, IConchUser)
 
 
 class FakeChannel:

@@ -71,10 +71,15 @@ class ParseTests(SynchronousTestCase):
 
     def test_empty(self) -> None:
         """
-        An empty file is every right, from anywhere, for ever.
+        A user's file with no field (what a login sees while an editor
+        rewrites it in place) is an error, not every right; C{version = 1}
+        alone is every right, and so is an empty default policy.
         """
-        self.assertEqual(parse(""), UserPolicy())
-        self.assertEqual(parse("").rights.granted, frozenset(ALL_RIGHTS))
+        for empty in ("", "# nothing yet\n"):
+            self.assertRaises(ValueError, parse, empty)
+        self.assertEqual(parse("version = 1"), UserPolicy())
+        self.assertEqual(parse("version = 1").rights.granted, frozenset(ALL_RIGHTS))
+        self.assertEqual(parse("", isDefault=True), UserPolicy())
 
     def test_permissions(self) -> None:
         """
@@ -111,6 +116,10 @@ class ParseTests(SynchronousTestCase):
             'home = ".s3sftp/"': "overlaps the state prefix",
             'home = ".s3sftp/uploads/x/"': "overlaps the state prefix",
             "version = 2": "version must be 1",
+            "version = true": "version must be 1",
+            "version = 1.0": "version must be 1",
+            "access = []": "access must be one of",
+            "access = { a = 1 }": "access must be one of",
             '[s3]\ncolour = "x"': "unknown field 's3.colour'",
             '[s3]\nstorage_class = "COLD"': "storage class",
             '[s3]\nsse = "rot13"': "AES256 or aws:kms",
@@ -179,7 +188,15 @@ class LayerTests(SynchronousTestCase):
             ObjectSettings("STANDARD_IA", "aws:kms", "k1", [("p", "a")]),
         )
         self.assertEqual(ObjectSettings().over(server), server)
-        self.assertRaises(ValueError, ObjectSettings, tags=[(str(i), "v") for i in range(11)])
+        tooMany = ObjectSettings(tags=[(str(i), "v") for i in range(11)])
+        self.assertRaises(ValueError, tooMany.checked)
+        # What a HEAD reports is taken as it is.
+        self.assertEqual(ObjectSettings("FSX_OPENZFS", "aws:kms:dsse").sse, "aws:kms:dsse")
+        self.assertRaises(ValueError, ObjectSettings("FSX_OPENZFS").checked)
+        self.assertEqual(
+            ObjectSettings("GLACIER", "AES256").staging, ObjectSettings(None, "AES256")
+        )
+        self.assertEqual(ObjectSettings("GLACIER_IR").staging, ObjectSettings("GLACIER_IR"))
 
 
 def credentials(key: Key, signed: bool, host: str | None, user: bytes = b"alice") -> ClientKey:
@@ -294,11 +311,38 @@ class CheckerPolicyTests(SynchronousTestCase):
         self.dir.child("alice.toml").remove()
         self.write("alice.toml", b"x" * (64 * 1024 + 1))
         self.assertIn("larger than", self.assertRefused())
+        self.write("alice.toml", b"")
+        self.assertIn("empty", self.assertRefused())
+        os.symlink("gone.toml", self.dir.child("bob.toml").path)
+        self.dir.child("alice.toml").remove()
+        os.symlink("bob.toml", self.dir.child("alice.toml").path)
+        self.assertIn("a symbolic link to nothing", self.assertRefused())
+        self.dir.child("alice.toml").remove()
         self.write("alice.toml", b'access = "drop-box"\n')
         login = self.successResultOf(
             self.checker.requestAvatarId(credentials(self.key, True, "10.0.0.1"))
         )
         self.assertEqual(login.policy.rights.describe(), "drop-box")
+        # Rewritten in place with the same size and time: still re-read.
+        stamp = os.stat(self.dir.child("alice.toml").path)
+        self.dir.child("alice.toml").setContent(b'access = "read-only"\n'[:21].ljust(21))
+        os.utime(self.dir.child("alice.toml").path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        login = self.successResultOf(
+            self.checker.requestAvatarId(credentials(self.key, True, "10.0.0.1"))
+        )
+        self.assertEqual(login.policy.rights.describe(), "read-only")
+
+    def test_severalLines(self) -> None:
+        """
+        As in sshd, every line with the key is tried: one whose options
+        admit the login is enough.
+        """
+        self.write(
+            "alice.pub", self.keyLine('from="10.0.0.0/8"') + self.keyLine('from="192.0.2.0/24"')
+        )
+        for host in ("10.0.0.1", "192.0.2.1"):
+            self.successResultOf(self.checker.requestAvatarId(credentials(self.key, True, host)))
+        self.assertIn("does not match", self.assertRefused("203.0.113.1"))
 
     def test_defaultPolicy(self) -> None:
         """

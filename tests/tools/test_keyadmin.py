@@ -243,6 +243,9 @@ class PolicyCommandTests(SynchronousTestCase):
         )
         self.assertEqual(self.command("remove", "bob", fingerprint(other)), 0)
         self.assertTrue(path.read_text().startswith('from="10.0.0.0/8"'))
+        status = self.command("add", "bob", str(self.keyPath), "--from", "192.0.2.0/24")
+        self.assertEqual(status, 1)
+        self.assertTrue(path.read_text().startswith('from="10.0.0.0/8"'))
         for bad in (["--from", "host.example.com"], ["--expires", "2030"]):
             self.assertEqual(self.command("add", "carol", str(self.keyPath), *bad), 1)
         self.assertFalse((self.dir / "carol.pub").exists())

@@ -218,11 +218,16 @@ class S3SFTPServer:
         found = await self._lookup(virtual, head=True)
         if found is None:
             raise NoSuchFile("no such file or directory")
+        if found is not _DIRECTORY:
+            # What a SETSTAT answers tells a file's size and time: it needs
+            # the list right, unless the file is the user's own.
+            own = self._isOwn(found)
+            self._require(LIST, "changing a file's attributes", virtual, own)
         if isinstance(found, UploadFile):
-            self._require(OVERWRITE, "changing a file", virtual, self._isOwn(found))
+            self._require(OVERWRITE, "changing a file", virtual, own)
             found.changeAttributes(attrs)
         elif isinstance(found, ObjectInfo):
-            await self._setFileAttributes(found, attrs, virtual)
+            await self._setFileAttributes(found, attrs, virtual, own)
         # A directory's attributes are accepted and ignored.
 
     @sftpOperation("opendir")
@@ -378,13 +383,15 @@ class S3SFTPServer:
         return found.size
 
     async def _setFileAttributes(
-        self, info: ObjectInfo, attrs: dict[str, int], virtual: str
+        self, info: ObjectInfo, attrs: dict[str, int], virtual: str, own: bool
     ) -> None:
         if "size" in attrs and attrs["size"] != info.size:
             raise NotSupported(TRUNCATE_REFUSED)
         mtime = attrs.get("mtime")
         if mtime is not None and mtime != modificationTime(info):
-            self._require(OVERWRITE, "setting a file's times", virtual, self._isOwn(info))
+            # A copy of the object onto itself: writing over it.
+            self._require(UPLOAD, "setting a file's times", virtual, own)
+            self._require(OVERWRITE, "setting a file's times", virtual, own)
             await self._store.copyObject(
                 info.key,
                 info.key,
@@ -428,8 +435,16 @@ class S3SFTPServer:
             self._require(OVERWRITE, "renaming onto an existing file", new)
             self._require(RENAME, "renaming onto an existing file", new)
         newKey = objectKey(self._home, new)
+        # Where the new name must be free, it must still be free when the
+        # copy lands (If-None-Match: *), as an upload's must.
         await self._store.copyObject(
-            found.key, newKey, found.etag, found.size, found.metadata, found.settings
+            found.key,
+            newKey,
+            found.etag,
+            found.size,
+            found.metadata,
+            found.settings,
+            target is None,
         )
         await self._store.deleteObject(found.key)
         if own:
@@ -497,15 +512,17 @@ class S3SFTPServer:
 
     def _isOwn(self, found: Found) -> bool:
         """
+        @param found: what L{_lookup} found, with C{head} (a file's
+            metadata).
         @return: whether C{found} is a file of the user's own: one whose
-            metadata names them as its uploader (a HEAD's L{ObjectInfo}),
-            one this connection stored, or an upload of theirs under way.
+            metadata names them as its uploader (so that a file someone else
+            stored over it since is not), or an upload of theirs under way.
         """
         if isinstance(found, UploadFile):
             return found.owner == self.avatar.username
-        if not isinstance(found, ObjectInfo):
-            return False
-        return found.key in self.avatar.own or found.metadata.get(UPLOADER) == self.avatar.username
+        return (
+            isinstance(found, ObjectInfo) and found.metadata.get(UPLOADER) == self.avatar.username
+        )
 
     def _require(self, right: str, what: str, virtual: str, exempt: bool = False) -> None:
         """

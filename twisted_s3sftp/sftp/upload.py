@@ -505,7 +505,8 @@ class UploadFile:
 
     async def _create(self) -> None:
         try:
-            self._uploadId = await self.store.createMultipartUpload(self.key, self.settings)
+            settings = None if self.settings is None else self.settings.staging
+            self._uploadId = await self.store.createMultipartUpload(self.key, settings)
             if self.leases is not None:
                 self._lease = self.leases.track(self.key, self._uploadId)
         except Exception as e:

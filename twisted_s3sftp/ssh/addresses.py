@@ -71,12 +71,24 @@ def parsePattern(text: str) -> AddressPattern:
         if not (_WILDCARD4.fullmatch(body) or _WILDCARD6.fullmatch(body)):
             raise ValueError(f"{body!r} names hosts; only addresses are matched (no DNS)")
         return AddressPattern(body, negated, None)
+    address, slash, length = body.partition("/")
+    if slash and not length.isdigit():
+        raise ValueError(f"{body!r}: give a network as address/prefix-length")
     try:
-        network = ipaddress.ip_network(body, strict=False)
+        # As sshd's addr_pton_cidr: a network with host bits set is an
+        # error, not the network around it.
+        network = ipaddress.ip_network(body, strict=True)
     except ValueError:
         raise ValueError(
-            f"{body!r} is not an address or network; host names are not matched (no DNS)"
+            f"{body!r} is not an address or network (host bits set, or a host "
+            "name: host names are not matched, there is no DNS)"
         ) from None
+    if (
+        isinstance(network, ipaddress.IPv6Network)
+        and network.network_address.ipv4_mapped is not None
+    ):
+        # Clients are matched as IPv4 (parseAddress): write the IPv4 form.
+        raise ValueError(f"{body!r}: write an IPv4-mapped address in its IPv4 form")
     return AddressPattern(body, negated, network)
 
 

@@ -45,7 +45,7 @@ NO_OPS = frozenset(
     )
 )
 
-_EXPIRY = re.compile(r"(\d{8})(\d{4}(\d{2})?)?(Z?)")
+_EXPIRY = re.compile(r"(\d{8})(\d{4}(\d{2})?)?(Z|z|UTC)?")
 
 
 @frozen
@@ -87,7 +87,8 @@ class KeyOptions:
 
 def parseExpiry(text: str) -> float:
     """
-    @param text: an C{expiry-time} value, C{YYYYMMDD[HHMM[SS]][Z]}.
+    @param text: an C{expiry-time} value, C{YYYYMMDD[HHMM[SS]][Z]} (C{z}
+        and C{UTC} too, as sshd takes them).
     @return: the instant it names, in seconds since the epoch.
     @raise ValueError: if it is not one.
     """

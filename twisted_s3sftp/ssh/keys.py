@@ -317,14 +317,16 @@ class KeysDirectoryChecker(SSHPublicKeyChecker):
         @raise UnauthorizedLogin: with the reason, otherwise.
         """
         username = credentials.username.decode("ascii", "replace")
-        entry = next((e for e in self.keys.entries(credentials.username) if e.key == pubKey), None)
-        if entry is None:
+        entries = [e for e in self.keys.entries(credentials.username) if e.key == pubKey]
+        if not entries:
             raise UnauthorizedLogin("key not authorized")
         host = getattr(credentials, "peerHost", None)
         now = self.now()
-        refusal = entry.options.refusal(host, now)
-        if refusal is not None:
-            raise UnauthorizedLogin(f"key refused: {refusal}")
+        # As sshd, every line with this key is tried: one whose options
+        # admit the login is enough.
+        refusals = [entry.options.refusal(host, now) for entry in entries]
+        if None not in refusals:
+            raise UnauthorizedLogin(f"key refused: {refusals[0]}")
         userPolicy = self.policies.read(username)
         if isinstance(userPolicy, Unusable):
             raise UnauthorizedLogin(f"the policy file is unusable: {userPolicy.reason}")

@@ -54,7 +54,6 @@ from ..store.interfaces import IObjectStore, ObjectSettings
 from ..store.leases import Leases
 from ..store.parts import UploadPolicy
 from .keys import Login
-from .userpolicy import UserPolicy
 
 if TYPE_CHECKING:
     from .transport import S3ServerTransport
@@ -290,11 +289,10 @@ class S3Realm:
         self, avatarId: Login | bytes | tuple[()], mind: object, *interfaces: Any
     ) -> Any:
         """
-        @param avatarId: the L{Login} the checker admitted (a bare username
-            has every right).
+        @param avatarId: the L{Login} the checker admitted; anything else
+            (a bare username from another checker) is refused, never given
+            every right.
         """
-        if isinstance(avatarId, bytes):
-            avatarId = Login(avatarId.decode("ascii"), UserPolicy())
         if IConchUser not in interfaces or not isinstance(avatarId, Login):
             raise NotImplementedError("only SSH users are served")
         username, userPolicy = avatarId.username, avatarId.policy

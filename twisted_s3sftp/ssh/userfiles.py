@@ -87,6 +87,10 @@ class UserFiles(Generic[T]):
             info = os.stat(userFile.path)
         except FileNotFoundError:
             self._cache.pop(username, None)
+            if os.path.lexists(userFile.path):
+                # A link to nothing is not the absence of a file: a policy
+                # behind it must not be read as no policy.
+                return self._unusable(userFile, "a symbolic link to nothing")
             return None
         except OSError as e:
             return self._unusable(userFile, f"cannot be examined: {e.strerror}")
@@ -146,4 +150,13 @@ class UserFiles(Generic[T]):
 
 
 def _stamp(info: os.stat_result) -> tuple[int, ...]:
-    return (info.st_mtime_ns, info.st_size, info.st_ino, info.st_mode)
+    # The change time too: a rewrite in place that keeps the modification
+    # time and size (cp -p, rsync -t --inplace) still changes it.
+    return (
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+        info.st_size,
+        info.st_ino,
+        info.st_dev,
+        info.st_mode,
+    )

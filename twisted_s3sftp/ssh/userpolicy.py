@@ -21,8 +21,10 @@ Layers only narrow (L{UserPolicy.narrowed}): the rights are the
 intersection of every layer's, the address must pass every allow list,
 the earliest expiry holds, and the smallest size limit.  C{home} and the
 C{[s3]} table are the user file's alone.  Anything unexpected in a file (an
-unknown field, a wrong type, a bad value, a local date-time) is an error:
-the caller refuses the user rather than guess.
+unknown field, a wrong type, a bad value, a local date-time) is an error,
+and so is a user's file with no field at all (a file caught truncated
+while an editor rewrites it): the caller refuses the user rather than
+guess.
 
 Pure: no Twisted, no boto3.
 """
@@ -122,13 +124,18 @@ def parsePolicy(data: bytes, statePrefix: str, isDefault: bool = False) -> UserP
         raise ValueError("not UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"invalid TOML: {e}") from None
+    if not table and not isDefault:
+        # An empty file is what a login sees while an editor rewrites the
+        # file in place: it must not mean every right.
+        raise ValueError("empty: no field is set (write version = 1 for every right)")
     unknown = set(table) - _FIELDS
     if unknown:
         raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
     if isDefault and set(table) & _USER_ONLY:
         name = sorted(set(table) & _USER_ONLY)[0]
         raise ValueError(f"{name!r} belongs in a user's policy file, not the default policy")
-    if table.get("version", 1) != 1:
+    version = table.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version != 1:
         raise ValueError("version must be 1")
     return UserPolicy(
         Rights(_granted(table), _maxFileSize(table.get("max_file_size"))),
@@ -144,7 +151,7 @@ def _granted(table: dict[str, Any]) -> frozenset[str]:
         raise ValueError("give access or permissions, not both")
     if "access" in table:
         access = table["access"]
-        if access not in PRESETS:
+        if not isinstance(access, str) or access not in PRESETS:
             raise ValueError(f"access must be one of {', '.join(PRESETS)}")
         return PRESETS[access]
     if "permissions" in table:
@@ -224,7 +231,7 @@ def _settings(value: object) -> ObjectSettings:
         value.get("sse"),
         value.get("sse_kms_key_id"),
         None if tags is None else tags.items(),
-    )
+    ).checked()
 
 
 def withHome(policy: UserPolicy, home: str) -> UserPolicy:

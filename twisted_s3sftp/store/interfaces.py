@@ -33,6 +33,10 @@ STORAGE_CLASSES = frozenset(
     )
 )
 
+#: The storage classes whose objects must be restored before they can be
+#: read or copied.
+ARCHIVE_CLASSES = frozenset(("GLACIER", "DEEP_ARCHIVE"))
+
 #: S3's server-side encryption modes a server may ask for.
 SSE_MODES = frozenset(("AES256", "aws:kms"))
 
@@ -55,6 +59,10 @@ class ObjectSettings:
     CopyObject).  A field left L{None} is not sent, leaving it to the
     bucket's defaults; for a copy, the source's value is sent instead.
 
+    The values an administrator gives are judged by L{checked}; those a
+    HEAD reports are taken as they are (S3 has more classes and modes than
+    a server may ask for, such as C{aws:kms:dsse}).
+
     @ivar storageClass: one of L{STORAGE_CLASSES}.
     @ivar sse: one of L{SSE_MODES}.
     @ivar sseKmsKeyId: the KMS key, with C{sse} C{"aws:kms"} only.
@@ -67,7 +75,11 @@ class ObjectSettings:
     sseKmsKeyId: str | None = None
     tags: tuple[tuple[str, str], ...] | None = field(default=None, converter=_tagPairs)
 
-    def __attrs_post_init__(self) -> None:
+    def checked(self) -> ObjectSettings:
+        """
+        @return: these settings, if S3 would accept them from this server.
+        @raise ValueError: with a reason, otherwise.
+        """
         if self.storageClass is not None and self.storageClass not in STORAGE_CLASSES:
             raise ValueError(
                 f"storage class {self.storageClass!r} is not one of "
@@ -87,6 +99,19 @@ class ObjectSettings:
                 )
         if len(self.tags or ()) > MAX_TAGS:
             raise ValueError(f"S3 keeps at most {MAX_TAGS} tags on an object")
+        return self
+
+    @property
+    def staging(self) -> ObjectSettings:
+        """
+        These settings for a multipart upload that is copied onto itself
+        once complete (to record its SHA-256): an archive class
+        (L{ARCHIVE_CLASSES}) is left to that copy, since S3 cannot copy an
+        archived object.
+        """
+        if self.storageClass in ARCHIVE_CLASSES:
+            return evolve(self, storageClass=None)
+        return self
 
     def over(self, base: ObjectSettings) -> ObjectSettings:
         """
@@ -233,7 +258,9 @@ class IObjectStore(Interface):
             its end.
         """
 
-    def putObject(key, data, metadata=None, settings=None, exclusive=False):  # type: ignore[no-untyped-def]
+    def putObject(  # type: ignore[no-untyped-def]
+        key, data, metadata=None, settings=None, exclusive=False
+    ):
         """
         Store a whole object at once, replacing any object at C{key}.  The
         body is sent with a checksum the store verifies.
@@ -269,7 +296,9 @@ class IObjectStore(Interface):
             L{StoredPart}.
         """
 
-    def completeMultipartUpload(key, uploadId, parts, exclusive=False):  # type: ignore[no-untyped-def]
+    def completeMultipartUpload(  # type: ignore[no-untyped-def]
+        key, uploadId, parts, exclusive=False
+    ):
         """
         Make the object visible from its parts.
 
@@ -285,7 +314,9 @@ class IObjectStore(Interface):
             L{StoredObject} once it exists.
         """
 
-    def copyObject(source, destination, etag, size, metadata, settings):  # type: ignore[no-untyped-def]
+    def copyObject(  # type: ignore[no-untyped-def]
+        source, destination, etag, size, metadata, settings, exclusive=False
+    ):
         """
         Copy an object inside the bucket (on the server: no byte passes
         through the gateway), giving the copy C{metadata}, provided the
@@ -304,6 +335,9 @@ class IObjectStore(Interface):
         @param settings: the copy's storage class and encryption (the
             source's, as its L{ObjectInfo} reports them, to keep them);
             its tags are the source's.
+        @param exclusive: copy only if no object is at C{destination}
+            (C{If-None-Match: *}); otherwise fail with
+            L{twisted_s3sftp.errors.FileExists}.
         @return: a Deferred firing with the copy's
             L{StoredObject}; it fails with
             L{twisted_s3sftp.errors.Changed} if the source is gone or no

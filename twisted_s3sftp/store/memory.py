@@ -229,10 +229,13 @@ class MemoryObjectStore:
         size: int,
         metadata: dict[str, str],
         settings: ObjectSettings,
+        exclusive: bool = False,
     ) -> Deferred[object]:
         def run() -> StoredObject:
             if source not in self.objects or self._info(source).etag != etag:
                 raise Changed("the file changed meanwhile")
+            if exclusive and destination in self.objects:
+                raise FileExists("a file with that name already exists")
             self.objects[destination] = (self.objects[source][0], int(self.now()))
             self.metadata[destination] = dict(metadata)
             tags = self.settings.get(source, ObjectSettings()).tags

@@ -419,6 +419,7 @@ class S3ObjectStore:
         size: int,
         metadata: dict[str, str],
         settings: ObjectSettings,
+        exclusive: bool = False,
     ) -> Deferred[StoredObject]:
         copySource = {"Bucket": self.bucket, "Key": source}
         # S3 gives a copy the STANDARD class and the bucket's default
@@ -430,7 +431,9 @@ class S3ObjectStore:
             # Copied only if the source is still the object the caller saw
             # (CopySourceIfMatch).
             if size <= self.maxCopySize:
-                response = self.client.copy_object(
+                response = _conditional(
+                    exclusive,
+                    self.client.copy_object,
                     Bucket=self.bucket,
                     Key=destination,
                     CopySource=copySource,
@@ -469,7 +472,9 @@ class S3ObjectStore:
                     )
                     parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
                 return _stored(
-                    self.client.complete_multipart_upload(
+                    _conditional(
+                        exclusive,
+                        self.client.complete_multipart_upload,
                         Bucket=self.bucket,
                         Key=destination,
                         UploadId=uploadId,

@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ..config import DEFAULT_STATE_PREFIX
 from ..sftp.paths import isValidUsername
 from ..sftp.rights import ALL_RIGHTS, PRESETS
 from ..ssh.keyoptions import parseExpiry, parseOptions
@@ -163,6 +164,12 @@ def add(
     # command judges only what it adds.
     existing = readKeys(path)
     known = {fingerprint(entry.key) for entry in existing}
+    if options and any(fingerprint(entry.key) in known for entry in keys):
+        # The line already there would still admit the key without them.
+        raise KeysError(
+            "refused, nothing written: the key is already there; remove it "
+            "first to give it new options"
+        )
     added = [entry for entry in keys if fingerprint(entry.key) not in known]
     if added:
         writeKeys(path, existing + added, f"{user}@s3sftp")
@@ -186,6 +193,7 @@ def writePolicy(
     expires: str | None = None,
     maxFileSize: str | None = None,
     home: str | None = None,
+    statePrefix: str = DEFAULT_STATE_PREFIX,
 ) -> Path:
     """
     Write C{user}'s policy file, after the server's own parser accepts it.
@@ -209,7 +217,7 @@ def writePolicy(
         lines.append(f"home = {_quoted(home)}")
     data = ("\n".join(lines) + "\n").encode("utf-8")
     try:
-        parsePolicy(data, ".s3sftp/uploads/")
+        parsePolicy(data, statePrefix)
     except ValueError as e:
         raise KeysError(f"refused, nothing written: {e}") from None
     writeFile(path, data)
@@ -306,6 +314,11 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     policing.add_argument("--expires", help="e.g. 2027-03-31T00:00:00Z")
     policing.add_argument("--max-file-size", help="e.g. 20GiB")
     policing.add_argument("--home", help="a key prefix ending in /, instead of --home's")
+    policing.add_argument(
+        "--state-prefix",
+        default=DEFAULT_STATE_PREFIX,
+        help="the server's --state-prefix, which no home may overlap",
+    )
     args = parser.parse_args(argv)
     keysDir = Path(args.keys_dir)
     policy = POLICIES[args.crypto_policy]
@@ -329,6 +342,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 args.expires,
                 args.max_file_size,
                 args.home,
+                args.state_prefix,
             )
             print(f"wrote {written}", file=out)
         elif args.command == "remove":
