@@ -439,7 +439,8 @@ def test_objectSettings(recorded: tuple[Gateway, FaultProxy], s3: Any, tmp_path:
     C{--storage-class}, C{--sse} and C{--object-tag} are sent with every
     call that creates an object (a small upload's PutObject, a large one's
     CreateMultipartUpload and the copy recording its SHA-256, a rename's
-    and a time change's copies, a directory marker), tags only where a
+    and a time change's copies, a directory marker, a lease marker's
+    encryption), tags only where a
     copy does not keep them; SeaweedFS stores the class, the encryption
     and the tags, and a renamed file keeps them.  A user's C{[s3]} table
     overrides them; SSE-KMS is sent as asked, and SeaweedFS, which has no
@@ -453,6 +454,11 @@ def test_objectSettings(recorded: tuple[Gateway, FaultProxy], s3: Any, tmp_path:
         [f"put {small} /s", f"put {large} /l", "rename /s /t", "mkdir /d", f"put -p {small} /u"],
     )
     assert result.returncode == 0, result.stderr
+    with paramikoSFTP(gateway, "plain") as client:
+        client.utime("/t", (1_600_000_000, 1_600_000_000))  # a copy onto itself
+    assert s3.head_object(Bucket=gateway.bucket, Key="plain/t")["Metadata"]["mtime"] == (
+        "1600000000"
+    )
     calls = creating(proxy)
     assert {what for what, _, _ in calls} == {"put", "create", "copy"}, calls
     for what, path, headers in calls:

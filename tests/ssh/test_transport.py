@@ -589,6 +589,23 @@ class AuthenticationTests(SynchronousTestCase):
         self.assertEqual(unknownKey, unknownUser)
         self.assertEqual(unknownKey[0], MSG_USERAUTH_FAILURE)
 
+    def test_keyOptionsByPeer(self) -> None:
+        """
+        The checker judges C{from=} by the transport's client address: from
+        another address, a query for the key gets exactly the reply an
+        unknown key gets, never "key OK"; from a matching one, "key OK"
+        and a login.
+        """
+        keyFile = self.harness.keysDir.child("alice.pub")
+        keyFile.setContent(b'from="192.0.2.0/24" ' + self.key.public().toString("openssh") + b"\n")
+        self.transport.peerHost = "10.0.0.1"  # type: ignore[attr-defined]
+        refused = self.attempt(b"alice", self.key, signed=False)
+        self.assertEqual(refused, self.attempt(b"alice", hostKey(), signed=False))
+        self.assertEqual(refused[0], MSG_USERAUTH_FAILURE)
+        self.assertEqual(self.attempt(b"alice", self.key)[0], MSG_USERAUTH_FAILURE)
+        self.transport.peerHost = "192.0.2.9"  # type: ignore[attr-defined]
+        self.assertEqual(self.attempt(b"alice", self.key, signed=False)[0], MSG_USERAUTH_PK_OK)
+
     def test_noEnumeration(self) -> None:
         """
         Interleaved attempts for an existing user with a wrong key and for
