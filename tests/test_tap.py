@@ -184,6 +184,48 @@ class OptionsTests(SynchronousTestCase):
             with self.subTest(args=args):
                 self.assertIn(expected, self.error(*args))
 
+    def test_objectSettingsAndDefaultPolicy(self) -> None:
+        """
+        The S3 settings and C{--default-policy} are parsed into the
+        configuration; a bad value or policy file is named in the one-line
+        error.
+        """
+        from twisted_s3sftp.store.interfaces import ObjectSettings
+
+        policy = self.root.child("default.toml")
+        policy.setContent(b'access = "read-only"\nallow_from = ["10.0.0.0/8"]\n')
+        options = self.parse(
+            "--bucket=b-bucket",
+            "--storage-class=STANDARD_IA",
+            "--sse=aws:kms",
+            "--sse-kms-key-id=k",
+            "--object-tag=team=ops",
+            "--object-tag=cost=a=b",
+            f"--default-policy={policy.path}",
+        )
+        self.assertEqual(
+            options.config.objectSettings,
+            ObjectSettings("STANDARD_IA", "aws:kms", "k", [("team", "ops"), ("cost", "a=b")]),
+        )
+        self.assertEqual(options.config.defaultPolicy.rights.describe(), "read-only")
+        broken = self.root.child("broken.toml")
+        broken.setContent(b'access = []\n')
+        homed = self.root.child("homed.toml")
+        homed.setContent(b'home = "x/"\n')
+        cases = [
+            (("--storage-class", "COLD"), "storage class"),
+            (("--sse", "rot13"), "AES256 or aws:kms"),
+            (("--sse-kms-key-id", "k"), "needs sse aws:kms"),
+            (("--object-tag", "a<b=c"), "tag"),
+            (("--default-policy", "/nonexistent.toml"), "--default-policy /nonexistent.toml"),
+            (("--default-policy", broken.path), "access must be one of"),
+            (("--default-policy", homed.path), "belongs in a user's policy file"),
+        ]
+        for args, expected in cases:
+            with self.subTest(args=args):
+                self.assertIn(expected, self.error("--bucket", "ok-bucket", *args))
+        self.assertRaises(Exception, self.parse, "--bucket=b-bucket", "--object-tag=novalue")
+
     def test_missingKeysDir(self) -> None:
         """
         A keys directory that does not exist is an error.
