@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.application.service import IServiceCollection
 from twisted.internet.task import Clock
+from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -209,7 +210,7 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertEqual(options.config.defaultPolicy.rights.describe(), "read-only")
         broken = self.root.child("broken.toml")
-        broken.setContent(b'access = []\n')
+        broken.setContent(b"access = []\n")
         homed = self.root.child("homed.toml")
         homed.setContent(b'home = "x/"\n')
         cases = [
@@ -224,7 +225,7 @@ class OptionsTests(SynchronousTestCase):
         for args, expected in cases:
             with self.subTest(args=args):
                 self.assertIn(expected, self.error("--bucket", "ok-bucket", *args))
-        self.assertRaises(Exception, self.parse, "--bucket=b-bucket", "--object-tag=novalue")
+        self.assertRaises(usage.UsageError, self.parse, "--bucket=b-bucket", "--object-tag=novalue")
 
     def test_missingKeysDir(self) -> None:
         """

@@ -24,6 +24,7 @@ from .conftest import (
     Gateway,
     MiB,
     assertCleanLog,
+    asyncsshConnect,
     keys,
     multipartUploads,
     objectBytes,
@@ -534,3 +535,31 @@ def test_keysTool(door: Gateway, tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "denied: tooled uploading /x: the 'upload' right is missing" in door.log.read_text()
     assert door.sftp("tooled", ["ls /"]).returncode == 0
+
+
+def test_dropBoxAsyncSSH(door: Gateway, s3: Any, tmp_path: Path) -> None:
+    """
+    AsyncSSH, which checks every status (CLOSE's included): a drop box's
+    C{put} succeeds; a listing holds only the connection's own files; an
+    overwrite and a download are refused with C{PERMISSION_DENIED} and the
+    message naming the right.
+    """
+    import asyncio
+
+    import asyncssh
+
+    data = source(door, tmp_path, "async.bin", 2 * MiB)
+
+    async def run() -> None:
+        async with asyncsshConnect(door, "drop") as connection:
+            async with connection.start_sftp_client() as client:
+                await client.put(str(data), "async.bin")
+                names = set(await client.listdir(".")) - {".", ".."}
+                assert names == {"async.bin"}, names
+                with pytest.raises(asyncssh.SFTPPermissionDenied, match="'overwrite' right"):
+                    await client.put(str(data), "async.bin")
+                with pytest.raises(asyncssh.SFTPPermissionDenied, match="'download' right"):
+                    await client.get("async.bin", str(tmp_path / "back"))
+
+    asyncio.run(run())
+    assert objectBytes(s3, door.bucket, "drop/async.bin") == data.read_bytes()
