@@ -162,7 +162,14 @@ def problem() -> str | None:
     @return: why saved states cannot be used here, or L{None} if they can.
     """
     try:
-        chunks = [b"", b"a", b"b" * 55, b"c" * 64, b"d" * 1000, bytearray(b"e" * 63)]
+        chunks: list[bytes | bytearray] = [
+            b"",
+            b"a",
+            b"b" * 55,
+            b"c" * 64,
+            b"d" * 1000,
+            bytearray(b"e" * 63),
+        ]
         hashed = ResumableSHA256()
         reference = hashlib.sha256()
         for chunk in chunks:
