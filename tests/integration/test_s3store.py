@@ -277,3 +277,12 @@ def test_exclusiveCopy(localS3: Any, bucket: str, s3: Any) -> None:
     assert objectBytes(s3, bucket, "taken") == b"taken"
     result(store.copyObject("src", "free", info.etag, 6, {}, NONE, True))
     assert objectBytes(s3, bucket, "free") == b"source"
+    # S3 answers 412 for a changed source too: that is told apart.
+    s3.put_object(Bucket=bucket, Key="src", Body=b"changed")
+    try:
+        result(store.copyObject("src", "free2", info.etag, 6, {}, NONE, True))
+    except Changed:
+        pass
+    else:
+        raise AssertionError("a changed source was copied")
+    assert keys(s3, bucket, "free2") == []

@@ -165,6 +165,48 @@ class RightsTests(SFTPTestCase):
         self.assertStatus(server.setAttrs(b"x", {"mtime": 5}), FX_PERMISSION_DENIED)
         self.assertStatus(server.renameFile(b"x", b"y"), FX_PERMISSION_DENIED)
 
+    def test_narrowedKeepsNoAllowance(self) -> None:
+        """
+        A user who stored a file, and logs in later without the upload
+        right, has no own-file allowance on it: no status, no time, no
+        rename.
+        """
+        store = MemoryObjectStore()
+        first, _, _ = makeServer(PRESETS["drop-box"], store)
+        self.upload(first, b"f", b"data")
+        for granted in (set(), {"download"}):
+            later, _, _ = makeServer(granted, store)
+            self.assertStatus(later.getAttrs(b"f", True), FX_PERMISSION_DENIED)
+            self.assertStatus(later.setAttrs(b"f", {"mtime": 5}), FX_PERMISSION_DENIED)
+            self.assertStatus(later.renameFile(b"f", b"g"), FX_PERMISSION_DENIED)
+        self.assertIn("alice/f", store.objects)
+
+    def test_replacingNeedsUpload(self) -> None:
+        """
+        Replacing a file by C{posix-rename}, or changing an upload under
+        way, needs the upload right as well as overwrite.
+        """
+        server, seededStore = self.seeded({"list", "overwrite", "rename"})
+        seededStore.objects["alice/other"] = (b"x", 0)
+        self.assertStatus(server.posixRename(b"other", b"theirs"), FX_PERMISSION_DENIED)
+        store = MemoryObjectStore()
+        uploader, _, _ = makeServer(set(ALL_RIGHTS), store)
+        self.successResultOf(uploader.openFile(b"busy", WRITE, {}))
+        other = ISFTPServer(
+            S3User(
+                "alice",
+                "alice/",
+                store,
+                POLICY,
+                MemoryLimit(1024 * MiB),
+                Clock(),
+                uploader.avatar.uploads,
+                rights=Rights(frozenset({"list", "overwrite"})),
+            )
+        )
+        error = self.assertStatus(other.setAttrs(b"busy", {"mtime": 1}), FX_PERMISSION_DENIED)
+        self.assertIn("'upload'", error.message)
+
     def test_timesNeedUpload(self) -> None:
         """
         Setting the times of someone else's object rewrites it: with
@@ -206,7 +248,12 @@ class RightsTests(SFTPTestCase):
             settings=ObjectSettings("DEEP_ARCHIVE", "AES256"),
         )
         server = ISFTPServer(user)
-        self.upload(server, b"big", b"z" * (12 * MiB), chunk=MiB)
+        f = self.successResultOf(server.openFile(b"big", WRITE, {}))
+        for offset in range(0, 12 * MiB, MiB):
+            self.successResultOf(f.writeChunk(offset, b"z" * MiB))
+        [created] = store.uploadSettings.values()
+        self.assertEqual(created, ObjectSettings(None, "AES256"))
+        self.successResultOf(f.close())
         self.assertEqual(store.settings["alice/big"], ObjectSettings("DEEP_ARCHIVE", "AES256"))
         self.upload(server, b"small", b"z")
         self.assertEqual(store.settings["alice/small"].storageClass, "DEEP_ARCHIVE")
@@ -221,6 +268,7 @@ class RightsTests(SFTPTestCase):
         self.upload(first, b"f", b"data")
         second, _, _ = makeServer(PRESETS["drop-box"], store)
         self.successResultOf(second.getAttrs(b"f", True))
+        self.successResultOf(second.setAttrs(b"f", {"atime": 3, "mtime": 3}))
         self.successResultOf(second.renameFile(b"f", b"g"))
         listing = self.successResultOf(second.openDirectory(b"/"))
         self.assertEqual([e[0] for e in self.successResultOf(listing.readBatch())], [b"g"])

@@ -106,6 +106,10 @@ class ParseTests(SynchronousTestCase):
             'allow_from = ["office.example.com"]': "no DNS",
             "expires = 2027-03-31T00:00:00": "with its offset",
             "expires = 2027-03-31": "with its offset",
+            "expires = 0001-01-01T00:00:00+01:00": "after 1970",
+            "a = " + "[" * 5000 + "]" * 5000: "invalid TOML",
+            '[s3]\nsse = "aws:kms"\nsse_kms_key_id = ""': "KMS key id is empty",
+            '[s3]\ntags = { "aws:x" = "y" }': "S3's own",
             'expires = "2027-03-31T00:00:00Z"': "with its offset",
             "max_file_size = true": "max_file_size must be",
             "max_file_size = 0": "positive",
@@ -323,10 +327,18 @@ class CheckerPolicyTests(SynchronousTestCase):
             self.checker.requestAvatarId(credentials(self.key, True, "10.0.0.1"))
         )
         self.assertEqual(login.policy.rights.describe(), "drop-box")
-        # Rewritten in place with the same size and time: still re-read.
-        stamp = os.stat(self.dir.child("alice.toml").path)
-        self.dir.child("alice.toml").setContent(b'access = "read-only"\n'[:21].ljust(21))
-        os.utime(self.dir.child("alice.toml").path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        # Rewritten in place (same inode) with the same size and time, as
+        # cp -p does: the change time still tells.
+        path = self.dir.child("alice.toml").path
+        stamp = os.stat(path)
+        with open(path, "r+b") as f:
+            f.write(b'access="read-only"\n'.ljust(stamp.st_size))
+        os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        after = os.stat(path)
+        self.assertEqual(
+            (after.st_ino, after.st_size, after.st_mtime_ns),
+            (stamp.st_ino, stamp.st_size, stamp.st_mtime_ns),
+        )
         login = self.successResultOf(
             self.checker.requestAvatarId(credentials(self.key, True, "10.0.0.1"))
         )

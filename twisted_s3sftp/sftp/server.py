@@ -224,6 +224,7 @@ class S3SFTPServer:
             own = self._isOwn(found)
             self._require(LIST, "changing a file's attributes", virtual, own)
         if isinstance(found, UploadFile):
+            self._require(UPLOAD, "changing a file", virtual, own)
             self._require(OVERWRITE, "changing a file", virtual, own)
             found.changeAttributes(attrs)
         elif isinstance(found, ObjectInfo):
@@ -432,6 +433,7 @@ class S3SFTPServer:
         if target is not None and not overwrite:
             raise GatewayError("a file with the new name exists")
         if target is not None:
+            self._require(UPLOAD, "renaming onto an existing file", new)
             self._require(OVERWRITE, "renaming onto an existing file", new)
             self._require(RENAME, "renaming onto an existing file", new)
         newKey = objectKey(self._home, new)
@@ -516,8 +518,12 @@ class S3SFTPServer:
             metadata).
         @return: whether C{found} is a file of the user's own: one whose
             metadata names them as its uploader (so that a file someone else
-            stored over it since is not), or an upload of theirs under way.
+            stored over it since is not), or an upload of theirs under way;
+            never for a session without the upload right (a user narrowed
+            since keeps no allowance on what they stored before).
         """
+        if not self.avatar.rights.has(UPLOAD):
+            return False
         if isinstance(found, UploadFile):
             return found.owner == self.avatar.username
         return (

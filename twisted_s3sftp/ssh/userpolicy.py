@@ -32,6 +32,7 @@ Pure: no Twisted, no boto3.
 from __future__ import annotations
 
 import datetime
+import time
 import tomllib
 from typing import Any
 
@@ -99,8 +100,8 @@ class UserPolicy:
         @return: why a login must be refused, for the log, or L{None}.
         """
         if self.expires is not None and now >= self.expires:
-            when = datetime.datetime.fromtimestamp(self.expires, datetime.UTC)
-            return f"the user's access expired at {when:%Y-%m-%dT%H:%M:%SZ} (expires)"
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires))
+            return f"the user's access expired at {when} (expires)"
         for sources in self.sources:
             if not allowed(sources, host):
                 return f"{host} is not in allow_from"
@@ -124,6 +125,8 @@ def parsePolicy(data: bytes, statePrefix: str, isDefault: bool = False) -> UserP
         raise ValueError("not UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"invalid TOML: {e}") from None
+    except RecursionError:
+        raise ValueError("invalid TOML: nested too deeply") from None
     if not table and not isDefault:
         # An empty file is what a login sees while an editor rewrites the
         # file in place: it must not mean every right.
@@ -191,6 +194,8 @@ def _expires(value: object) -> float | None:
         raise ValueError(
             "expires must be a date-time with its offset, such as 2027-03-31T00:00:00Z"
         )
+    if value.timestamp() < 0:
+        raise ValueError("expires must be after 1970")
     return value.timestamp()
 
 

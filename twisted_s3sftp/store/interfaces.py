@@ -89,7 +89,11 @@ class ObjectSettings:
             raise ValueError(f"sse {self.sse!r} must be AES256 or aws:kms")
         if self.sseKmsKeyId is not None and self.sse != "aws:kms":
             raise ValueError("a KMS key id needs sse aws:kms")
+        if self.sseKmsKeyId == "":
+            raise ValueError("the KMS key id is empty")
         for key, value in self.tags or ():
+            if key.lower().startswith("aws:"):
+                raise ValueError(f"tag {key}: keys starting with aws: are S3's own")
             if not (0 < len(key) <= 128 and len(value) <= 256) or not (
                 _TAG.fullmatch(key) and _TAG.fullmatch(value)
             ):

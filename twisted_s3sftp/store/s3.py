@@ -431,9 +431,10 @@ class S3ObjectStore:
             # Copied only if the source is still the object the caller saw
             # (CopySourceIfMatch).
             if size <= self.maxCopySize:
-                response = _conditional(
+                response = self._exclusiveCopy(
                     exclusive,
-                    self.client.copy_object,
+                    source,
+                    etag,
                     Bucket=self.bucket,
                     Key=destination,
                     CopySource=copySource,
@@ -491,6 +492,26 @@ class S3ObjectStore:
                 raise
 
         return self._inThread("CopyObject", copy, "the file changed meanwhile")
+
+    def _exclusiveCopy(self, exclusive: bool, source: str, etag: str, **arguments: Any) -> Any:
+        """
+        CopyObject, only where no object is if C{exclusive}.  S3 answers 412
+        both when the destination exists and when the source no longer has
+        its ETag: the source is looked at again to tell which.
+
+        @raise FileExists: if the destination exists.
+        @raise ClientError: (412) if the source changed.
+        """
+        try:
+            return _conditional(exclusive, self.client.copy_object, **arguments)
+        except FileExists:
+            try:
+                current = self.client.head_object(Bucket=self.bucket, Key=source)["ETag"]
+            except ClientError:
+                current = None
+            if current != etag:
+                raise Changed("the file changed meanwhile") from None
+            raise
 
     def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[None]:
         return self._inThread(

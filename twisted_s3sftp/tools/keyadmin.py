@@ -202,7 +202,7 @@ def writePolicy(
     @raise KeysError: if the server would refuse the file.
     """
     path = keyFile(keysDir, user).with_suffix(".toml")
-    lines = ["# Written by s3sftp-keys policy; see the README's policy section.", "version = 1"]
+    lines = ["# Written by s3sftp-keys policy; see the README's policy section."]
     if access is not None:
         lines.append(f"access = {_quoted(access)}")
     if permissions is not None:
@@ -215,6 +215,9 @@ def writePolicy(
         lines.append(f"max_file_size = {_quoted(maxFileSize)}")
     if home is not None:
         lines.append(f"home = {_quoted(home)}")
+    # Last: a file caught cut short has no field at all, which the server
+    # refuses, rather than "version = 1" alone, which grants everything.
+    lines.append("version = 1")
     data = ("\n".join(lines) + "\n").encode("utf-8")
     try:
         parsePolicy(data, statePrefix)
