@@ -412,3 +412,34 @@ class ScheduleTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, PartSchedule, PART - 1)
         self.assertRaises(ValueError, PartSchedule, MAX_PART_SIZE + 1)
+
+
+class CheckpointTests(SynchronousTestCase):
+    """
+    The planner keeps the SHA-256 state at its last part boundaries.
+    """
+
+    def test_checkpoints(self) -> None:
+        """
+        After each part cut, the state of the bytes before the boundary is
+        kept, the last L{CHECKPOINTS} of them; restoring one and hashing
+        the rest gives the file's SHA-256, the planner's own.
+        """
+        from twisted_s3sftp.store.parts import CHECKPOINTS
+        from twisted_s3sftp.store.sha256 import ResumableSHA256, problem
+
+        if problem() is not None:  # pragma: no cover (a build without the API)
+            self.skipTest(problem() or "")
+        data = random.Random(3).randbytes(30 * 5 + 3)
+        planner = PartPlanner(PartSchedule(5, PartLimits(5, 5, 100)), capacity=1 << 20)
+        parts, _ = plan(planner, data, chunk=7)
+        self.assertEqual(len(parts), 30)
+        checkpoints = planner.checkpoints
+        self.assertEqual(len(checkpoints), CHECKPOINTS)
+        self.assertEqual([c.parts for c in checkpoints], list(range(15, 31)))
+        for checkpoint in checkpoints:
+            self.assertEqual(checkpoint.offset, checkpoint.parts * 5)
+            resumed = ResumableSHA256.fromState(checkpoint.state)
+            resumed.update(data[checkpoint.offset :])
+            self.assertEqual(resumed.hexdigest(), hashlib.sha256(data).hexdigest())
+        self.assertEqual(planner.sha256, hashlib.sha256(data).hexdigest())

@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import deque
 
 from attrs import define, field, frozen
 
 from ..errors import NotSupported, UploadFailed
+from .sha256 import ResumableSHA256, problem
 
 MiB = 1024 * 1024
 
@@ -334,10 +336,44 @@ class _PendingPart:
         return bytes(memoryview(self.data)[: self.filled])
 
 
+#: The part boundaries a planner keeps the SHA-256 state of, the most
+#: recent last (a resume may start at any of them).
+CHECKPOINTS = 16
+
+
+@frozen
+class Checkpoint:
+    """
+    The whole-file SHA-256 state at a part boundary: what a resumed upload
+    restarts from (L{twisted_s3sftp.store.sha256}).
+
+    @ivar parts: the parts before the boundary.
+    @ivar offset: the boundary's offset in the file.
+    @ivar state: the saved SHA-256 state of the bytes before it.
+    """
+
+    parts: int
+    offset: int
+    state: bytes
+
+
+def newHash() -> ResumableSHA256 | hashlib._Hash:
+    """
+    @return: a SHA-256 whose state can be saved, where this machine's
+        OpenSSL allows it (L{twisted_s3sftp.store.sha256.problem}), else
+        hashlib's.
+    """
+    return ResumableSHA256() if problem() is None else hashlib.sha256()
+
+
 @define(eq=False)
 class PartPlanner:
     """
     Cut a stream of writes into S3 parts.
+
+    The whole file's SHA-256 is computed as parts are cut, in file order;
+    with a resumable hash, its state at the last L{CHECKPOINTS} part
+    boundaries is kept (L{checkpoints}).
 
     @ivar schedule: the size of each part.
     @ivar capacity: the most bytes the planner may hold: a write ending
@@ -356,7 +392,18 @@ class PartPlanner:
     partsPlanned: int = field(default=0, init=False)
     _sent: int = field(default=0, init=False)
     _pending: list[_PendingPart] = field(factory=list, init=False, repr=False)
-    _hash: hashlib._Hash = field(factory=hashlib.sha256, init=False, repr=False)
+    _hash: ResumableSHA256 | hashlib._Hash = field(factory=newHash, init=False, repr=False)
+    _checkpoints: deque[Checkpoint] = field(
+        factory=lambda: deque(maxlen=CHECKPOINTS), init=False, repr=False
+    )
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        """
+        The SHA-256 states at the last part boundaries, oldest first; none
+        without a resumable hash.
+        """
+        return list(self._checkpoints)
 
     @property
     def held(self) -> int:
@@ -499,5 +546,9 @@ class PartPlanner:
             self._hash.update(data)
             self._sent += first.size
             self.partsPlanned += 1
+            if isinstance(self._hash, ResumableSHA256):
+                self._checkpoints.append(
+                    Checkpoint(self.partsPlanned, self._sent, self._hash.state())
+                )
             parts.append(Part(first.number, data))
         return parts
