@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             f"""
 S3:      {s3.endpointURL}  bucket '{BUCKET}'  (data under {root / "s3"})
 Users:   {keysDir}/<name>.pub  (drop in more public keys; no restart)
+Rights:  {keysDir}/<name>.toml  (optional: e.g. access = "drop-box";
+         see etc/policy.example.toml and the README's "Rights per user")
 
 Connect with:
 
