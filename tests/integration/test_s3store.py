@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
@@ -207,21 +208,13 @@ def test_exclusiveWrites(localS3: Any, bucket: str, s3: Any) -> None:
     """
     store = makeStore(localS3, bucket, 5 * MiB)
     result(store.putObject("x", b"first", None, None, True))
-    try:
+    with pytest.raises(FileExists):
         result(store.putObject("x", b"second", None, None, True))
-    except FileExists:
-        pass
-    else:
-        raise AssertionError("an exclusive put replaced an object")
     assert objectBytes(s3, bucket, "x") == b"first"
     uploadId = result(store.createMultipartUpload("x"))
     part = result(store.uploadPart("x", uploadId, 1, b"y" * (5 * MiB)))
-    try:
+    with pytest.raises(FileExists):
         result(store.completeMultipartUpload("x", uploadId, [part], True))
-    except FileExists:
-        pass
-    else:
-        raise AssertionError("an exclusive completion replaced an object")
     assert objectBytes(s3, bucket, "x") == b"first"
     result(store.abortMultipartUpload("x", uploadId))
     uploadId = result(store.createMultipartUpload("y"))
@@ -268,21 +261,13 @@ def test_exclusiveCopy(localS3: Any, bucket: str, s3: Any) -> None:
     s3.put_object(Bucket=bucket, Key="src", Body=b"source")
     s3.put_object(Bucket=bucket, Key="taken", Body=b"taken")
     info = result(store.headObject("src"))
-    try:
+    with pytest.raises(FileExists):
         result(store.copyObject("src", "taken", info.etag, 6, {}, NONE, True))
-    except FileExists:
-        pass
-    else:
-        raise AssertionError("an exclusive copy replaced an object")
     assert objectBytes(s3, bucket, "taken") == b"taken"
     result(store.copyObject("src", "free", info.etag, 6, {}, NONE, True))
     assert objectBytes(s3, bucket, "free") == b"source"
     # S3 answers 412 for a changed source too: that is told apart.
     s3.put_object(Bucket=bucket, Key="src", Body=b"changed")
-    try:
+    with pytest.raises(Changed):
         result(store.copyObject("src", "free2", info.etag, 6, {}, NONE, True))
-    except Changed:
-        pass
-    else:
-        raise AssertionError("a changed source was copied")
     assert keys(s3, bucket, "free2") == []

@@ -21,6 +21,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted_s3sftp.errors import FX_FILE_ALREADY_EXISTS
 from twisted_s3sftp.sftp.flow import MemoryLimit
 from twisted_s3sftp.sftp.rights import ALL_RIGHTS, OWN_FILES, PRESETS, OwnFiles, Rights
+from twisted_s3sftp.sftp.upload import ActiveUploads
 from twisted_s3sftp.ssh.session import S3User
 from twisted_s3sftp.store.interfaces import ObjectSettings
 from twisted_s3sftp.store.memory import MemoryObjectStore
@@ -28,11 +29,20 @@ from twisted_s3sftp.store.parts import MiB
 
 from .test_server import POLICY, WRITE, SFTPTestCase
 
+#: The S3 settings of the users L{makeServer} makes, unless told otherwise.
+SETTINGS = ObjectSettings("STANDARD_IA", "AES256", None, [("team", "ops")])
+
 
 def makeServer(
-    granted: frozenset[str] | set[str], store: MemoryObjectStore | None = None, **rights: Any
+    granted: frozenset[str] | set[str],
+    store: MemoryObjectStore | None = None,
+    settings: ObjectSettings = SETTINGS,
+    uploads: ActiveUploads | None = None,
+    **rights: Any,
 ) -> tuple[Any, MemoryObjectStore, S3User]:
     """
+    @param uploads: the uploads under way, to share them with another
+        server.
     @return: the C{ISFTPServer} of user C{alice} with C{granted} rights,
         its store and its avatar.
     """
@@ -44,8 +54,9 @@ def makeServer(
         POLICY,
         MemoryLimit(1024 * MiB),
         Clock(),
+        uploads,
         rights=Rights(frozenset(granted), **rights),
-        settings=ObjectSettings("STANDARD_IA", "AES256", None, [("team", "ops")]),
+        settings=settings,
     )
     return ISFTPServer(user), store, user
 
@@ -192,18 +203,7 @@ class RightsTests(SFTPTestCase):
         store = MemoryObjectStore()
         uploader, _, _ = makeServer(set(ALL_RIGHTS), store)
         self.successResultOf(uploader.openFile(b"busy", WRITE, {}))
-        other = ISFTPServer(
-            S3User(
-                "alice",
-                "alice/",
-                store,
-                POLICY,
-                MemoryLimit(1024 * MiB),
-                Clock(),
-                uploader.avatar.uploads,
-                rights=Rights(frozenset({"list", "overwrite"})),
-            )
-        )
+        other, _, _ = makeServer({"list", "overwrite"}, store, uploads=uploader.avatar.uploads)
         error = self.assertStatus(other.setAttrs(b"busy", {"mtime": 1}), FX_PERMISSION_DENIED)
         self.assertIn("'upload'", error.message)
 
@@ -237,17 +237,9 @@ class RightsTests(SFTPTestCase):
         standard class and given the archive class by the copy that
         records its SHA-256 (S3 cannot copy an archived object).
         """
-        store = MemoryObjectStore()
-        user = S3User(
-            "alice",
-            "alice/",
-            store,
-            POLICY,
-            MemoryLimit(1024 * MiB),
-            Clock(),
-            settings=ObjectSettings("DEEP_ARCHIVE", "AES256"),
+        server, store, _ = makeServer(
+            set(ALL_RIGHTS), settings=ObjectSettings("DEEP_ARCHIVE", "AES256")
         )
-        server = ISFTPServer(user)
         f = self.successResultOf(server.openFile(b"big", WRITE, {}))
         for offset in range(0, 12 * MiB, MiB):
             self.successResultOf(f.writeChunk(offset, b"z" * MiB))

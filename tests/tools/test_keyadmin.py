@@ -163,12 +163,7 @@ class PolicyCommandTests(SynchronousTestCase):
     C{s3sftp-keys policy}, and the key options C{add} writes and keeps.
     """
 
-    def setUp(self) -> None:
-        self.dir = Path(self.mktemp())
-        self.dir.mkdir()
-        self.key = Key(ed25519.Ed25519PrivateKey.generate())
-        self.keyPath = self.dir.parent / "key.pub"
-        self.keyPath.write_bytes(publicLine(self.key))
+    setUp = KeysCommandTests.setUp
 
     def command(self, *args: str) -> int:
         """

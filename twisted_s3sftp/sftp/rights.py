@@ -80,15 +80,6 @@ class Rights:
         """
         return right in self.granted
 
-    def require(self, right: str, what: str) -> None:
-        """
-        @param right: the right needed.
-        @param what: the operation, for the message (e.g. C{"listing"}).
-        @raise PermissionDenied: naming C{right}, if it is not granted.
-        """
-        if right not in self.granted:
-            raise Refused(right, what)
-
     def narrowed(self, other: Rights) -> Rights:
         """
         @return: what both C{self} and C{other} allow.

@@ -457,7 +457,6 @@ class S3SFTPServer:
         self._audit("rename", old, found.key, to=new, toKey=newKey)
 
     async def _renameDirectory(self, old: str, new: str, target: Found) -> None:
-        self._require(RENAME, "renaming a directory", old)
         if (new + "/").startswith(old + "/"):
             raise GatewayError("a directory cannot be moved into itself")
         if target is not None:

@@ -45,6 +45,7 @@ NO_OPS = frozenset(
     )
 )
 
+_NAME = re.compile(r"[A-Za-z0-9-]+")
 _EXPIRY = re.compile(r"(\d{8})(\d{4}(\d{2})?)?(Z|z|UTC)?")
 
 
@@ -165,7 +166,7 @@ def _options(text: str) -> list[tuple[str, str | None]]:
     found: list[tuple[str, str | None]] = []
     index = 0
     while index < len(text):
-        match = re.compile(r"[A-Za-z0-9-]+").match(text, index)
+        match = _NAME.match(text, index)
         if match is None:
             raise ValueError("malformed key options")
         name = match.group().lower()

@@ -36,7 +36,7 @@ import time
 import tomllib
 from typing import Any
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from ..sftp.rights import ALL_RIGHTS, PRESETS, Rights
 from ..store.interfaces import ObjectSettings
@@ -237,10 +237,3 @@ def _settings(value: object) -> ObjectSettings:
         value.get("sse_kms_key_id"),
         None if tags is None else tags.items(),
     ).checked()
-
-
-def withHome(policy: UserPolicy, home: str) -> UserPolicy:
-    """
-    @return: C{policy}, with C{home} unless it has its own.
-    """
-    return policy if policy.home is not None else evolve(policy, home=home)
