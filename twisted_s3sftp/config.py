@@ -44,6 +44,12 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 #: The default age past which an unrenewed upload is an orphan: a day.
 DEFAULT_ORPHAN_AGE = 24 * 3600.0
 
+#: Seconds an interrupted upload is kept for a resume, by default.
+DEFAULT_RESUME_TTL = 24 * 3600.0
+
+#: Seconds between the rewrites of a running upload's lease, by default.
+DEFAULT_LEASE_INTERVAL = 15.0
+
 #: Where upload leases live by default (L{twisted_s3sftp.store.leases}).
 DEFAULT_STATE_PREFIX = ".s3sftp/uploads/"
 
@@ -151,6 +157,12 @@ class ServerConfig:
         C{--object-tag}), which a user's policy may override.
     @ivar defaultPolicy: the server's C{--default-policy}, the widest any
         user gets.
+    @ivar resumeTtl: seconds an interrupted upload is kept for its client
+        to resume; 0 to abort interrupted uploads.
+    @ivar leaseInterval: seconds between the rewrites of a running
+        multipart upload's lease (its resume checkpoint).
+    @ivar resumeMaxUploads: the most parked uploads per user.
+    @ivar resumeMaxBytes: the most bytes in parked uploads per user.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -174,6 +186,20 @@ class ServerConfig:
     cryptoPolicy: CryptoPolicy = MODERN
     objectSettings: ObjectSettings = ObjectSettings()
     defaultPolicy: UserPolicy = UserPolicy()
+    resumeTtl: float = field(default=DEFAULT_RESUME_TTL)
+    leaseInterval: float = field(default=DEFAULT_LEASE_INTERVAL)
+    resumeMaxUploads: int = 100
+    resumeMaxBytes: int = 1024**4
+
+    @resumeTtl.validator
+    def _checkResumeTtl(self, attribute: object, value: float) -> None:
+        if value < 0:
+            raise ValueError("resume TTL must not be negative")
+
+    @leaseInterval.validator
+    def _checkLeaseInterval(self, attribute: object, value: float) -> None:
+        if value <= 0:
+            raise ValueError("lease interval must be positive")
 
     @orphanAge.validator
     def _checkOrphanAge(self, attribute: object, value: float) -> None:

@@ -25,9 +25,11 @@ from twisted.python.threadpool import ThreadPool
 from .config import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_LEASE_INTERVAL,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_ORPHAN_AGE,
     DEFAULT_PART_SIZE,
+    DEFAULT_RESUME_TTL,
     DEFAULT_STATE_PREFIX,
     DEFAULT_UPLOAD_CONCURRENCY,
     ServerConfig,
@@ -38,13 +40,14 @@ from .ops.listener import listeningService
 from .ops.logformat import FORMATS, configure
 from .ops.metrics import Health, Metrics, MetricsService
 from .sftp.flow import MemoryLimit
+from .sftp.parked import ResumeCaps
 from .ssh.admission import Limits, parsePenalties, parseStartups
 from .ssh.keys import KeysDirectory, KeysDirectoryChecker, ensurePrivateKey, loadHostKeys
 from .ssh.policy import MODERN, POLICIES, CryptoPolicy, sha1Algorithms
 from .ssh.session import S3Realm
 from .ssh.transport import S3SSHFactory
 from .ssh.userpolicy import MAX_POLICY_FILE, UserPolicy, parsePolicy
-from .store import s3
+from .store import s3, sha256
 from .store.interfaces import ObjectSettings
 from .store.leases import Leases, SweepService
 from .store.parts import BufferPool, parseSize
@@ -201,6 +204,33 @@ class Options(usage.Options):
             "renewing its lease (a crash) is aborted; 0 for no sweep.",
         ],
         [
+            "resume-ttl",
+            None,
+            f"{DEFAULT_RESUME_TTL:g}",
+            "Seconds an interrupted multipart upload is kept for its client to "
+            "resume (0: abort it, as before); the bucket's lifecycle rule must "
+            "allow the longest upload plus this.",
+        ],
+        [
+            "resume-max-uploads",
+            None,
+            "100",
+            "Interrupted uploads kept per user; one more aborts the oldest.",
+        ],
+        [
+            "resume-max-bytes",
+            None,
+            "1TiB",
+            "Bytes of interrupted uploads kept per user; more aborts the oldest.",
+        ],
+        [
+            "lease-interval",
+            None,
+            f"{DEFAULT_LEASE_INTERVAL:g}",
+            "Seconds between the rewrites of a running multipart upload's lease: "
+            "what a server killed with SIGKILL loses of a resumable upload.",
+        ],
+        [
             "state-prefix",
             None,
             DEFAULT_STATE_PREFIX,
@@ -307,7 +337,7 @@ class Options(usage.Options):
         if not self["bucket"]:
             raise ValueError("--bucket is required")
         sizes = {}
-        for name in ("part-size", "buffer-limit", "memory-limit"):
+        for name in ("part-size", "buffer-limit", "memory-limit", "resume-max-bytes"):
             try:
                 sizes[name] = parseSize(self[name])
             except ValueError as e:
@@ -316,12 +346,16 @@ class Options(usage.Options):
             concurrency = int(self["upload-concurrency"])
         except ValueError:
             raise ValueError("--upload-concurrency: not a number") from None
+        try:
+            maxParked = int(self["resume-max-uploads"])
+        except ValueError:
+            raise ValueError("--resume-max-uploads: not a number") from None
         if self["log-format"] not in FORMATS:
             raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}")
         limits = self._limits()
         cryptoPolicy = self._cryptoPolicy()
         seconds = {}
-        for name in ("drain-timeout", "orphan-age"):
+        for name in ("drain-timeout", "orphan-age", "resume-ttl", "lease-interval"):
             try:
                 seconds[name] = float(self[name])
             except ValueError:
@@ -346,6 +380,10 @@ class Options(usage.Options):
             cryptoPolicy=cryptoPolicy,
             objectSettings=self._objectSettings(),
             defaultPolicy=self._defaultPolicy(),
+            resumeTtl=seconds["resume-ttl"],
+            leaseInterval=seconds["lease-interval"],
+            resumeMaxUploads=maxParked,
+            resumeMaxBytes=sizes["resume-max-bytes"],
         )
         for description in self.config.listen + (
             (self.config.metrics,) if self.config.metrics else ()
@@ -498,13 +536,41 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     memory = MemoryLimit(config.memoryLimit, BufferPool(config.policy.bufferLimit))
+    resumeTtl = config.resumeTtl if config.orphanAge else 0.0
+    unavailable = sha256.problem()
+    if resumeTtl and unavailable is not None:
+        log.warn(
+            "Interrupted uploads cannot be resumed: {reason}; they are aborted",
+            reason=unavailable,
+        )
+        resumeTtl = 0.0
+    elif resumeTtl:
+        log.info(
+            "Interrupted uploads are kept {hours:g} h for their clients to resume",
+            hours=resumeTtl / 3600,
+        )
     leases = (
-        Leases(store, config.statePrefix, config.orphanAge, reactor, config.objectSettings)
+        Leases(
+            store,
+            config.statePrefix,
+            config.orphanAge,
+            reactor,
+            config.objectSettings,
+            resumeTtl=resumeTtl,
+            interval=config.leaseInterval,
+        )
         if config.orphanAge
         else None
     )
     realm = S3Realm(
-        store, config.homeTemplate, config.policy, memory, reactor, leases, config.objectSettings
+        store,
+        config.homeTemplate,
+        config.policy,
+        memory,
+        reactor,
+        leases,
+        config.objectSettings,
+        ResumeCaps(config.resumeMaxUploads, config.resumeMaxBytes),
     )
     keys = KeysDirectory(FilePath(config.keysDir), config.cryptoPolicy)
     checker = KeysDirectoryChecker(keys, config.defaultPolicy, config.statePrefix, reactor.seconds)

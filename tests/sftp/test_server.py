@@ -270,13 +270,20 @@ class UploadTests(SFTPTestCase):
 
     def test_openModes(self) -> None:
         """
-        Appending is refused with C{OP_UNSUPPORTED} naming why; a new
+        Appending to a stored file is refused with C{OP_UNSUPPORTED} naming
+        why (appending to a file that does not exist creates it); a new
         upload opened READ|WRITE|CREAT|TRUNC works, and only an actual read
         from it is refused.
         """
         server, store = makeServer()
-        e = self.assertStatus(server.openFile(b"a", WRITE | FXF_APPEND, {}), FX_OP_UNSUPPORTED)
+        self.upload(server, b"b", b"old")
+        append = FXF_WRITE | FXF_CREAT | FXF_APPEND
+        e = self.assertStatus(server.openFile(b"b", append, {}), FX_OP_UNSUPPORTED)
         self.assertIn("appending", e.message)
+        f = self.successResultOf(server.openFile(b"c", append, {}))
+        self.successResultOf(f.writeChunk(0, b"new"))
+        self.successResultOf(f.close())
+        self.assertEqual(store.objects["alice/c"][0], b"new")
         f = self.successResultOf(server.openFile(b"a", WRITE | FXF_READ, {}))
         self.assertStatus(f.readChunk(0, 10), FX_OP_UNSUPPORTED)
         self.successResultOf(f.writeChunk(0, b"abc"))

@@ -8,8 +8,9 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 
 from tests.sftp.test_server import PART, WRITE, SFTPTestCase, makeServer
-from twisted_s3sftp.store.leases import Leases, decodeMarker, markerKey
+from twisted_s3sftp.store.leases import Leases, markerKey
 from twisted_s3sftp.store.memory import MemoryObjectStore
+from twisted_s3sftp.store.resume import decodeRecord
 
 AGE = 3600.0
 PREFIX = ".s3sftp/uploads/"
@@ -44,8 +45,11 @@ class SweepTests(SFTPTestCase):
         self.successResultOf(f.writeChunk(0, b"x" * (PART + 10)))
         (marker,) = self.markers()
         ((uploadId, _),) = self.store.uploads.items()
-        self.assertEqual(marker, markerKey(PREFIX, uploadId))
-        self.assertEqual(decodeMarker(self.store.objects[marker][0]), ("alice/big", uploadId))
+        self.assertEqual(marker, markerKey(PREFIX, uploadId, "alice"))
+        record = decodeRecord(self.store.objects[marker][0])
+        self.assertEqual(
+            (record.key, record.uploadId, record.user), ("alice/big", uploadId, "alice")
+        )
         written = self.store.objects[marker][1]
         self.clock.advance(AGE / 4)
         self.assertEqual(self.store.objects[marker][1], written + AGE / 4)

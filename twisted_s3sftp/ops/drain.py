@@ -143,12 +143,13 @@ class DrainService(Service):
     async def _abortRemaining(self) -> None:
         remaining = self.uploads.every()
         log.warn(
-            "Shutting down: aborting {count} upload(s) still running after {timeout:g} s",
+            "Shutting down: parking or aborting {count} upload(s) still running "
+            "after {timeout:g} s",
             count=len(remaining),
             timeout=self.timeout,
         )
         aborts = gatherResults(
-            [upload.abort("server shutting down") for upload in remaining],
+            [upload.park("server shutting down") for upload in remaining],
             consumeErrors=True,
         )
         try:

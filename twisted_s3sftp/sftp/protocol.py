@@ -272,9 +272,9 @@ class S3FileTransferServer(FileTransferServer):
         # rather than keep its memory reserved for ever.  The handle cap is
         # checked again: OPENs may have been pipelined.
         if self._lost or self._handlesFull(requestId):
-            abort = getattr(fileObj, "abort", None)
-            if abort is not None:
-                abort(
+            if isinstance(fileObj, UploadFile):
+                # A resumed upload is parked again, as it was.
+                fileObj.park(
                     "connection lost before the file was opened"
                     if self._lost
                     else "too many open files"
@@ -415,18 +415,17 @@ class S3FileTransferServer(FileTransferServer):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         # Conch calls close() on every open file here, exactly as for a
-        # CLOSE request, and may call this method several times.  A file
-        # the client did not close is aborted instead; one whose CLOSE is
-        # under way finishes it.
+        # CLOSE request, and may call this method several times.  An upload
+        # the client did not close is parked for a resume, or aborted; one
+        # whose CLOSE is under way finishes it.
         if self._lost:
             return
         self._lost = True
         for handle, fileObj in self.openFiles.items():
             if handle in self._closing:
                 continue
-            abort = getattr(fileObj, "abort", None)
-            if abort is not None:
-                abort("connection lost")
+            if isinstance(fileObj, UploadFile):
+                fileObj.park("connection lost")
             else:
                 fileObj.close()
         self.openFiles = {}

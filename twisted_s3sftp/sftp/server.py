@@ -54,6 +54,7 @@ from twisted.conch.ssh.filetransfer import (
     FXF_TRUNC,
     FXF_WRITE,
 )
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
@@ -77,10 +78,11 @@ from .directory import DirectoryListing
 from .download import DownloadFile, downloadReservation
 from .extensions import EXTENSIONS, limitsReply, statvfsReply
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, uploadReservation
+from .parked import ParkedFile, claimParked
 from .paths import directoryPrefix, normalise, objectKey
 from .rights import DELETE, DOWNLOAD, LIST, MKDIR, OVERWRITE, RENAME, UPLOAD, Refused
 from .status import sftpOperation
-from .upload import TRUNCATE_REFUSED, UPLOADER, MemoryBudget, UploadFile
+from .upload import TRUNCATE_REFUSED, UPLOADER, MemoryBudget, Resumption, UploadFile, whenSettled
 
 log = Logger()
 
@@ -91,7 +93,13 @@ LOOKUP_PAGE = 1000
 _DIRECTORY = object()
 
 #: What L{S3SFTPServer._lookup} finds.
-Found = ObjectInfo | UploadFile | object | None
+Found = ObjectInfo | UploadFile | ParkedFile | object | None
+
+#: Why appending to a stored file is refused.
+APPEND_REFUSED = (
+    "appending to a stored file is not supported: an S3 object cannot be "
+    "changed once stored; upload the whole file again"
+)
 
 
 class ISFTPUser(Interface):
@@ -111,6 +119,10 @@ class ISFTPUser(Interface):
     rights = Attribute("The session's L{Rights}.")
     settings = Attribute("The L{ObjectSettings} of the objects the user's uploads create.")
     own = Attribute("The L{OwnFiles} this connection stored.")
+    parked = Attribute("The server's L{ParkedUploads}, seen by every session.")
+    parkedKnown = Attribute(
+        "L{None}, or a Deferred firing once this connection has listed its user's parked uploads."
+    )
 
 
 @implementer(ISFTPServer)
@@ -158,45 +170,140 @@ class S3SFTPServer:
         self._require(UPLOAD, "uploading", virtual)
         if self.avatar.uploads.draining:
             raise GatewayError("the server is shutting down; upload again shortly")
-        if flags & FXF_APPEND:
-            raise NotSupported(
-                "appending is not supported: an S3 object cannot be changed "
-                "once stored; upload the whole file again"
-            )
+        parked = await self._parkedFile(key)
+        if parked is not None:
+            if flags & FXF_EXCL:
+                raise FileExists("file already exists")
+            if not flags & FXF_TRUNC:
+                return await self._resumeUpload(virtual, parked, flags, attrs)
+            await self.avatar.parked.discard(parked, "the file was opened with truncation")
         replaces = None
         mayOverwrite = self.avatar.rights.has(OVERWRITE)
-        if flags & FXF_EXCL or not flags & FXF_TRUNC or not flags & FXF_CREAT or not mayOverwrite:
+        if (
+            flags & (FXF_EXCL | FXF_APPEND)
+            or not flags & FXF_TRUNC
+            or not flags & FXF_CREAT
+            or not mayOverwrite
+        ):
             replaces = await self._checkTarget(virtual, flags, mayOverwrite)
+        if flags & FXF_APPEND and replaces is not None:
+            raise NotSupported(APPEND_REFUSED)
+        policy = self.avatar.policy
+        planner = PartPlanner(
+            PartSchedule(policy.partSize, policy.limits),
+            capacity=0,
+            buffers=self.avatar.memory.buffers,
+        )
+        budget = await self._uploadBudget(planner)
+        return self._startUpload(
+            virtual,
+            key,
+            planner,
+            budget,
+            attrs.get("mtime"),
+            replaces=replaces,
+            exclusive=bool(exclusive) or not mayOverwrite,
+        )
+
+    async def _uploadBudget(self, planner: PartPlanner) -> MemoryBudget:
+        """
+        @return: the memory reserved for an upload cut by C{planner}, whose
+            capacity is set to match.
+        """
         policy = self.avatar.policy
         budget = MemoryBudget(self.avatar.memory, self.window, self.avatar.clock, policy.memoryWait)
         await budget.reserve(
-            *uploadReservation(policy.partSize, policy.concurrency, policy.bufferLimit)
+            *uploadReservation(planner.nextPartSize, policy.concurrency, policy.bufferLimit)
         )
+        planner.capacity = budget.reserved + BASE_WINDOW
+        return budget
+
+    def _startUpload(
+        self,
+        virtual: str,
+        key: str,
+        planner: PartPlanner,
+        budget: MemoryBudget,
+        mtime: int | None,
+        replaces: int | None = None,
+        exclusive: bool = False,
+        resumed: Resumption | None = None,
+    ) -> UploadFile:
+        clock = self.avatar.clock
         upload = UploadFile(
             store=self._store,
             key=key,
-            planner=PartPlanner(
-                PartSchedule(policy.partSize, policy.limits),
-                capacity=budget.reserved + BASE_WINDOW,
-                buffers=self.avatar.memory.buffers,
-            ),
+            planner=planner,
             budget=budget,
-            policy=policy,
+            policy=self.avatar.policy,
             owner=self.avatar.username,
-            now=self.avatar.clock.seconds,
+            now=clock.seconds,
             uploads=self.avatar.uploads,
             leases=self.avatar.leases,
-            mtime=attrs.get("mtime"),
+            mtime=mtime,
             replaces=replaces,
             path=virtual,
             settings=self.avatar.settings,
-            exclusive=bool(exclusive) or not mayOverwrite,
+            exclusive=exclusive,
             maxSize=self.avatar.rights.maxFileSize,
             onStored=self.avatar.own.add,
+            resumed=resumed,
+            onParked=lambda record, etag: self.avatar.parked.park(record, etag, clock.seconds()),
         )
         self.avatar.uploads.add(upload)
-        log.info("Upload of {key} for {owner} opened", key=key, owner=self.avatar.username)
+        log.info(
+            "Upload of {key} for {owner} {how}",
+            key=key,
+            owner=self.avatar.username,
+            how="opened" if resumed is None else f"resumed at {planner.received}",
+        )
         return upload
+
+    async def _resumeUpload(
+        self, virtual: str, parked: ParkedFile, flags: int, attrs: dict[str, int]
+    ) -> UploadFile:
+        """
+        Continue a parked upload (see L{twisted_s3sftp.sftp.parked}).
+        """
+        record = parked.record
+        planner = PartPlanner(record.schedule, capacity=0, buffers=self.avatar.memory.buffers)
+        planner.restart(list(record.checkpoints))
+        budget = await self._uploadBudget(planner)
+        try:
+            lease, parts = await claimParked(
+                self.avatar.parked, parked, self._store, self.avatar.username
+            )
+        except BaseException:
+            budget.close()
+            raise
+        checkpoints = lease.record.checkpoints
+        if checkpoints[-1] != record.checkpoints[-1]:
+            planner = PartPlanner(record.schedule, planner.capacity, planner.buffers)
+            planner.restart(list(checkpoints))
+        mtime = attrs.get("mtime", record.mtime)
+        return self._startUpload(
+            virtual,
+            parked.key,
+            planner,
+            budget,
+            mtime,
+            exclusive=not self.avatar.rights.has(OVERWRITE),
+            resumed=Resumption(lease, parts, appending=bool(flags & FXF_APPEND)),
+        )
+
+    async def _parkedFile(self, key: str) -> ParkedFile | None:
+        """
+        @return: the user's parked upload to C{key}, or L{None}; the first
+            call of a connection lists the user's parked uploads.
+        """
+        parked = self.avatar.parked
+        if not parked.enabled:
+            return None
+        if self.avatar.parkedKnown is None:
+            self.avatar.parkedKnown = Deferred.fromCoroutine(parked.load(self.avatar.username))
+        await whenSettled(self.avatar.parkedKnown)
+        found: ParkedFile | None = parked.get(self.avatar.username, key)
+        return found
 
     @sftpOperation("stat")
     async def getAttrs(self, path: bytes, followLinks: bool) -> dict[str, int]:
@@ -206,7 +313,7 @@ class S3SFTPServer:
             raise NoSuchFile("no such file or directory")
         if found is not _DIRECTORY:
             self._require(LIST, "the status of a file", virtual, self._isOwn(found))
-        if isinstance(found, UploadFile):
+        if isinstance(found, UploadFile | ParkedFile):
             return found.attributes()
         if isinstance(found, ObjectInfo):
             return fileAttributes(found.size, modificationTime(found))
@@ -229,7 +336,13 @@ class S3SFTPServer:
             found.changeAttributes(attrs)
         elif isinstance(found, ObjectInfo):
             await self._setFileAttributes(found, attrs, virtual, own)
-        # A directory's attributes are accepted and ignored.
+        elif isinstance(found, ParkedFile) and attrs.get("size", found.record.stored) != (
+            found.record.stored
+        ):
+            raise NotSupported(TRUNCATE_REFUSED)
+        # A directory's attributes, and a parked file's times (its upload,
+        # once resumed, takes the time its client sets), are accepted and
+        # ignored.
 
     @sftpOperation("opendir")
     async def openDirectory(self, path: bytes) -> DirectoryListing:
@@ -241,6 +354,14 @@ class S3SFTPServer:
             for upload in self.avatar.uploads.under(prefix)
             if mayList or self._isOwn(upload)
         ]
+        if self.avatar.parked.enabled:
+            await self._parkedFile(prefix)
+            names = {name for name, _ in first}
+            first += [
+                (found.key[len(prefix) :], found.attributes())
+                for found in self.avatar.parked.under(self.avatar.username, prefix)
+                if found.key[len(prefix) :] not in names
+            ]
         if not mayList:
             # Only this connection's own files: see rights.LIST.
             names = {name for name, _ in first}
@@ -292,11 +413,14 @@ class S3SFTPServer:
             # The upload is discarded; a CLOSE of it then fails, unless it
             # was already completing (then its object is deleted below).
             await upload.abort("the file was removed")
+        parked = await self._parkedFile(key)
+        if parked is not None:
+            await self.avatar.parked.discard(parked, "the file was removed")
         info = await self._store.headObject(key)
         if info is not None:
             await self._store.deleteObject(key)
             self._audit("remove", virtual, key)
-        elif not uploads:
+        elif not uploads and parked is None:
             if await self._lookup(virtual) is _DIRECTORY:
                 raise GatewayError("is a directory (use rmdir)")
             raise NoSuchFile("no such file")
@@ -380,6 +504,9 @@ class S3SFTPServer:
             return None
         if isinstance(found, UploadFile):
             return found.planner.received
+        if isinstance(found, ParkedFile):
+            # Discarded at OPEN (with TRUNC); nothing is replaced.
+            return None
         assert isinstance(found, ObjectInfo)
         return found.size
 
@@ -417,7 +544,7 @@ class S3SFTPServer:
         self._require(RENAME, "renaming", old, own)
         if found is None:
             raise NoSuchFile("no such file or directory")
-        if isinstance(found, UploadFile):
+        if isinstance(found, UploadFile | ParkedFile):
             raise GatewayError("the file is still being uploaded")
         if old == new:
             return
@@ -428,7 +555,7 @@ class S3SFTPServer:
         assert isinstance(found, ObjectInfo)
         if target is _DIRECTORY:
             raise GatewayError("a directory with the new name exists")
-        if isinstance(target, UploadFile):
+        if isinstance(target, UploadFile | ParkedFile):
             raise GatewayError("a file with the new name is being uploaded")
         if target is not None and not overwrite:
             raise GatewayError("a file with the new name exists")
@@ -523,7 +650,7 @@ class S3SFTPServer:
         """
         if not self.avatar.rights.has(UPLOAD):
             return False
-        if isinstance(found, UploadFile):
+        if isinstance(found, UploadFile | ParkedFile):
             return found.owner == self.avatar.username
         return (
             isinstance(found, ObjectInfo) and found.metadata.get(UPLOADER) == self.avatar.username
@@ -586,6 +713,9 @@ class S3SFTPServer:
         upload = self.avatar.uploads.get(key)
         if upload is not None:
             return upload
+        parked = await self._parkedFile(key)
+        if parked is not None:
+            return parked
         listing = await self._store.listDirectory(key, LOOKUP_PAGE)
         for info in listing.objects:
             if info.key == key:

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from attrs import define, field
+from attrs import define, evolve, field, frozen
 from twisted.conch.interfaces import ISFTPFile
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -32,12 +32,14 @@ from ..ops.audit import audit
 from ..store.interfaces import IObjectStore, ObjectSettings, StoredObject, StoredPart
 from ..store.leases import Lease, Leases
 from ..store.parts import (
+    Checkpoint,
     FinalPart,
     Part,
     PartPlanner,
     SinglePut,
     UploadPolicy,
 )
+from ..store.resume import LeaseRecord
 from .attributes import fileAttributes
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit, uploadReservation
 from .status import sftpError, sftpOperation
@@ -55,6 +57,9 @@ RESUME_REFUSED = (
 #: (L{twisted_s3sftp.sftp.rights}) on every server, whichever connection
 #: looks at it.
 UPLOADER = "uploader"
+
+#: Seconds a parked upload's parts in flight get to be stored.
+PARK_WAIT = 10.0
 
 #: Why a change of size is refused.
 TRUNCATE_REFUSED = (
@@ -143,6 +148,29 @@ class MemoryBudget:
                 timer.cancel()
 
 
+@frozen
+class Resumption:
+    """
+    What an upload continued from a parked one starts from.
+
+    @ivar lease: the parked upload's lease, claimed by this session; its
+        record's checkpoints are those the stored parts bear out.
+    @ivar parts: the parts stored, by number, up to the last checkpoint.
+    @ivar appending: whether the file was opened with C{APPEND}.
+    """
+
+    lease: Lease
+    parts: tuple[StoredPart, ...]
+    appending: bool = False
+
+    @property
+    def record(self) -> LeaseRecord:
+        """
+        The parked upload's record.
+        """
+        return self.lease.record
+
+
 @implementer(ISFTPFile)
 @define(eq=False)
 class UploadFile:
@@ -189,6 +217,11 @@ class UploadFile:
         that goes past it fails, and the upload is aborted.
     @ivar onStored: called with the key and the file's attributes once the
         object is stored.
+    @ivar resumed: for an upload that continues a parked one, where it
+        continues from; the first WRITE must be at the size stored or at
+        one of the part boundaries its lease keeps (L{_startResume}).
+    @ivar onParked: called with the record and the ETag of the lease of
+        an upload parked (L{park}).
     """
 
     store: IObjectStore
@@ -207,7 +240,12 @@ class UploadFile:
     exclusive: bool = False
     maxSize: int | None = None
     onStored: Callable[[str, dict[str, int]], None] | None = None
+    resumed: Resumption | None = None
+    onParked: Callable[[LeaseRecord, str], None] | None = None
     _written: bool = field(default=False, init=False)
+    _shift: int = field(default=0, init=False)
+    _confirmed: set[int] = field(factory=set, init=False)
+    _contiguous: int = field(default=0, init=False)
     _sizeSet: bool = field(default=False, init=False)
     _failure: GatewayError | None = field(default=None, init=False)
     _uploadId: str | None = field(default=None, init=False)
@@ -233,6 +271,16 @@ class UploadFile:
     @_started.default
     def _startTime(self) -> float:
         return self.now()
+
+    def __attrs_post_init__(self) -> None:
+        if self.resumed is not None:
+            self._uploadId = self.resumed.record.uploadId
+            self._lease = self.resumed.lease
+            self._lease.onLost = self._taken
+            self._lease.renew()
+            for part in self.resumed.parts:
+                self._stored.append(part)
+                self._confirm(part)
 
     @property
     def completed(self) -> bool:
@@ -289,8 +337,11 @@ class UploadFile:
             try:
                 if not self._written:
                     self._written = True
-                    if offset and self.replaces is not None:
+                    if self.resumed is not None:
+                        self._startResume(offset)
+                    elif offset and self.replaces is not None:
                         raise NotSupported(RESUME_REFUSED)
+                offset += self._shift
                 if self.maxSize is not None and offset + len(data) > self.maxSize:
                     raise FileTooLarge(
                         f"file too large: this user may store files of at most {self.maxSize} bytes"
@@ -308,6 +359,137 @@ class UploadFile:
         if self.planner.nextPartSize > self._partSizeReserved:
             return self._grow()
         return succeed(None)
+
+    def _startResume(self, offset: int) -> None:
+        """
+        The first WRITE of a resumed upload: it must continue at the size
+        stored, or at an earlier part boundary kept (whose parts are then
+        sent again), or start the file again from 0 (a replacement, as
+        OpenSSH's C{scp} writes).  On an C{APPEND} handle, offsets from 0
+        count from the end (C{curl -a}); from the size stored, as they are
+        (OpenSSH, paramiko).
+
+        @raise NotSupported: for any other offset; the upload is parked
+            again as it was, so that a client that asks the size again can
+            resume.
+        """
+        assert self.resumed is not None
+        stored = self.planner.received
+        if offset == stored:
+            return
+        if self.resumed.appending and offset == 0:
+            self._shift = stored
+            return
+        checkpoint = self.resumed.record.boundary(offset)
+        if checkpoint is None and offset:
+            message = (
+                f"cannot resume at offset {offset}: the server holds the first "
+                f"{stored} bytes of this file; resume from {stored} (ask its size "
+                "again), or upload it again"
+            )
+            self._detach(UploadFailed(message), park=True)
+            raise NotSupported(message)
+        planner = PartPlanner(self.planner.schedule, self.planner.capacity, self.planner.buffers)
+        if checkpoint is not None:
+            planner.restart(
+                [c for c in self.resumed.record.checkpoints if c.parts <= checkpoint.parts]
+            )
+        self.planner = planner
+        parts = planner.partsPlanned
+        self._stored = [part for part in self._stored if part.number <= parts]
+        self._confirmed = {number for number in self._confirmed if number <= parts}
+        self._contiguous = min(self._contiguous, parts)
+
+    def park(self, reason: str) -> Deferred[None]:
+        """
+        The client went away (or the server is shutting down) without
+        closing the file: keep what S3 has stored for a later resume, if
+        the upload can be resumed (L{twisted_s3sftp.store.leases}), else
+        abort it.
+
+        @return: a Deferred that fires once the upload is parked or aborted.
+        """
+        if self._failure is not None or self._completed or self._closing is not None:
+            return self.abort(reason)
+        if not self._resumable():
+            return self.abort(reason)
+        self._detach(UploadFailed(f"the upload was interrupted ({reason})"), park=True)
+        assert self._aborting is not None
+        return self._aborting
+
+    def _resumable(self) -> bool:
+        return (
+            self.leases is not None
+            and bool(self.leases.resumeTtl)
+            and self._lease is not None
+            and self._uploadId is not None
+            and bool(self.planner.checkpoints)
+        )
+
+    def _taken(self, reason: str) -> None:
+        """
+        Another session claimed this upload (its lease changed under it):
+        stop, and leave the upload to it.
+        """
+        self._detach(UploadFailed(reason), park=False)
+
+    def _detach(self, error: GatewayError, park: bool) -> None:
+        """
+        Stop this handle without aborting the upload: with C{park}, once
+        its parts in flight are stored, write its lease as parked; else
+        leave it to the session that took it over.
+        """
+        if self._failure is not None or self._completed:
+            return
+        self._failure = error
+        self.planner.discard()
+        self._pump()
+        self._aborting = Deferred.fromCoroutine(self._park() if park else self._leave())
+
+    async def _leave(self) -> None:
+        await self._settled()
+        self._lease = None
+        self._uploadId = None
+        self._audit("taken over")
+        self._end()
+
+    async def _park(self) -> None:
+        waiting = Deferred.fromCoroutine(self._settled())
+        waiting.addTimeout(PARK_WAIT, self.budget.clock)
+        try:
+            await waiting
+        except Exception:
+            log.warn(
+                "Parts of {key} still in flight after {wait:g} s", key=self.key, wait=PARK_WAIT
+            )
+        lease = self._lease
+        checkpoints = self._confirmedCheckpoints()
+        record = None
+        if lease is not None and self._uploadId is not None and checkpoints:
+            lease.record = evolve(lease.record, mtime=self.mtime)
+            record = await lease.park(checkpoints)
+        if record is None:
+            await self._abortUpload()
+            return
+        self._lease = None
+        self._end()
+        self._audit("parked", stored=record.stored)
+        if self.onParked is not None and lease is not None and lease.etag is not None:
+            self.onParked(record, lease.etag)
+
+    def _confirm(self, part: StoredPart) -> None:
+        """
+        S3 stored C{part}: the lease's next write records the hash state up
+        to the last part boundary before which every part is stored.
+        """
+        self._confirmed.add(part.number)
+        while self._contiguous + 1 in self._confirmed:
+            self._contiguous += 1
+        if self._lease is not None:
+            self._lease.checkpoint(self._confirmedCheckpoints())
+
+    def _confirmedCheckpoints(self) -> list[Checkpoint]:
+        return [c for c in self.planner.checkpoints if c.parts <= self._contiguous]
 
     def close(self) -> Deferred[None]:
         """
@@ -412,7 +594,8 @@ class UploadFile:
         )
 
     async def _finishMultipart(self, plan: FinalPart, metadata: dict[str, str]) -> StoredObject:
-        self._enqueue([plan.part])
+        if plan.part is not None:
+            self._enqueue([plan.part])
         await self._settled()
         self._checkWritable()
         assert self._uploadId is not None
@@ -508,7 +691,21 @@ class UploadFile:
             settings = None if self.settings is None else self.settings.staging
             self._uploadId = await self.store.createMultipartUpload(self.key, settings)
             if self.leases is not None:
-                self._lease = self.leases.track(self.key, self._uploadId)
+                schedule = self.planner.schedule
+                self._lease = self.leases.track(
+                    LeaseRecord(
+                        self.key,
+                        self._uploadId,
+                        user=self.owner,
+                        path=self.path,
+                        partSize=schedule.initial,
+                        limits=schedule.limits,
+                        checkpoints=self._confirmedCheckpoints(),
+                        mtime=self.mtime,
+                        changed=self.now(),
+                    )
+                )
+                self._lease.onLost = self._taken
         except Exception as e:
             self._partFailed(e)
         finally:
@@ -520,6 +717,7 @@ class UploadFile:
         try:
             stored = await self.store.uploadPart(self.key, self._uploadId, part.number, part.data)
             self._stored.append(stored)
+            self._confirm(stored)
         except Exception as e:
             self._partFailed(e)
         finally:

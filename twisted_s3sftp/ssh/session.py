@@ -39,12 +39,14 @@ from twisted.conch.ssh.connection import (
 from twisted.conch.ssh.session import SSHSession
 from twisted.conch.ssh.transport import DISCONNECT_PROTOCOL_ERROR
 from twisted.cred.portal import IRealm
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from ..ops.logformat import quietObserver
 from ..sftp.flow import BASE_WINDOW, ChannelWindow, MemoryLimit
+from ..sftp.parked import ParkedUploads, ResumeCaps
 from ..sftp.paths import homePrefix
 from ..sftp.protocol import S3FileTransferServer
 from ..sftp.rights import OwnFiles, Rights
@@ -211,6 +213,9 @@ class S3User(ConchUser):
     @ivar rights: what the user may do.
     @ivar settings: how the objects the user's uploads create are stored.
     @ivar own: the files this connection stored.
+    @ivar parked: the server's parked uploads.
+    @ivar parkedKnown: whether this connection has listed its user's
+        parked uploads yet.
     """
 
     def __init__(
@@ -225,6 +230,7 @@ class S3User(ConchUser):
         leases: Leases | None = None,
         rights: Rights | None = None,
         settings: ObjectSettings | None = None,
+        parked: ParkedUploads | None = None,
     ) -> None:
         super().__init__()
         self.username = username
@@ -238,6 +244,8 @@ class S3User(ConchUser):
         self.rights = rights or Rights()
         self.settings = settings or ObjectSettings()
         self.own = OwnFiles()
+        self.parked = ParkedUploads() if parked is None else parked
+        self.parkedKnown: Deferred[None] | None = None
         self.channelLookup[b"session"] = SFTPSession
         self.subsystemLookup[b"sftp"] = S3FileTransferServer
 
@@ -264,6 +272,7 @@ class S3Realm:
     @ivar leases: marks multipart uploads as this server's, or L{None}.
     @ivar settings: the server's S3 object settings, which a user's
         policy may override.
+    @ivar parked: the parked uploads, seen by every session.
     """
 
     def __init__(
@@ -275,6 +284,7 @@ class S3Realm:
         clock: IReactorTime,
         leases: Leases | None = None,
         settings: ObjectSettings | None = None,
+        caps: ResumeCaps | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or ObjectSettings()
@@ -284,6 +294,7 @@ class S3Realm:
         self.memory = memory
         self.clock = clock
         self.uploads = ActiveUploads()
+        self.parked = ParkedUploads(leases, caps or ResumeCaps())
 
     def requestAvatar(
         self, avatarId: Login | bytes | tuple[()], mind: object, *interfaces: Any
@@ -307,6 +318,7 @@ class S3Realm:
             self.leases,
             userPolicy.rights,
             userPolicy.settings.over(self.settings),
+            self.parked,
         )
         log.info(
             "{username} logged in, home {home}, rights {rights}",

@@ -196,11 +196,13 @@ class StoredPart:
     @ivar number: its part number.
     @ivar etag: the ETag the store gave it.
     @ivar checksum: the checksum it was sent with (base64), if any.
+    @ivar size: its size in bytes, where the store said (L{IObjectStore.listParts}).
     """
 
     number: int
     etag: str
     checksum: str | None = None
+    size: int | None = None
 
 
 @frozen
@@ -263,7 +265,7 @@ class IObjectStore(Interface):
         """
 
     def putObject(  # type: ignore[no-untyped-def]
-        key, data, metadata=None, settings=None, exclusive=False
+        key, data, metadata=None, settings=None, exclusive=False, ifMatch=None
     ):
         """
         Store a whole object at once, replacing any object at C{key}.  The
@@ -276,6 +278,9 @@ class IObjectStore(Interface):
         @param exclusive: store it only if no object is at C{key}
             (C{If-None-Match: *}); otherwise fail with
             L{twisted_s3sftp.errors.FileExists}.
+        @param ifMatch: store it only if the object at C{key} has this
+            ETag (C{If-Match}: a compare-and-swap); otherwise fail with
+            L{twisted_s3sftp.errors.Changed}.
         @return: a Deferred firing with its
             L{StoredObject} (ETag and version) once
             it is stored.
@@ -298,6 +303,19 @@ class IObjectStore(Interface):
         @param data: the part's bytes.
         @return: a Deferred firing with a
             L{StoredPart}.
+        """
+
+    def listParts(key, uploadId):  # type: ignore[no-untyped-def]
+        """
+        List the parts of an unfinished multipart upload, every page.
+
+        @param key: the upload's object key.
+        @param uploadId: from L{createMultipartUpload}.
+        @return: a Deferred firing with its L{StoredPart}s (with their
+            sizes; with their checksums where the store reports them), by
+            part number; it fails with a
+            L{twisted_s3sftp.errors.StoreError} whose C{storeCode} is
+            C{NoSuchUpload} if the upload is gone.
         """
 
     def completeMultipartUpload(  # type: ignore[no-untyped-def]

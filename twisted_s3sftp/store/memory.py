@@ -166,10 +166,13 @@ class MemoryObjectStore:
         metadata: dict[str, str] | None = None,
         settings: ObjectSettings | None = None,
         exclusive: bool = False,
+        ifMatch: str | None = None,
     ) -> Deferred[object]:
         def run() -> StoredObject:
             if exclusive and key in self.objects:
                 raise FileExists("a file with that name already exists")
+            if ifMatch is not None and (key not in self.objects or self._info(key).etag != ifMatch):
+                raise Changed("the file changed meanwhile")
             self.objects[key] = (bytes(data), int(self.now()))
             self.metadata[key] = dict(metadata or {})
             self.settings[key] = settings or ObjectSettings()
@@ -197,6 +200,16 @@ class MemoryObjectStore:
 
         return self._call("uploadPart", run)
 
+    def listParts(self, key: str, uploadId: str) -> Deferred[object]:
+        def run() -> list[StoredPart]:
+            parts = self._upload(key, uploadId)
+            return [
+                StoredPart(number, self._etag(data), None, len(data))
+                for number, data in sorted(parts.items())
+            ]
+
+        return self._call("listParts", run)
+
     def completeMultipartUpload(
         self, key: str, uploadId: str, stored: list[StoredPart], exclusive: bool = False
     ) -> Deferred[object]:
@@ -204,9 +217,12 @@ class MemoryObjectStore:
             parts = self._upload(key, uploadId)
             if exclusive and key in self.objects:
                 raise FileExists("a file with that name already exists")
+            # As with checksums on S3: parts 1 to n, each stored; parts
+            # stored but not listed are dropped.
             numbers = [part.number for part in stored]
-            if sorted(numbers) != list(range(1, len(parts) + 1)) or any(
-                self._etag(parts[part.number]) != part.etag for part in stored
+            if sorted(numbers) != list(range(1, len(numbers) + 1)) or any(
+                part.number not in parts or self._etag(parts[part.number]) != part.etag
+                for part in stored
             ):
                 raise StoreError("invalid part list", "InvalidPart")
             for number in sorted(numbers)[:-1]:

@@ -251,10 +251,11 @@ class FinalPart:
     """
     The upload was multipart; this is its last part.
 
-    @ivar part: the last part, never empty.
+    @ivar part: the last part, never empty; L{None} when a resumed upload
+        was closed with nothing written after the parts already stored.
     """
 
-    part: Part
+    part: Part | None
 
 
 @define(eq=False)
@@ -465,6 +466,24 @@ class PartPlanner:
         self.received = max(self.received, end)
         return self._ready()
 
+    def restart(self, checkpoints: list[Checkpoint]) -> None:
+        """
+        Continue an upload from the last of C{checkpoints}, a part boundary
+        whose parts are stored: the next write must land at its offset, and
+        the hash goes on from the state saved there.  The earlier ones are
+        kept as L{checkpoints} too.
+
+        @raise ValueError: if the planner has planned anything already.
+        """
+        if self.partsPlanned or self._pending or self.received:
+            raise ValueError("only a new planner can be restarted")
+        checkpoint = checkpoints[-1]
+        self._hash = ResumableSHA256.fromState(checkpoint.state)
+        self._sent = self.received = checkpoint.offset
+        self.partsPlanned = checkpoint.parts
+        self._checkpoints.clear()
+        self._checkpoints.extend(checkpoints)
+
     def finish(self) -> SinglePut | FinalPart:
         """
         The client closed the file: plan what is left.
@@ -491,6 +510,9 @@ class PartPlanner:
         self._hash.update(data)
         if self.partsPlanned == 0:
             return SinglePut(data)
+        if not data:
+            # A resumed upload closed at a part boundary.
+            return FinalPart(None)
         self.partsPlanned += 1
         return FinalPart(Part(self.partsPlanned, data))
 

@@ -63,6 +63,9 @@ _CHANGED = {"PreconditionFailed", "412"}
 _EXISTS = _CHANGED | {"ConditionalRequestConflict", "409"}
 _RANGE = {"InvalidRange", "416"}
 
+#: Parts asked for per ListParts page (S3's most).
+PAGE = 1000
+
 
 def makeClient(
     endpointURL: str | None,
@@ -170,12 +173,19 @@ def settingsArguments(settings: ObjectSettings | None, tags: bool = True) -> dic
     return arguments
 
 
-def _conditional(exclusive: bool, call: Callable[..., T], **arguments: Any) -> T:
+def _conditional(
+    exclusive: bool, call: Callable[..., T], ifMatch: str | None = None, **arguments: Any
+) -> T:
     """
-    Make a write that, if C{exclusive}, happens only where no object is.
+    Make a write that, if C{exclusive}, happens only where no object is;
+    with C{ifMatch}, only over the object with that ETag.
 
     @raise FileExists: if C{exclusive} and an object is there.
+    @raise ClientError: a 412 if C{ifMatch} is no longer the ETag (which
+        L{translate} makes L{Changed}).
     """
+    if ifMatch is not None:
+        return call(IfMatch=ifMatch, **arguments)
     if not exclusive:
         return call(**arguments)
     try:
@@ -339,6 +349,7 @@ class S3ObjectStore:
         metadata: dict[str, str] | None = None,
         settings: ObjectSettings | None = None,
         exclusive: bool = False,
+        ifMatch: str | None = None,
     ) -> Deferred[StoredObject]:
         def put() -> StoredObject:
             # An empty object is sent without a Body: botocore would add
@@ -349,6 +360,7 @@ class S3ObjectStore:
                 _conditional(
                     exclusive,
                     self.client.put_object,
+                    ifMatch,
                     Bucket=self.bucket,
                     Key=key,
                     Metadata=metadata or {},
@@ -388,6 +400,34 @@ class S3ObjectStore:
             return StoredPart(number, str(response["ETag"]), checksum)
 
         return self._inThread("UploadPart", upload)
+
+    def listParts(self, key: str, uploadId: str) -> Deferred[list[StoredPart]]:
+        def listing() -> list[StoredPart]:
+            parts: list[StoredPart] = []
+            marker = 0
+            while True:
+                response = self.client.list_parts(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=uploadId,
+                    PartNumberMarker=marker,
+                    MaxParts=PAGE,
+                )
+                for part in response.get("Parts", ()):
+                    parts.append(
+                        StoredPart(
+                            int(part["PartNumber"]),
+                            str(part["ETag"]),
+                            part.get("ChecksumCRC32"),
+                            int(part["Size"]),
+                        )
+                    )
+                following = int(response.get("NextPartNumberMarker") or 0)
+                if not response.get("IsTruncated") or following <= marker:
+                    return sorted(parts, key=lambda part: part.number)
+                marker = following
+
+        return self._inThread("ListParts", listing)
 
     def completeMultipartUpload(
         self, key: str, uploadId: str, parts: list[StoredPart], exclusive: bool = False
