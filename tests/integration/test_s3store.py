@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from attrs import evolve
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
-from twisted_s3sftp.errors import Changed, EndOfFile, FileExists
+from twisted_s3sftp.errors import Changed, EndOfFile, FileExists, GatewayError, StoreError
 from twisted_s3sftp.store.interfaces import IObjectStore, ObjectSettings
 from twisted_s3sftp.store.s3 import S3ObjectStore, makeClient
 from twisted_s3sftp.tools.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY
@@ -271,3 +272,60 @@ def test_exclusiveCopy(localS3: Any, bucket: str, s3: Any) -> None:
     with pytest.raises(Changed):
         result(store.copyObject("src", "free2", info.etag, 6, {}, NONE, True))
     assert keys(s3, bucket, "free2") == []
+
+
+def test_compareAndSwap(localS3: Any, bucket: str) -> None:
+    """
+    A write with C{ifMatch} lands only over the object with that ETag
+    (what claims a parked upload's lease): a stale ETag, or no object, is
+    refused, and the object is unchanged.
+    """
+    store = makeStore(localS3, bucket, 5 * MiB)
+    first = result(store.putObject("lease", b"one"))
+    second = result(store.putObject("lease", b"two", ifMatch=first.etag))
+    with pytest.raises(Changed):
+        result(store.putObject("lease", b"three", ifMatch=first.etag))
+    with pytest.raises(GatewayError):
+        result(store.putObject("missing", b"x", ifMatch=first.etag))
+    info = result(store.headObject("lease"))
+    assert (info.etag, result(store.getObject("lease", 0, 10, info.etag))) == (
+        second.etag,
+        b"two",
+    )
+
+
+def test_listPartsPaged(localS3: Any, bucket: str, s3: Any) -> None:
+    """
+    L{S3ObjectStore.listParts} gives every part of an upload, over more
+    than one page of 1,000, with their sizes (SeaweedFS refuses to
+    complete parts under 5 MiB, so these are only listed); an upload
+    completed from listed parts and a new last part is their
+    concatenation.  SeaweedFS's listing has no checksums, yet completing
+    without them is refused (C{InvalidRequest}): that is why leases keep
+    them.  A gone upload is C{NoSuchUpload}.
+    """
+    store = makeStore(localS3, bucket, 5 * MiB)
+    uploadId = result(store.createMultipartUpload("many"))
+    for number in range(1, 1004):
+        result(store.uploadPart("many", uploadId, number, b"p"))
+    listed = result(store.listParts("many", uploadId))
+    assert [(p.number, p.size) for p in listed] == [(n, 1) for n in range(1, 1004)]
+    result(store.abortMultipartUpload("many", uploadId))
+    uploadId = result(store.createMultipartUpload("two"))
+    parts = [os.urandom(5 * MiB) for _ in range(2)]
+    stored = [
+        result(store.uploadPart("two", uploadId, number, data))
+        for number, data in enumerate(parts, 1)
+    ]
+    listed = result(store.listParts("two", uploadId))
+    assert [p.etag for p in listed] == [p.etag for p in stored]
+    assert [p.checksum for p in listed] == [None, None]
+    last = result(store.uploadPart("two", uploadId, 3, b"tail"))
+    with pytest.raises(StoreError):
+        result(store.completeMultipartUpload("two", uploadId, [*listed, last]))
+    withChecksums = [evolve(p, checksum=s.checksum) for p, s in zip(listed, stored, strict=True)]
+    result(store.completeMultipartUpload("two", uploadId, [*withChecksums, last]))
+    assert objectBytes(s3, bucket, "two") == b"".join(parts) + b"tail"
+    with pytest.raises(StoreError) as raised:
+        result(store.listParts("two", uploadId))
+    assert raised.value.storeCode == "NoSuchUpload"

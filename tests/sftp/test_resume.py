@@ -443,9 +443,11 @@ class RecordTests(SFTPTestCase):
             PART,
             PartLimits(),
             [Checkpoint(1, PART, b"s" * 104)],
-            12,
-            3.5,
+            checksums=b"\x00\x01\x02\x03",
+            mtime=12,
+            changed=3.5,
         )
+        self.assertEqual((record.checksum(1), record.checksum(2)), ("AAECAw==", None))
         self.assertEqual(decodeRecord(record.encode()), record)
         old = decodeRecord(b'{"key": "k", "uploadId": "u"}')
         self.assertFalse(old.resumable)

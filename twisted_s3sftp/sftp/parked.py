@@ -256,5 +256,9 @@ async def claimParked(
             "what it needs; upload it again"
         )
     lease.record = evolve(lease.record, checkpoints=checkpoints)
-    parts = tuple(byNumber[n] for n in range(1, checkpoints[-1].parts + 1))
+    # The store's checksum where it reports one, else the lease's.
+    parts = tuple(
+        evolve(byNumber[n], checksum=byNumber[n].checksum or record.checksum(n))
+        for n in range(1, checkpoints[-1].parts + 1)
+    )
     return lease, parts

@@ -244,7 +244,7 @@ class UploadFile:
     onParked: Callable[[LeaseRecord, str], None] | None = None
     _written: bool = field(default=False, init=False)
     _shift: int = field(default=0, init=False)
-    _confirmed: set[int] = field(factory=set, init=False)
+    _confirmed: dict[int, str] = field(factory=dict, init=False)
     _contiguous: int = field(default=0, init=False)
     _sizeSet: bool = field(default=False, init=False)
     _failure: GatewayError | None = field(default=None, init=False)
@@ -397,8 +397,11 @@ class UploadFile:
         self.planner = planner
         parts = planner.partsPlanned
         self._stored = [part for part in self._stored if part.number <= parts]
-        self._confirmed = {number for number in self._confirmed if number <= parts}
+        self._confirmed = {n: c for n, c in self._confirmed.items() if n <= parts}
         self._contiguous = min(self._contiguous, parts)
+        if self._lease is not None:
+            del self._lease.checksums[parts:]
+            self._lease.record = evolve(self._lease.record, checksums=b"")
 
     def park(self, reason: str) -> Deferred[None]:
         """
@@ -482,9 +485,11 @@ class UploadFile:
         S3 stored C{part}: the lease's next write records the hash state up
         to the last part boundary before which every part is stored.
         """
-        self._confirmed.add(part.number)
+        self._confirmed[part.number] = part.checksum or ""
         while self._contiguous + 1 in self._confirmed:
             self._contiguous += 1
+            if self._lease is not None:
+                self._lease.checksums.append(self._confirmed[self._contiguous])
         if self._lease is not None:
             self._lease.checkpoint(self._confirmedCheckpoints())
 

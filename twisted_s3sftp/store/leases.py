@@ -110,12 +110,16 @@ class Lease:
         L{None} before the first.
     @ivar onLost: called with a reason if another session took the upload
         over (a rewrite found the lease changed).
+    @ivar checksums: the CRC32 (base64) of the parts stored, from part 1
+        without a gap, which the upload appends to; each write records
+        those up to the last checkpoint (L{LeaseRecord.checksums}).
     """
 
     leases: Leases
     record: LeaseRecord
     etag: str | None = None
     onLost: Callable[[str], None] | None = None
+    checksums: list[str] = field(factory=list)
     _timer: IDelayedCall | None = field(default=None, init=False)
     _ended: bool = field(default=False, init=False)
     _writing: Deferred[None] | None = field(default=None, init=False)
@@ -149,11 +153,25 @@ class Lease:
                 self.record, checkpoints=checkpoints, changed=self.leases.clock.seconds()
             )
 
+    def _current(self) -> LeaseRecord:
+        """
+        @return: the record, with the checksums of the parts up to its last
+            checkpoint.
+        """
+        if not self.record.checkpoints:
+            return self.record
+        parts = self.record.checkpoints[-1].parts
+        if len(self.record.checksums) >= 4 * parts or len(self.checksums) < parts:
+            return self.record
+        raw = b"".join(base64.b64decode(checksum) for checksum in self.checksums[:parts])
+        self.record = evolve(self.record, checksums=raw)
+        return self.record
+
     async def _write(self) -> None:
         try:
             stored = await self.leases.store.putObject(
                 self.markerKey,
-                self.record.encode(),
+                self._current().encode(),
                 None,
                 self.leases.encryption,
                 ifMatch=self.etag,
@@ -188,7 +206,7 @@ class Lease:
         if self._writing is not None:
             await self._writing
         self.checkpoint(checkpoints)
-        parked = self.record.parked(self.leases.clock.seconds())
+        parked = self._current().parked(self.leases.clock.seconds())
         try:
             stored = await self.leases.store.putObject(
                 self.markerKey, parked.encode(), None, self.leases.encryption, ifMatch=self.etag

@@ -8,6 +8,7 @@ and lets a test make chosen operations fail or wait.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import zlib
 from collections.abc import Callable
@@ -26,6 +27,13 @@ from .interfaces import (
     StoredPart,
 )
 from .parts import MIN_PART_SIZE
+
+
+def _crc(data: bytes) -> str:
+    """
+    @return: C{data}'s CRC32, base64, as S3 writes it.
+    """
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
 @define(eq=False)
@@ -196,7 +204,7 @@ class MemoryObjectStore:
         def run() -> StoredPart:
             parts = self._upload(key, uploadId)
             parts[number] = bytes(data)
-            return StoredPart(number, self._etag(data), str(zlib.crc32(data)))
+            return StoredPart(number, self._etag(data), _crc(data))
 
         return self._call("uploadPart", run)
 
@@ -219,9 +227,13 @@ class MemoryObjectStore:
                 raise FileExists("a file with that name already exists")
             # As with checksums on S3: parts 1 to n, each stored; parts
             # stored but not listed are dropped.
+            # Every part's checksum is wanted, as S3 wants it for an upload
+            # created with checksums; listParts reports none (as SeaweedFS).
             numbers = [part.number for part in stored]
             if sorted(numbers) != list(range(1, len(numbers) + 1)) or any(
-                part.number not in parts or self._etag(parts[part.number]) != part.etag
+                part.number not in parts
+                or self._etag(parts[part.number]) != part.etag
+                or part.checksum != _crc(parts[part.number])
                 for part in stored
             ):
                 raise StoreError("invalid part list", "InvalidPart")

@@ -34,8 +34,9 @@ ACTIVE = "active"
 #: Nobody runs the upload; a client may continue it.
 PARKED = "parked"
 
-#: The most bytes of a lease body read back.
-MAX_BODY = 64 * 1024
+#: The most bytes of a lease body read back (10,000 parts' checksums
+#: take 53 KiB).
+MAX_BODY = 256 * 1024
 
 
 def _checkpoints(value: Any) -> tuple[Checkpoint, ...]:
@@ -57,6 +58,10 @@ class LeaseRecord:
     @ivar checkpoints: the SHA-256 state at the last part boundaries up to
         which every part is stored, oldest first; none for an upload that
         cannot be continued.
+    @ivar checksums: the CRC32 of each part stored, 4 bytes big-endian
+        per part from part 1, up to the last checkpoint at least: S3 wants
+        every part's checksum to complete an upload created with them, and
+        not every store's C{ListParts} reports them (SeaweedFS does not).
     @ivar mtime: the modification time the client set, if any.
     @ivar changed: when the upload last stored a part or was parked
         (seconds since the epoch): what a listing shows as its time.
@@ -71,6 +76,7 @@ class LeaseRecord:
     partSize: int = 0
     limits: PartLimits = PartLimits()
     checkpoints: tuple[Checkpoint, ...] = field(default=(), converter=_checkpoints)
+    checksums: bytes = b""
     mtime: int | None = None
     changed: float = 0.0
     owner: str = ""
@@ -98,6 +104,14 @@ class LeaseRecord:
         of the server continuing it).
         """
         return PartSchedule(self.partSize, self.limits)
+
+    def checksum(self, number: int) -> str | None:
+        """
+        @return: part C{number}'s CRC32, base64 as S3 writes it, or L{None}
+            if the record does not have it.
+        """
+        raw = self.checksums[4 * (number - 1) : 4 * number]
+        return base64.b64encode(raw).decode("ascii") if len(raw) == 4 else None
 
     def boundary(self, offset: int) -> Checkpoint | None:
         """
@@ -131,6 +145,7 @@ class LeaseRecord:
                 [c.parts, c.offset, base64.b64encode(c.state).decode("ascii")]
                 for c in self.checkpoints
             ],
+            "checksums": base64.b64encode(self.checksums).decode("ascii"),
             "mtime": self.mtime,
             "changed": self.changed,
             "owner": self.owner,
@@ -160,6 +175,9 @@ def decodeRecord(body: bytes) -> LeaseRecord:
             for parts, offset, state in record["checkpoints"]
         )
         mtime = record["mtime"]
+        checksums = base64.b64decode(record["checksums"], validate=True)
+        if len(checksums) % 4:
+            raise ValueError("checksums are not 4 bytes each")
         result = LeaseRecord(
             key=record["key"],
             uploadId=record["uploadId"],
@@ -169,6 +187,7 @@ def decodeRecord(body: bytes) -> LeaseRecord:
             partSize=int(record["partSize"]),
             limits=PartLimits(int(minPart), int(maxPart), int(maxParts)),
             checkpoints=checkpoints,
+            checksums=checksums,
             mtime=None if mtime is None else int(mtime),
             changed=float(record["changed"]),
             owner=str(record["owner"]),
