@@ -170,6 +170,7 @@ class S3SFTPServer:
         self._require(UPLOAD, "uploading", virtual)
         if self.avatar.uploads.draining:
             raise GatewayError("the server is shutting down; upload again shortly")
+        await self._activeUpload(key)
         parked = await self._parkedFile(key)
         if parked is not None:
             if flags & FXF_EXCL:
@@ -290,6 +291,19 @@ class S3SFTPServer:
             exclusive=not self.avatar.rights.has(OVERWRITE),
             resumed=Resumption(lease, parts, appending=bool(flags & FXF_APPEND)),
         )
+
+    async def _activeUpload(self, key: str) -> UploadFile | None:
+        """
+        @return: the latest upload under way to C{key} on this server, once
+            any being parked is (a client that lost its connection often
+            asks again before the server has parked its upload).
+        """
+        for upload in self.avatar.uploads.every(key):
+            parking = upload.parking
+            if parking is not None:
+                await whenSettled(parking)
+        found: UploadFile | None = self.avatar.uploads.get(key)
+        return found
 
     async def _parkedFile(self, key: str) -> ParkedFile | None:
         """
@@ -710,7 +724,7 @@ class S3SFTPServer:
         if virtual == "/":
             return _DIRECTORY
         key = objectKey(self._home, virtual)
-        upload = self.avatar.uploads.get(key)
+        upload = await self._activeUpload(key)
         if upload is not None:
             return upload
         parked = await self._parkedFile(key)

@@ -244,6 +244,7 @@ class UploadFile:
     onParked: Callable[[LeaseRecord, str], None] | None = None
     _written: bool = field(default=False, init=False)
     _shift: int = field(default=0, init=False)
+    _parking: bool = field(default=False, init=False)
     _confirmed: dict[int, str] = field(factory=dict, init=False)
     _contiguous: int = field(default=0, init=False)
     _sizeSet: bool = field(default=False, init=False)
@@ -296,12 +297,24 @@ class UploadFile:
         """
         return self._closing
 
+    @property
+    def parking(self) -> Deferred[None] | None:
+        """
+        While the upload is being parked (L{park}), a Deferred that fires
+        once it is (or was aborted instead); L{None} otherwise.
+        """
+        return self._aborting if self._parking and not self._ended else None
+
     def attributes(self) -> dict[str, int]:
         """
-        @return: the file's attributes so far: the bytes received, and the
-            time set by the client or else the current time.
+        @return: the file's attributes so far: the bytes received (while it
+            is being parked, the bytes stored), and the time set by the
+            client or else the current time.
         """
         mtime = self.mtime if self.mtime is not None else int(self.now())
+        if self._parking:
+            checkpoints = self._confirmedCheckpoints()
+            return fileAttributes(checkpoints[-1].offset if checkpoints else 0, mtime)
         return fileAttributes(self.planner.received, mtime)
 
     def changeAttributes(self, attrs: dict[str, int]) -> None:
@@ -445,6 +458,7 @@ class UploadFile:
         if self._failure is not None or self._completed:
             return
         self._failure = error
+        self._parking = park
         self.planner.discard()
         self._pump()
         self._aborting = Deferred.fromCoroutine(self._park() if park else self._leave())
