@@ -9,6 +9,7 @@ C{weed} is an error, so CI cannot pass without running these tests.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -330,13 +331,25 @@ def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
 def assertStored(s3: Any, bucket: str, key: str, source: Path) -> None:
     """
     Assert the object at C{key} has C{source}'s bytes, its SHA-256 in
-    C{x-amz-meta-sha256}, and its uploader (the user of its home, the first
+    C{x-amz-meta-sha256} (and the saved state of that hash in
+    C{x-amz-meta-sha256-state}), and its uploader (the user of its home, the first
     component of C{key}) in C{x-amz-meta-uploader}.
     """
     expected = sha256(source.read_bytes())
     assert sha256(objectBytes(s3, bucket, key)) == expected
     metadata = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+    assert hashState(metadata.pop("sha256-state")) == expected
     assert metadata == {"sha256": expected, "uploader": key.split("/")[0]}
+
+
+def hashState(state: str) -> str:
+    """
+    @return: the hex SHA-256 a saved hash state (C{x-amz-meta-sha256-state})
+        stands for.
+    """
+    from twisted_s3sftp.store.sha256 import ResumableSHA256
+
+    return ResumableSHA256.fromState(base64.b64decode(state)).hexdigest()
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from .conftest import (
     Gateway,
     MiB,
     assertStored,
+    hashState,
     multipartUploads,
     objectBytes,
     paramikoSFTP,
@@ -91,6 +92,7 @@ def assertDone(s3: Any, bucket: str, key: str, source: Path) -> None:
     assert sha256(objectBytes(s3, bucket, key)) == expected
     metadata = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
     metadata.pop("mtime", None)
+    assert hashState(metadata.pop("sha256-state")) == expected
     assert metadata == {"sha256": expected, "uploader": key.split("/")[0]}
     assert multipartUploads(s3, bucket) == []
     assert leaseRecords(s3, bucket) == []
@@ -523,3 +525,59 @@ def test_resumeOffAborts(startGateway: Any, bucket: str, s3: Any, tmp_path: Path
         timeout=60,
     )
     assert result.returncode != 0
+
+
+def test_ctrlCThenReput(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) -> None:
+    """
+    OpenSSH C{put} interrupted with Ctrl-C sends CLOSE, so the first part
+    of the file is stored as a complete object; C{reput} then appends the
+    rest (server-side copies of the stored parts, then the client's data):
+    C{sftp} exits 0 and the object is the whole file, with its SHA-256.
+    """
+    key = gateway.addUser("alice")
+    source = makeFile(tmp_path, "cc.bin", 4 * PART + 321)
+    batch = tmp_path / "batch"
+    batch.write_text(f"put {source}\n")
+    client = slowSftp(
+        gateway,
+        "alice",
+        key,
+        batch,
+        24000,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    waitFor(lambda: partsStored(s3, bucket, "alice/cc.bin") >= 2, 60, 0.05)
+    client.send_signal(signal.SIGINT)
+    client.wait(timeout=60)
+    stored = waitFor(
+        lambda: s3.list_objects_v2(Bucket=bucket, Prefix="alice/cc.bin").get("Contents"), 30
+    )
+    size = stored[0]["Size"]
+    assert 0 < size < source.stat().st_size
+    assert objectBytes(s3, bucket, "alice/cc.bin") == source.read_bytes()[:size]
+    result = gateway.sftp("alice", [f"reput {source}"])
+    assert result.returncode == 0, result.stderr
+    assertDone(s3, bucket, "alice/cc.bin", source)
+
+
+def test_paramikoAppendToStored(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) -> None:
+    """
+    paramiko C{"ab"} on a stored file (FSTAT gives its size) appends to
+    it; CLOSE, sent at packet level, is answered OK.
+    """
+    gateway.addUser("alice")
+    first, rest = os.urandom(PART + 999), os.urandom(PART + 5)
+    source = tmp_path / "ab.bin"
+    source.write_bytes(first + rest)
+    with paramikoSFTP(gateway, "alice") as sftp:
+        with sftp.open("ab.bin", "wb") as f:
+            f.write(first)
+        f = sftp.open("ab.bin", "ab")
+        assert f.stat().st_size == len(first)
+        f.write(rest)
+        f.flush()
+        sftp._request(CLOSE, f.handle)
+        f._closed = True
+    assertDone(s3, bucket, "alice/ab.bin", source)

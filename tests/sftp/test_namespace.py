@@ -417,9 +417,9 @@ class FileTests(SFTPTestCase):
         self.successResultOf(
             server.setAttrs(b"plain", {"atime": 7, "mtime": 1234, "uid": 5, "gid": 5})
         )
-        self.assertEqual(
-            store.metadata["alice/plain"], {"sha256": sha, "mtime": "1234", "uploader": "alice"}
-        )
+        metadata = store.metadata["alice/plain"]
+        metadata.pop("sha256-state")
+        self.assertEqual(metadata, {"sha256": sha, "mtime": "1234", "uploader": "alice"})
         self.assertEqual(self.successResultOf(server.getAttrs(b"plain", True))["mtime"], 1234)
         store.calls.clear()
         self.successResultOf(server.setAttrs(b"plain", {"mtime": 1234, "permissions": 0o644}))
@@ -564,16 +564,17 @@ class FileTests(SFTPTestCase):
         """
         An existing file opened without TRUNC: writing from its start and
         setting the size written (OpenSSH's C{scp}), or writing at least
-        as much as it held, replaces it; a first WRITE further on (a
-        resume) gets C{OP_UNSUPPORTED} saying why; overwriting only its
-        start fails at CLOSE, since the object cannot keep its old end.
+        as much as it held, replaces it; a first WRITE at its end appends
+        (L{tests.sftp.test_resume}); one in its middle gets
+        C{OP_UNSUPPORTED} saying why; overwriting only its start fails at
+        CLOSE, since the object cannot keep its old end.
         """
         server, store = makeServer()
         open = FXF_WRITE | FXF_CREAT
         self.upload(server, b"f", b"0123456789")
         f = self.successResultOf(server.openFile(b"f", open, {}))
-        e = self.assertStatus(f.writeChunk(10, b"more"), FX_OP_UNSUPPORTED)
-        self.assertIn("resum", e.message)
+        e = self.assertStatus(f.writeChunk(4, b"more"), FX_OP_UNSUPPORTED)
+        self.assertIn("from its end (10)", e.message)
         self.assertStatus(f.close(), FX_FAILURE)
         f = self.successResultOf(server.openFile(b"f", open, {}))
         self.successResultOf(f.writeChunk(0, b"abc"))

@@ -454,3 +454,128 @@ class RecordTests(SFTPTestCase):
         for junk in (b"x", b"[]", b'{"v": 2, "key": "k", "uploadId": "u"}'):
             self.assertRaises(ValueError, decodeRecord, junk)
         self.assertEqual(userPrefix(PREFIX, "alice"), PREFIX + "YWxpY2U=/")
+
+
+class AppendTests(SFTPTestCase):
+    """
+    A WRITE at the end of a stored file appends to it, through a new
+    multipart upload that copies the stored parts on the server.
+    """
+
+    def setUp(self) -> None:
+        self.bucket = Bucket()
+        self.store = self.bucket.store
+        self.server = self.bucket.server()
+
+    def append(self, stored: int, flags: int, fromZero: bool = False) -> None:
+        """
+        Store C{DATA[:stored]}, then open it with C{flags} and write the
+        rest from its end (from 0 with C{fromZero}): the object is C{DATA}
+        with its SHA-256, and stays the old one until the CLOSE.
+        """
+        self.upload(self.server, b"big", DATA[:stored])
+        f = self.successResultOf(self.server.openFile(b"big", flags, {}))
+        self.assertEqual(self.successResultOf(f.getAttrs())["size"], stored)
+        rest = DATA[stored:]
+        start = 0 if fromZero else stored
+        for offset in range(0, len(rest), 65536):
+            self.successResultOf(f.writeChunk(start + offset, rest[offset : offset + 65536]))
+        self.assertEqual(self.store.objects["alice/big"][0], DATA[:stored])
+        self.successResultOf(f.close())
+        self.assertEqual(self.store.objects["alice/big"][0], DATA)
+        metadata = self.store.metadata["alice/big"]
+        self.assertEqual(metadata["sha256"], hashlib.sha256(DATA).hexdigest())
+        self.assertEqual((self.store.uploads, self.bucket.leaseRecords()), ({}, []))
+
+    def test_appendSmall(self) -> None:
+        """
+        A file shorter than a part (OpenSSH C{reput} after a Ctrl-C:
+        C{WRITE|CREAT|APPEND} from its size) is read whole and becomes the
+        start of the first part; no copy is made.
+        """
+        self.append(1000, RESUME | FXF_APPEND)
+        self.assertNotIn("uploadPartCopy", self.store.calls)
+
+    def test_appendLarge(self) -> None:
+        """
+        A file of several parts (lftp C{put -c}, WinSCP after Cancel:
+        C{WRITE|CREAT} from its size) is copied part by part on the server,
+        its tail read into the next part.
+        """
+        self.append(2 * PART + 777, RESUME)
+        self.assertEqual(self.store.calls.count("uploadPartCopy"), 2)
+
+    def test_appendFromZero(self) -> None:
+        """
+        C{curl -a}: C{APPEND}, offsets from 0, counted from the end.
+        """
+        self.append(PART + 5, RESUME | FXF_APPEND, fromZero=True)
+
+    def test_appendAtPartBoundary(self) -> None:
+        """
+        A file whose size is a part boundary has no tail to read.
+        """
+        self.append(2 * PART, RESUME)
+        self.assertEqual(self.store.calls.count("getObject"), 0)
+
+    def test_withoutState(self) -> None:
+        """
+        A file larger than a part stored without the saved hash state (by
+        another tool) cannot be appended to: C{OP_UNSUPPORTED} says why,
+        and the file is unchanged; a smaller one is read and hashed anew.
+        """
+        self.store.objects["alice/big"] = (DATA[: PART + 5], 0)
+        self.store.metadata["alice/big"] = {}
+        f = self.successResultOf(self.server.openFile(b"big", RESUME, {}))
+        e = self.assertStatus(f.writeChunk(PART + 5, b"x"), FX_OP_UNSUPPORTED)
+        self.assertIn("SHA-256 state", e.message)
+        self.assertEqual(self.store.objects["alice/big"][0], DATA[: PART + 5])
+        self.store.objects["alice/small"] = (b"abc", 0)
+        self.store.metadata["alice/small"] = {}
+        f = self.successResultOf(self.server.openFile(b"small", RESUME, {}))
+        self.successResultOf(f.writeChunk(3, b"def"))
+        self.successResultOf(f.close())
+        self.assertEqual(
+            self.store.metadata["alice/small"]["sha256"], hashlib.sha256(b"abcdef").hexdigest()
+        )
+
+    def test_appendInterruptedAndResumed(self) -> None:
+        """
+        An append interrupted after parts were stored is parked and resumed
+        like any upload, and still ends with the whole file's SHA-256.
+        """
+        self.upload(self.server, b"big", DATA[: PART + 3])
+        f = self.successResultOf(self.server.openFile(b"big", RESUME, {}))
+        for offset in range(PART + 3, 3 * PART + 9, 65536):
+            self.successResultOf(
+                f.writeChunk(offset, DATA[offset : min(3 * PART + 9, offset + 65536)])
+            )
+        self.successResultOf(f.park("connection lost"))
+        (record,) = self.bucket.leaseRecords()
+        self.assertEqual(record.stored, 3 * PART)
+        other = self.bucket.server()
+        g = self.successResultOf(other.openFile(b"big", RESUME, {}))
+        for offset in range(3 * PART, len(DATA), 65536):
+            self.successResultOf(g.writeChunk(offset, DATA[offset : offset + 65536]))
+        self.successResultOf(g.close())
+        self.assertEqual(self.store.objects["alice/big"][0], DATA)
+        self.assertEqual(
+            self.store.metadata["alice/big"]["sha256"], hashlib.sha256(DATA).hexdigest()
+        )
+
+    def test_changedMeanwhile(self) -> None:
+        """
+        A file replaced while it is being appended to fails the append (the
+        copies name its ETag); the new file stays.
+        """
+        self.upload(self.server, b"big", DATA[: 2 * PART])
+        self.store.holding.add("uploadPartCopy")
+        f = self.successResultOf(self.server.openFile(b"big", RESUME, {}))
+        self.successResultOf(f.writeChunk(2 * PART, b"more"))
+        self.store.objects["alice/big"] = (b"replaced", 0)
+        self.store.holding.clear()
+        while self.store.held:
+            self.store.release(0)
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertEqual(self.store.objects["alice/big"][0], b"replaced")
+        self.assertEqual(self.store.uploads, {})

@@ -5,6 +5,7 @@ store.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 from typing import Any
@@ -32,6 +33,7 @@ from twisted_s3sftp.ssh.session import S3User
 from twisted_s3sftp.store.interfaces import IObjectStore
 from twisted_s3sftp.store.memory import MemoryObjectStore
 from twisted_s3sftp.store.parts import MIN_PART_SIZE, MiB, PartLimits, UploadPolicy
+from twisted_s3sftp.store.sha256 import ResumableSHA256
 
 PART = MIN_PART_SIZE
 WRITE = FXF_WRITE | FXF_CREAT | FXF_TRUNC
@@ -270,16 +272,12 @@ class UploadTests(SFTPTestCase):
 
     def test_openModes(self) -> None:
         """
-        Appending to a stored file is refused with C{OP_UNSUPPORTED} naming
-        why (appending to a file that does not exist creates it); a new
-        upload opened READ|WRITE|CREAT|TRUNC works, and only an actual read
-        from it is refused.
+        Appending to a file that does not exist creates it; a new upload
+        opened READ|WRITE|CREAT|TRUNC works, and only an actual read from
+        it is refused.
         """
         server, store = makeServer()
-        self.upload(server, b"b", b"old")
         append = FXF_WRITE | FXF_CREAT | FXF_APPEND
-        e = self.assertStatus(server.openFile(b"b", append, {}), FX_OP_UNSUPPORTED)
-        self.assertIn("appending", e.message)
         f = self.successResultOf(server.openFile(b"c", append, {}))
         self.successResultOf(f.writeChunk(0, b"new"))
         self.successResultOf(f.close())
@@ -367,12 +365,19 @@ class EngineTests(SFTPTestCase):
         """
         The SHA-256 of the whole file is stored as C{x-amz-meta-sha256},
         for a single PutObject and for a multipart upload (recorded with a
-        copy that must still match the completed object's ETag).
+        copy that must still match the completed object's ETag), and the
+        saved state of that hash as C{x-amz-meta-sha256-state} (what an
+        append continues from).
         """
         for size in (0, 1000, 2 * PART + 1):
             server, store = makeServer()
             data = random.Random(size).randbytes(size)
             self.upload(server, b"f", data)
+            state = store.metadata["alice/f"].pop("sha256-state")
+            expected = hashlib.sha256(data).hexdigest()
+            self.assertEqual(
+                ResumableSHA256.fromState(base64.b64decode(state)).hexdigest(), expected
+            )
             self.assertEqual(
                 store.metadata["alice/f"],
                 {"sha256": hashlib.sha256(data).hexdigest(), "uploader": "alice"},

@@ -95,12 +95,6 @@ _DIRECTORY = object()
 #: What L{S3SFTPServer._lookup} finds.
 Found = ObjectInfo | UploadFile | ParkedFile | object | None
 
-#: Why appending to a stored file is refused.
-APPEND_REFUSED = (
-    "appending to a stored file is not supported: an S3 object cannot be "
-    "changed once stored; upload the whole file again"
-)
-
 
 class ISFTPUser(Interface):
     """
@@ -187,8 +181,11 @@ class S3SFTPServer:
             or not mayOverwrite
         ):
             replaces = await self._checkTarget(virtual, flags, mayOverwrite)
-        if flags & FXF_APPEND and replaces is not None:
-            raise NotSupported(APPEND_REFUSED)
+        appendTo = None
+        if replaces is not None and not flags & FXF_TRUNC:
+            # A first WRITE at its end appends to it: its metadata (the
+            # saved hash state) is needed.
+            appendTo = await self._store.headObject(key)
         policy = self.avatar.policy
         planner = PartPlanner(
             PartSchedule(policy.partSize, policy.limits),
@@ -204,6 +201,8 @@ class S3SFTPServer:
             attrs.get("mtime"),
             replaces=replaces,
             exclusive=bool(exclusive) or not mayOverwrite,
+            appending=bool(flags & FXF_APPEND),
+            appendTo=appendTo,
         )
 
     async def _uploadBudget(self, planner: PartPlanner) -> MemoryBudget:
@@ -229,6 +228,8 @@ class S3SFTPServer:
         replaces: int | None = None,
         exclusive: bool = False,
         resumed: Resumption | None = None,
+        appending: bool = False,
+        appendTo: ObjectInfo | None = None,
     ) -> UploadFile:
         clock = self.avatar.clock
         upload = UploadFile(
@@ -249,6 +250,8 @@ class S3SFTPServer:
             maxSize=self.avatar.rights.maxFileSize,
             onStored=self.avatar.own.add,
             resumed=resumed,
+            appending=appending,
+            appendTo=appendTo,
             onParked=lambda record, etag: self.avatar.parked.park(record, etag, clock.seconds()),
         )
         self.avatar.uploads.add(upload)
@@ -289,7 +292,8 @@ class S3SFTPServer:
             budget,
             mtime,
             exclusive=not self.avatar.rights.has(OVERWRITE),
-            resumed=Resumption(lease, parts, appending=bool(flags & FXF_APPEND)),
+            resumed=Resumption(lease, parts),
+            appending=bool(flags & FXF_APPEND),
         )
 
     async def _activeUpload(self, key: str) -> UploadFile | None:

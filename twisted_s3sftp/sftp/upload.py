@@ -15,6 +15,8 @@ sends afterwards fails (conch-pitfalls items 1 and 2).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,7 +31,7 @@ from zope.interface import implementer
 
 from ..errors import FileTooLarge, GatewayError, NotSupported, UploadFailed
 from ..ops.audit import audit
-from ..store.interfaces import IObjectStore, ObjectSettings, StoredObject, StoredPart
+from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings, StoredObject, StoredPart
 from ..store.leases import Lease, Leases
 from ..store.parts import (
     Checkpoint,
@@ -40,6 +42,7 @@ from ..store.parts import (
     UploadPolicy,
 )
 from ..store.resume import LeaseRecord
+from ..store.sha256 import ResumableSHA256, problem
 from .attributes import fileAttributes
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit, uploadReservation
 from .status import sftpError, sftpOperation
@@ -48,9 +51,20 @@ log = Logger()
 
 #: Why writing into an existing object at an offset is refused.
 RESUME_REFUSED = (
-    "writing into an existing file (resuming an upload) is not supported: an "
-    "S3 object cannot be changed once stored; upload the whole file again"
+    "writing into the middle of a stored file is not supported: write from "
+    "0 to replace it, or from its end ({size}) to append to it"
 )
+
+#: Why an append to a stored object is refused.
+APPEND_UNSUPPORTED = (
+    "appending to this file is not supported: it was stored without the "
+    "SHA-256 state an append needs (by another tool, or an older server); "
+    "upload the whole file again"
+)
+
+#: The metadata key of the saved SHA-256 state of an object's bytes
+#: (C{x-amz-meta-sha256-state}, base64): what an append continues from.
+SHA256_STATE = "sha256-state"
 
 #: The metadata key naming the user who uploaded an object
 #: (C{x-amz-meta-uploader}): what makes it a file of their own
@@ -156,12 +170,10 @@ class Resumption:
     @ivar lease: the parked upload's lease, claimed by this session; its
         record's checkpoints are those the stored parts bear out.
     @ivar parts: the parts stored, by number, up to the last checkpoint.
-    @ivar appending: whether the file was opened with C{APPEND}.
     """
 
     lease: Lease
     parts: tuple[StoredPart, ...]
-    appending: bool = False
 
     @property
     def record(self) -> LeaseRecord:
@@ -222,6 +234,11 @@ class UploadFile:
         one of the part boundaries its lease keeps (L{_startResume}).
     @ivar onParked: called with the record and the ETag of the lease of
         an upload parked (L{park}).
+    @ivar appending: whether the file was opened with C{APPEND}: writes
+        from offset 0 then count from the end of what is stored.
+    @ivar appendTo: for a file opened without C{TRUNC} over a stored
+        object, that object (with its metadata): a first WRITE at its end
+        appends to it (L{_startAppend}).
     """
 
     store: IObjectStore
@@ -242,9 +259,12 @@ class UploadFile:
     onStored: Callable[[str, dict[str, int]], None] | None = None
     resumed: Resumption | None = None
     onParked: Callable[[LeaseRecord, str], None] | None = None
+    appending: bool = False
+    appendTo: ObjectInfo | None = None
     _written: bool = field(default=False, init=False)
     _shift: int = field(default=0, init=False)
     _parking: bool = field(default=False, init=False)
+    _appending: Deferred[None] | None = field(default=None, init=False)
     _confirmed: dict[int, str] = field(factory=dict, init=False)
     _contiguous: int = field(default=0, init=False)
     _sizeSet: bool = field(default=False, init=False)
@@ -315,6 +335,9 @@ class UploadFile:
         if self._parking:
             checkpoints = self._confirmedCheckpoints()
             return fileAttributes(checkpoints[-1].offset if checkpoints else 0, mtime)
+        if self.appendTo is not None and not self._written:
+            # The stored file, until the first WRITE says what becomes of it.
+            return fileAttributes(self.appendTo.size, mtime)
         return fileAttributes(self.planner.received, mtime)
 
     def changeAttributes(self, attrs: dict[str, int]) -> None:
@@ -352,8 +375,12 @@ class UploadFile:
                     self._written = True
                     if self.resumed is not None:
                         self._startResume(offset)
+                    elif self.appendTo is not None and (
+                        offset == self.appendTo.size or (self.appending and offset == 0)
+                    ):
+                        self._startAppend(offset)
                     elif offset and self.replaces is not None:
-                        raise NotSupported(RESUME_REFUSED)
+                        raise NotSupported(RESUME_REFUSED.format(size=self.replaces))
                 offset += self._shift
                 if self.maxSize is not None and offset + len(data) > self.maxSize:
                     raise FileTooLarge(
@@ -390,7 +417,7 @@ class UploadFile:
         stored = self.planner.received
         if offset == stored:
             return
-        if self.resumed.appending and offset == 0:
+        if self.appending and offset == 0:
             self._shift = stored
             return
         checkpoint = self.resumed.record.boundary(offset)
@@ -415,6 +442,85 @@ class UploadFile:
         if self._lease is not None:
             del self._lease.checksums[parts:]
             self._lease.record = evolve(self._lease.record, checksums=b"")
+
+    def _startAppend(self, offset: int) -> None:
+        """
+        The first WRITE at the end of a stored object (or from 0 on an
+        C{APPEND} handle): a new multipart upload of the same key whose
+        first parts are server-side copies of the object's parts (by the
+        part schedule), whose next part starts with the object's tail (read
+        into memory: less than a part), and then the client's bytes.  The
+        object stays as it was until the CLOSE completes the upload.
+
+        @raise NotSupported: if the object is larger than a part and has no
+            saved hash state (another tool, or an older server, stored it).
+        """
+        info = self.appendTo
+        assert info is not None
+        schedule = self.planner.schedule
+        parts = 0
+        while schedule.startOf(parts + 2) <= info.size:
+            parts += 1
+        state = None
+        if parts:
+            try:
+                state = base64.b64decode(info.metadata[SHA256_STATE], validate=True)
+                ResumableSHA256.fromState(state)
+            except (KeyError, ValueError, binascii.Error):
+                raise NotSupported(APPEND_UNSUPPORTED) from None
+            if problem() is not None:
+                raise NotSupported(APPEND_UNSUPPORTED)
+        tail = self.planner.appendFrom(parts, state, info.size)
+        if self.appending and offset == 0:
+            self._shift = info.size
+        self._creating = True
+        self._appending = Deferred.fromCoroutine(self._copyStored(info, parts, tail))
+
+    async def _copyStored(self, info: ObjectInfo, parts: int, tail: int) -> None:
+        """
+        Create the multipart upload of an append, copy the stored object's
+        parts into it, and feed its tail to the planner.
+        """
+        schedule = self.planner.schedule
+        try:
+            await self._createUpload()
+            assert self._uploadId is not None
+            uploadId = self._uploadId
+            numbers = list(range(1, parts + 1))
+            while numbers and self._failure is None:
+                batch, numbers = (
+                    numbers[: self.policy.concurrency],
+                    numbers[self.policy.concurrency :],
+                )
+                copies = [
+                    self.store.uploadPartCopy(
+                        self.key,
+                        uploadId,
+                        n,
+                        info.key,
+                        info.etag,
+                        schedule.startOf(n),
+                        schedule.startOf(n + 1),
+                    )
+                    for n in batch
+                ]
+                for copy in copies:
+                    stored = await copy
+                    self._stored.append(stored)
+                    self._confirm(stored)
+            if tail < info.size and self._failure is None:
+                data = await self.store.getObject(info.key, tail, info.size - tail, info.etag)
+                if len(data) != info.size - tail:
+                    raise UploadFailed("the stored file changed while it was appended to")
+                # Not charged to the channel window: it delays the credit of
+                # the client's bytes by less than a part, until its part is
+                # stored.
+                self._enqueue(self.planner.feed(tail, data))
+        except Exception as e:
+            self._partFailed(e)
+        finally:
+            self._creating = False
+        self._pump()
 
     def park(self, reason: str) -> Deferred[None]:
         """
@@ -548,6 +654,9 @@ class UploadFile:
 
     @sftpOperation("close")
     async def _close(self) -> None:
+        if self._appending is not None:
+            # The stored file's tail must be in place before the last part.
+            await whenSettled(self._appending)
         self._checkWritable()
         try:
             if (
@@ -562,6 +671,9 @@ class UploadFile:
                 )
             plan = self.planner.finish()
             metadata = {"sha256": self.planner.sha256, UPLOADER: self.owner}
+            state = self.planner.hashState
+            if state is not None:
+                metadata[SHA256_STATE] = base64.b64encode(state).decode("ascii")
             if self.mtime is not None:
                 metadata["mtime"] = str(self.mtime)
             if isinstance(plan, SinglePut):
@@ -707,29 +819,35 @@ class UploadFile:
 
     async def _create(self) -> None:
         try:
-            settings = None if self.settings is None else self.settings.staging
-            self._uploadId = await self.store.createMultipartUpload(self.key, settings)
-            if self.leases is not None:
-                schedule = self.planner.schedule
-                self._lease = self.leases.track(
-                    LeaseRecord(
-                        self.key,
-                        self._uploadId,
-                        user=self.owner,
-                        path=self.path,
-                        partSize=schedule.initial,
-                        limits=schedule.limits,
-                        checkpoints=self._confirmedCheckpoints(),
-                        mtime=self.mtime,
-                        changed=self.now(),
-                    )
-                )
-                self._lease.onLost = self._taken
+            await self._createUpload()
         except Exception as e:
             self._partFailed(e)
         finally:
             self._creating = False
         self._pump()
+
+    async def _createUpload(self) -> None:
+        """
+        Create the multipart upload, and its lease.
+        """
+        settings = None if self.settings is None else self.settings.staging
+        self._uploadId = await self.store.createMultipartUpload(self.key, settings)
+        if self.leases is not None:
+            schedule = self.planner.schedule
+            self._lease = self.leases.track(
+                LeaseRecord(
+                    self.key,
+                    self._uploadId,
+                    user=self.owner,
+                    path=self.path,
+                    partSize=schedule.initial,
+                    limits=schedule.limits,
+                    checkpoints=self._confirmedCheckpoints(),
+                    mtime=self.mtime,
+                    changed=self.now(),
+                )
+            )
+            self._lease.onLost = self._taken
 
     async def _send(self, part: Part) -> None:
         assert self._uploadId is not None

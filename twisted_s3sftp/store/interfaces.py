@@ -305,6 +305,25 @@ class IObjectStore(Interface):
             L{StoredPart}.
         """
 
+    def uploadPartCopy(  # type: ignore[no-untyped-def]
+        key, uploadId, number, source, etag, start, stop
+    ):
+        """
+        Store one part as a copy of a range of an object (on the server: no
+        byte passes through the gateway).
+
+        @param key: the upload's object key.
+        @param uploadId: from L{createMultipartUpload}.
+        @param number: the part number, from 1.
+        @param source: the key of the object copied from.
+        @param etag: the ETag C{source} must have.
+        @param start: the first byte copied.
+        @param stop: the byte after the last copied.
+        @return: a Deferred firing with a L{StoredPart} (its checksum as
+            the store computed it); it fails with
+            L{twisted_s3sftp.errors.Changed} if C{source} changed.
+        """
+
     def listParts(key, uploadId):  # type: ignore[no-untyped-def]
         """
         List the parts of an unfinished multipart upload, every page.

@@ -305,6 +305,9 @@ class Leases:
         while len(found) < MAX_USER_LEASES:
             listing = await self.store.listDirectory(prefix, PAGE, token)
             for info in listing.objects:
+                if info.key.endswith("/"):
+                    # A store's own marker of the directory (SeaweedFS).
+                    continue
                 try:
                     body = await self.store.getObject(info.key, 0, MAX_BODY, info.etag)
                     record = decodeRecord(body)
@@ -413,6 +416,8 @@ class Leases:
                     prefixes.extend(listing.prefixes)
                 cutoff = self.clock.seconds() - self._shortestAge
                 for info in listing.objects:
+                    if info.key.endswith("/"):
+                        continue
                     if info.mtime < cutoff and await self._expire(info):
                         aborted += 1
                 token = listing.token

@@ -208,6 +208,19 @@ class MemoryObjectStore:
 
         return self._call("uploadPart", run)
 
+    def uploadPartCopy(
+        self, key: str, uploadId: str, number: int, source: str, etag: str, start: int, stop: int
+    ) -> Deferred[object]:
+        def run() -> StoredPart:
+            parts = self._upload(key, uploadId)
+            if source not in self.objects or self._info(source).etag != etag:
+                raise Changed("the file changed while it was appended to")
+            data = self.objects[source][0][start:stop]
+            parts[number] = data
+            return StoredPart(number, self._etag(data), _crc(data), len(data))
+
+        return self._call("uploadPartCopy", run)
+
     def listParts(self, key: str, uploadId: str) -> Deferred[object]:
         def run() -> list[StoredPart]:
             parts = self._upload(key, uploadId)

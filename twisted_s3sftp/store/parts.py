@@ -397,6 +397,7 @@ class PartPlanner:
     _checkpoints: deque[Checkpoint] = field(
         factory=lambda: deque(maxlen=CHECKPOINTS), init=False, repr=False
     )
+    _hashedTo: int = field(default=0, init=False, repr=False)
 
     @property
     def checkpoints(self) -> list[Checkpoint]:
@@ -484,6 +485,36 @@ class PartPlanner:
         self._checkpoints.clear()
         self._checkpoints.extend(checkpoints)
 
+    def appendFrom(self, parts: int, state: bytes | None, end: int) -> int:
+        """
+        Continue a stored file of C{end} bytes whose first C{parts} parts are
+        copied into the upload: the bytes from the end of those parts to
+        C{end} must be fed (the stored file's tail), then the client's from
+        C{end}.  The hash goes on from C{state}, the stored file's whole
+        state, and skips the tail; with no state (a file shorter than a
+        part, read whole), it starts anew and hashes the tail.
+
+        @return: the offset from which the tail must be fed.
+        @raise ValueError: if the planner has planned anything already.
+        """
+        if self.partsPlanned or self._pending or self.received:
+            raise ValueError("only a new planner can append")
+        start = self.schedule.startOf(parts + 1)
+        if state is not None:
+            self._hash = ResumableSHA256.fromState(state)
+            self._hashedTo = end
+        self._sent = self.received = start
+        self.partsPlanned = parts
+        return start
+
+    @property
+    def hashState(self) -> bytes | None:
+        """
+        The saved state of the hash of everything planned, or L{None}
+        without a resumable hash.
+        """
+        return self._hash.state() if isinstance(self._hash, ResumableSHA256) else None
+
     def finish(self) -> SinglePut | FinalPart:
         """
         The client closed the file: plan what is left.
@@ -498,6 +529,7 @@ class PartPlanner:
                     f"the file has a hole at offset {part.start + part.contiguous()}"
                 )
         data: bytes | bytearray
+        start = self._pending[0].start if self._pending else self.received
         if not self._pending:
             data = b""
         else:
@@ -507,7 +539,7 @@ class PartPlanner:
             if data is not last.data:
                 self.recycle(last.data)
         self._pending = []
-        self._hash.update(data)
+        self._hashFrom(start, data)
         if self.partsPlanned == 0:
             return SinglePut(data)
         if not data:
@@ -535,6 +567,14 @@ class PartPlanner:
         """
         if self.buffers is not None:
             self.buffers.give(data)
+
+    def _hashFrom(self, start: int, data: bytes | bytearray) -> None:
+        """
+        Hash C{data}, which begins at offset C{start}, but for any bytes of
+        it before L{_hashedTo} (a stored file's tail, already in the hash).
+        """
+        skip = min(len(data), max(0, self._hashedTo - start))
+        self._hash.update(memoryview(data)[skip:] if skip else data)
 
     def _partAt(self, position: int) -> _PendingPart:
         for part in self._pending:
@@ -565,7 +605,10 @@ class PartPlanner:
                 break
             del self._pending[0]
             data = first.content()
-            self._hash.update(data)
+            if first.start >= self._hashedTo:
+                self._hash.update(data)
+            else:
+                self._hashFrom(first.start, data)
             self._sent += first.size
             self.partsPlanned += 1
             if isinstance(self._hash, ResumableSHA256):

@@ -401,6 +401,26 @@ class S3ObjectStore:
 
         return self._inThread("UploadPart", upload)
 
+    def uploadPartCopy(
+        self, key: str, uploadId: str, number: int, source: str, etag: str, start: int, stop: int
+    ) -> Deferred[StoredPart]:
+        def copy() -> StoredPart:
+            response = self.client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=uploadId,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                CopySourceIfMatch=etag,
+                CopySourceRange=f"bytes={start}-{stop - 1}",
+            )
+            result = response["CopyPartResult"]
+            return StoredPart(
+                number, _quoted(str(result["ETag"])), result.get("ChecksumCRC32"), stop - start
+            )
+
+        return self._inThread("UploadPartCopy", copy, "the file changed while it was appended to")
+
     def listParts(self, key: str, uploadId: str) -> Deferred[list[StoredPart]]:
         def listing() -> list[StoredPart]:
             parts: list[StoredPart] = []
