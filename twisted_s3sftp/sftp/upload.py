@@ -23,7 +23,7 @@ from typing import Any
 
 from attrs import define, evolve, field, frozen
 from twisted.conch.interfaces import ISFTPFile
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -504,8 +504,11 @@ class UploadFile:
                     )
                     for n in batch
                 ]
-                for copy in copies:
-                    stored = await copy
+                try:
+                    copied = await gatherResults(copies, consumeErrors=True)
+                except FirstError as e:
+                    e.subFailure.raiseException()
+                for stored in copied:
                     self._stored.append(stored)
                     self._confirm(stored)
             if tail < info.size and self._failure is None:
