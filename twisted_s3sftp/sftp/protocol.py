@@ -2,8 +2,8 @@
 Conch's SFTP server protocol made safe for uploads that must be all or
 nothing: L{S3FileTransferServer}, the C{sftp} subsystem of every session.
 
-  - A lost connection aborts open uploads instead of closing them (Conch
-    calls the same C{close()} for both).
+  - A lost connection parks open uploads for a resume, or aborts them,
+    instead of closing them (Conch calls the same C{close()} for both).
   - Requests on an unknown handle get a status instead of silence.
   - SFTP messages above 256 KiB close the channel.
   - READDIR is served a page at a time in byte-bounded batches.

@@ -26,10 +26,15 @@ How a file system maps onto S3 (the README has the user's view):
   - Times set with C{setstat} are kept in the object's C{mtime} metadata
     (a server-side copy of the object onto itself, once stored); modes and
     owners are accepted and ignored; sizes cannot change.
-  - Appending, and writing into an existing object from anywhere but its
-    start (a resumed upload), are refused: an S3 object cannot be changed
-    once stored.  Opening an existing file without truncating it and
-    writing it from the start (OpenSSH's C{scp}) replaces it.
+  - Opening an existing file without truncating it and writing it from
+    the start (OpenSSH's C{scp}) replaces it; writing it from its end
+    appends to it, through a new multipart upload that copies the stored
+    parts on the server (L{twisted_s3sftp.sftp.upload.UploadFile}).
+    Writing into its middle is refused: an S3 object cannot be changed
+    once stored.
+  - An interrupted multipart upload is parked (L{twisted_s3sftp.sftp.parked}):
+    shown with the bytes stored, continued by an OPEN without C{TRUNC},
+    aborted by one with C{TRUNC} or a C{remove}.
 
 Each operation first checks the session's rights
 (L{twisted_s3sftp.sftp.rights}); a refusal is audited (C{denied}) and

@@ -8,9 +8,11 @@ lists the uploads under way on this server, so that C{stat}, C{ls} and
 C{remove} see them.
 
 Life cycle: the object appears only when the client's CLOSE succeeds.  A
-failed WRITE, a failed S3 call, a C{remove} of the file or a lost
-connection aborts the upload instead, and the CLOSE that OpenSSH still
-sends afterwards fails (conch-pitfalls items 1 and 2).
+failed WRITE, a failed S3 call or a C{remove} of the file aborts the upload
+instead, and the CLOSE that OpenSSH still sends afterwards fails
+(conch-pitfalls items 1 and 2).  A lost connection parks a multipart upload
+that has stored parts, for a later resume (L{UploadFile.park},
+L{twisted_s3sftp.sftp.parked}), and aborts any other.
 """
 
 from __future__ import annotations
