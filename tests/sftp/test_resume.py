@@ -27,7 +27,7 @@ from tests.sftp.test_namespace import readAll
 from tests.sftp.test_server import PART, POLICY, WRITE, SFTPTestCase
 from twisted_s3sftp.sftp.flow import MemoryLimit
 from twisted_s3sftp.sftp.parked import ParkedUploads, ResumeCaps
-from twisted_s3sftp.sftp.upload import UploadFile
+from twisted_s3sftp.sftp.upload import ActiveUploads, UploadFile
 from twisted_s3sftp.ssh.session import S3User
 from twisted_s3sftp.store.leases import Leases, userPrefix
 from twisted_s3sftp.store.memory import MemoryObjectStore
@@ -50,6 +50,7 @@ class Bucket:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.store = MemoryObjectStore(now=self.clock.seconds)
+        self.uploads: dict[int, ActiveUploads] = {}
 
     def server(self, caps: ResumeCaps | None = None, ttl: float = TTL) -> Any:
         """
@@ -71,6 +72,7 @@ class Bucket:
             POLICY,
             MemoryLimit(1024 * MiB),
             self.clock,
+            uploads=self.uploads.setdefault(id(parked), ActiveUploads()),
             leases=leases,
             parked=parked,
         )
@@ -218,6 +220,25 @@ class ResumeTests(SFTPTestCase):
         f = self.successResultOf(self.bucket.server().openFile(b"big", RESUME, {}))
         self.finish(f, PART)
 
+    def test_replaceFromZero(self) -> None:
+        """
+        A first WRITE at 0 writes the file anew into the same multipart
+        upload; the lease stops counting on the old parts at once, so that
+        no later resume mixes them with the new bytes.
+        """
+        self.interrupted(self.bucket.server(), 2 * PART + 10)
+        f = self.successResultOf(self.bucket.server().openFile(b"big", RESUME, {}))
+        other = os.urandom(PART + 9)
+        self.successResultOf(f.writeChunk(0, other[:100]))
+        (record,) = self.bucket.leaseRecords()
+        self.assertEqual((record.checkpoints, record.checksums), ((), b""))
+        self.successResultOf(f.writeChunk(100, other[100:]))
+        self.successResultOf(f.close())
+        self.assertEqual(self.store.objects["alice/big"][0], other)
+        self.assertEqual(
+            self.store.metadata["alice/big"]["sha256"], hashlib.sha256(other).hexdigest()
+        )
+
     def test_wrongOffsetKeepsUpload(self) -> None:
         """
         A first WRITE at any other offset gets C{OP_UNSUPPORTED} naming the
@@ -263,6 +284,20 @@ class ResumeTests(SFTPTestCase):
         e = self.assertStatus(second.openFile(b"big", RESUME, {}), FX_FAILURE)
         self.assertIn("another session", e.message)
         self.finish(f, PART)
+
+    def test_liveUploadBusy(self) -> None:
+        """
+        An OPEN without TRUNC of a file another session is uploading on
+        this server (its client may still be sending) is told the file is
+        busy; with TRUNC it starts an upload of its own.
+        """
+        server = self.bucket.server()
+        f = self.successResultOf(server.openFile(b"big", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, DATA[: PART + 10]))
+        other = self.bucket.again(server)
+        e = self.assertStatus(other.openFile(b"big", RESUME, {}), FX_FAILURE)
+        self.assertIn("another session", e.message)
+        self.successResultOf(other.openFile(b"big", WRITE, {}))
 
     def test_truncAndRemoveAbort(self) -> None:
         """

@@ -16,7 +16,7 @@ Metrics (all prefixed C{s3sftp_}):
     a slot in the admission queue;
   - C{logins_total{outcome}}: login attempts, C{success} or C{failure};
   - C{uploads_started_total}, C{uploads_total{outcome}}: uploads opened, and
-    ended C{stored}, C{failed} or C{aborted};
+    ended C{stored}, C{parked}, C{failed}, C{aborted} or C{taken over};
   - C{received_bytes_total}, C{sent_bytes_total}: file data received in
     uploads and sent in downloads, counted when each transfer ends;
   - C{buffered_bytes}, C{buffer_limit_bytes}: memory reserved by uploads

@@ -83,6 +83,7 @@ from .directory import DirectoryListing
 from .download import DownloadFile, downloadReservation
 from .extensions import EXTENSIONS, limitsReply, statvfsReply
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, uploadReservation
+from ..store.leases import Busy
 from .parked import ParkedFile, claimParked
 from .paths import directoryPrefix, normalise, objectKey
 from .rights import DELETE, DOWNLOAD, LIST, MKDIR, OVERWRITE, RENAME, UPLOAD, Refused
@@ -526,7 +527,9 @@ class S3SFTPServer:
         if flags & FXF_TRUNC:
             return None
         if isinstance(found, UploadFile):
-            return found.planner.received
+            # Another session's upload under way: it cannot be continued
+            # from here (its client may still be sending).
+            raise Busy()
         if isinstance(found, ParkedFile):
             # Discarded at OPEN (with TRUNC); nothing is replaced.
             return None

@@ -442,8 +442,13 @@ class UploadFile:
         self._confirmed = {n: c for n, c in self._confirmed.items() if n <= parts}
         self._contiguous = min(self._contiguous, parts)
         if self._lease is not None:
+            # At once, so that no later resume counts on the parts about to
+            # be replaced (from 0, by other bytes).
             del self._lease.checksums[parts:]
-            self._lease.record = evolve(self._lease.record, checksums=b"")
+            self._lease.record = evolve(
+                self._lease.record, checkpoints=planner.checkpoints, checksums=b""
+            )
+            self._lease.flush()
 
     def _startAppend(self, offset: int) -> None:
         """

@@ -123,6 +123,7 @@ class Lease:
     _timer: IDelayedCall | None = field(default=None, init=False)
     _ended: bool = field(default=False, init=False)
     _writing: Deferred[None] | None = field(default=None, init=False)
+    _again: bool = field(default=False, init=False)
 
     @property
     def markerKey(self) -> str:
@@ -142,6 +143,20 @@ class Lease:
             writing = Deferred.fromCoroutine(self._write())
             if not writing.called:
                 self._writing = writing
+
+    def flush(self) -> None:
+        """
+        Write the lease now (after a change a resume must not miss), or
+        again as soon as the write under way ends.
+        """
+        if self._ended:
+            return
+        if self._writing is not None:
+            self._again = True
+            return
+        writing = Deferred.fromCoroutine(self._write())
+        if not writing.called:
+            self._writing = writing
 
     def checkpoint(self, checkpoints: list[Checkpoint]) -> None:
         """
@@ -183,6 +198,9 @@ class Lease:
             self._failed(e, "write")
         finally:
             self._writing = None
+        if self._again:
+            self._again = False
+            self.flush()
 
     def _lost(self) -> None:
         self._stop()
