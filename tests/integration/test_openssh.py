@@ -84,11 +84,14 @@ def test_uploadLadder(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) ->
     assert written < 2 * MiB < uploaded, (written, uploaded)
 
 
-def test_killedClientLeavesNothing(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) -> None:
+def test_killedClientLeavesNothing(startGateway: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
     """
-    A client killed in the middle of a multipart upload leaves no object
-    and no multipart upload behind, and the gateway keeps serving.
+    With resume off (C{--resume-ttl=0}), a client killed in the middle of
+    a multipart upload leaves no object and no multipart upload behind,
+    and the gateway keeps serving.  (With resume on, the upload is parked:
+    C{tests/integration/test_resume.py}.)
     """
+    gateway = startGateway(None, "--resume-ttl=0")
     key = gateway.addUser("alice")
     source = makeFile(tmp_path, "big", 40 * MiB)
     batch = tmp_path / "batch"

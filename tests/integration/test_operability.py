@@ -93,9 +93,10 @@ def test_jsonAuditTrail(startGateway: Any, bucket: str, tmp_path: Path) -> None:
 def test_gracefulDrain(startGateway: Any, bucket: str, s3: Any) -> None:
     """
     On SIGTERM the server stops accepting connections at once, lets an
-    upload that finishes within C{--drain-timeout} complete intact, aborts
-    one left open (no object, no multipart upload), and exits within the
-    timeout plus a few seconds.
+    upload that finishes within C{--drain-timeout} complete intact, parks
+    one left open that stored a part (no object; its multipart upload and
+    a parked lease kept, for its client to resume on another server), and
+    exits within the timeout plus a few seconds.
     """
     import signal
     import socket
@@ -125,12 +126,13 @@ def test_gracefulDrain(startGateway: Any, bucket: str, s3: Any) -> None:
         gateway.process.wait(timeout=30)
         elapsed = time.monotonic() - start
     assert elapsed < 4 + 5, elapsed
-    assert keys(s3, bucket) == ["dora/done.bin"]
+    assert keys(s3, bucket, "dora/") == ["dora/done.bin"]
     stored = s3.get_object(Bucket=bucket, Key="dora/done.bin")["Body"].read()
     assert hashlib.sha256(stored).digest() == hashlib.sha256(first + rest).digest()
-    assert multipartUploads(s3, bucket) == []
+    assert multipartUploads(s3, bucket) == ["dora/stuck.bin"]
     log = gateway.log.read_text()
-    assert "aborting 1 upload(s)" in log
+    assert "parking or aborting 1 upload(s)" in log
+    assert "upload parked" in log
 
 
 def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
@@ -338,8 +340,9 @@ def test_orphanSweep(startGateway: Any, localS3: Any, bucket: str, s3: Any) -> N
     """
     A server killed with SIGKILL in the middle of a multipart upload leaves
     it, with its lease; another server on the bucket aborts it once the
-    lease is older than C{--orphan-age}, and leaves a multipart upload it
-    did not start alone.
+    lease is older than C{--orphan-age} (with resume off there; with it on,
+    a resumable upload waits for C{--resume-ttl}: C{test_resume.py}), and
+    leaves a multipart upload it did not start alone.
     """
     import signal
     import time
@@ -361,7 +364,7 @@ def test_orphanSweep(startGateway: Any, localS3: Any, bucket: str, s3: Any) -> N
     assert sorted(multipartUploads(s3, bucket)) == ["kim/big.bin", "other-tool/x"]
     leases = s3.list_objects_v2(Bucket=bucket, Prefix=".s3sftp/uploads/").get("Contents", [])
     assert len(leases) == 1
-    startGateway(None, "--orphan-age=3")
+    startGateway(None, "--orphan-age=3", "--resume-ttl=0")
     deadline = time.monotonic() + 30
     while "kim/big.bin" in multipartUploads(s3, bucket) and time.monotonic() < deadline:
         time.sleep(0.2)

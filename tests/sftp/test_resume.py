@@ -531,6 +531,18 @@ class AppendTests(SFTPTestCase):
         self.append(1000, RESUME | FXF_APPEND)
         self.assertNotIn("uploadPartCopy", self.store.calls)
 
+    def test_appendStaysSmall(self) -> None:
+        """
+        An append whose result still fits one part is one PutObject: no
+        multipart upload is created.
+        """
+        self.upload(self.server, b"s", b"abc")
+        f = self.successResultOf(self.server.openFile(b"s", RESUME | FXF_APPEND, {}))
+        self.successResultOf(f.writeChunk(3, b"def"))
+        self.successResultOf(f.close())
+        self.assertEqual(self.store.objects["alice/s"][0], b"abcdef")
+        self.assertNotIn("createMultipartUpload", self.store.calls)
+
     def test_appendLarge(self) -> None:
         """
         A file of several parts (lftp C{put -c}, WinSCP after Cancel:

@@ -73,6 +73,7 @@ from ..errors import (
 )
 from ..ops.audit import audit
 from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings
+from ..store.leases import Busy
 from ..store.parts import PartPlanner, PartSchedule
 from .attributes import (
     directoryAttributes,
@@ -83,7 +84,6 @@ from .directory import DirectoryListing
 from .download import DownloadFile, downloadReservation
 from .extensions import EXTENSIONS, limitsReply, statvfsReply
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, uploadReservation
-from ..store.leases import Busy
 from .parked import ParkedFile, claimParked
 from .paths import directoryPrefix, normalise, objectKey
 from .rights import DELETE, DOWNLOAD, LIST, MKDIR, OVERWRITE, RENAME, UPLOAD, Refused

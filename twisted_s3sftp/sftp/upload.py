@@ -490,10 +490,12 @@ class UploadFile:
         """
         schedule = self.planner.schedule
         try:
-            await self._createUpload()
-            assert self._uploadId is not None
-            uploadId = self._uploadId
             numbers = list(range(1, parts + 1))
+            if numbers:
+                # Else the file may yet fit one PutObject: the upload is
+                # created as any other, once a part is cut.
+                await self._createUpload()
+            uploadId = self._uploadId or ""
             while numbers and self._failure is None:
                 batch, numbers = (
                     numbers[: self.policy.concurrency],
