@@ -347,6 +347,70 @@ class OptionsTests(SynchronousTestCase):
         options = self.parse("--bucket", "ok-bucket", "--orphan-age", "0")
         self.assertEqual(len(list(IServiceCollection(makeService(options, reactor=Clock())))), 2)
 
+    def sweepLeases(self, options: FakeOptions) -> Any:
+        """
+        @return: the L{Leases} of the service's sweep.
+        """
+        from twisted_s3sftp.store.leases import SweepService
+
+        service = makeService(options, reactor=Clock())
+        (sweep,) = [s for s in IServiceCollection(service) if isinstance(s, SweepService)]
+        return sweep.leases
+
+    def test_resumeOptions(self) -> None:
+        """
+        C{--resume-ttl}, C{--resume-max-uploads}, C{--resume-max-bytes} and
+        C{--lease-interval} are kept; bad values are refused.
+        """
+        config = self.parse(
+            "--bucket",
+            "ok-bucket",
+            "--resume-ttl",
+            "60",
+            "--resume-max-uploads",
+            "5",
+            "--resume-max-bytes",
+            "1GiB",
+            "--lease-interval",
+            "2",
+        ).config
+        self.assertEqual(
+            (
+                config.resumeTtl,
+                config.resumeMaxUploads,
+                config.resumeMaxBytes,
+                config.leaseInterval,
+            ),
+            (60.0, 5, 1024**3, 2.0),
+        )
+        for bad in (
+            ("--resume-ttl", "-1"),
+            ("--lease-interval", "0"),
+            ("--resume-max-uploads", "x"),
+            ("--resume-max-bytes", "lots"),
+        ):
+            self.error("--bucket", "ok-bucket", *bad)
+
+    def test_unavailable(self) -> None:
+        """
+        When the saved SHA-256 state fails its self-test, the server says
+        so at start-up and aborts interrupted uploads rather than store a
+        wrong hash; otherwise it keeps them for the TTL.
+        """
+        from twisted.logger import capturedLogs
+
+        from twisted_s3sftp.store import sha256
+
+        options = self.parse("--bucket", "ok-bucket")
+        self.assertEqual(self.sweepLeases(options).resumeTtl, 24 * 3600)
+        self.patch(sha256, "problem", lambda: "no SHA256_CTX here")
+        with capturedLogs() as events:
+            leases = self.sweepLeases(options)
+        self.assertEqual(leases.resumeTtl, 0)
+        self.assertTrue(
+            any("cannot be resumed" in str(e.get("log_format")) for e in events), events
+        )
+
 
 class ConfigTests(SynchronousTestCase):
     """
