@@ -581,3 +581,41 @@ def test_paramikoAppendToStored(gateway: Gateway, bucket: str, s3: Any, tmp_path
         sftp._request(CLOSE, f.handle)
         f._closed = True
     assertDone(s3, bucket, "alice/ab.bin", source)
+
+
+def test_rollingRestart(startGateway: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
+    """
+    A server stopped with SIGTERM while an upload runs past
+    C{--drain-timeout} parks it; after the restart (another server on the
+    bucket), C{reput} sends only the rest.
+    """
+    first = startGateway(None, "--drain-timeout=1")
+    key = first.addUser("alice")
+    source = makeFile(tmp_path, "r.bin", 5 * PART + 3)
+    batch = tmp_path / "batch"
+    batch.write_text(f"put {source}\n")
+    client = slowSftp(
+        first,
+        "alice",
+        key,
+        batch,
+        24000,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        waitFor(lambda: partsStored(s3, bucket, "alice/r.bin") >= 2, 60, 0.05)
+        first.process.send_signal(signal.SIGTERM)
+        first.process.wait(timeout=60)
+    finally:
+        os.killpg(client.pid, signal.SIGKILL)
+        client.wait()
+    record = waitParked(s3, bucket, "alice/r.bin", 10)
+    assert record.stored >= 2 * PART
+    second = startGateway(None, keysDir=first.keysDir)
+    (second.root / "alice_key").write_bytes(key.read_bytes())
+    (second.root / "alice_key").chmod(0o600)
+    result = second.sftp("alice", [f"reput {source}"])
+    assert result.returncode == 0, result.stderr
+    assertDone(s3, bucket, "alice/r.bin", source)
