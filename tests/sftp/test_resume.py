@@ -299,6 +299,94 @@ class ResumeTests(SFTPTestCase):
         self.assertIn("another session", e.message)
         self.successResultOf(other.openFile(b"big", WRITE, {}))
 
+    def test_liveUploadNotClaimed(self) -> None:
+        """
+        A running upload on one server, whose client is slow, is neither
+        claimed nor aborted by another server's session, however long after
+        that session first listed the user's leases: each rewrite of the
+        lease changes it (its ETag), so it never looks stale while its
+        server lives.  An OPEN without TRUNC, and a remove, are told the
+        file is busy; an OPEN with TRUNC starts an upload of its own (the
+        last CLOSE wins).
+        """
+        a = self.bucket.server()
+        f = self.successResultOf(a.openFile(b"big", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, DATA[: 2 * PART + 10]))
+        self.bucket.clock.advance(15)
+        b = self.bucket.server()
+        self.successResultOf(b.getAttrs(b"big", False))
+        for _ in range(4):
+            self.bucket.clock.advance(15)
+        e = self.assertStatus(b.openFile(b"big", RESUME, {}), FX_FAILURE)
+        self.assertIn("another session", e.message)
+        self.assertStatus(b.removeFile(b"big"), FX_FAILURE)
+        g = self.successResultOf(b.openFile(b"big", WRITE, {}))
+        self.successResultOf(f.writeChunk(2 * PART + 10, DATA[2 * PART + 10 :]))
+        self.successResultOf(f.close())
+        self.assertEqual(self.store.objects["alice/big"][0], DATA)
+        self.successResultOf(g.writeChunk(0, b"later"))
+        self.successResultOf(g.close())
+        self.assertEqual(self.store.objects["alice/big"][0], b"later")
+
+    def test_parkAfterTakeover(self) -> None:
+        """
+        A server whose lease rewrites failed long enough for another to
+        take its upload over does not abort that upload when its own
+        client then goes: it leaves it to the session that runs it.
+        """
+        a = self.bucket.server()
+        f = self.successResultOf(a.openFile(b"big", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, DATA[: 2 * PART + 10]))
+        self.bucket.clock.advance(15)
+        for _ in range(4):
+            self.store.failNext("putObject")
+            self.bucket.clock.advance(15)
+        g = self.successResultOf(self.bucket.server().openFile(b"big", RESUME, {}))
+        stored = self.successResultOf(g.getAttrs())["size"]
+        self.successResultOf(f.park("connection lost"))
+        self.assertEqual(len(self.store.uploads), 1)
+        self.finish(g, stored)
+
+    def test_listPartsFails(self) -> None:
+        """
+        A claim whose ListParts fails (not for a gone upload) leaves the
+        upload parked as it was: a retry continues it.
+        """
+        self.interrupted(self.bucket.server(), 2 * PART + 10)
+        self.store.failNext("listParts")
+        server = self.bucket.server()
+        self.assertStatus(server.openFile(b"big", RESUME, {}), FX_FAILURE)
+        (record,) = self.bucket.leaseRecords()
+        self.assertEqual((record.state, record.stored), (PARKED, 2 * PART))
+        self.finish(self.successResultOf(server.openFile(b"big", RESUME, {})), 2 * PART)
+
+    def test_parkWriteFails(self) -> None:
+        """
+        If the parked lease cannot be written, the upload is aborted and
+        its lease deleted: no file shows that cannot be resumed.
+        """
+        a = self.bucket.server()
+        f = self.successResultOf(a.openFile(b"big", WRITE, {}))
+        self.successResultOf(f.writeChunk(0, DATA[: 2 * PART + 10]))
+        self.bucket.clock.advance(15)
+        self.store.failNext("putObject")
+        self.successResultOf(f.park("connection lost"))
+        self.assertEqual((self.store.uploads, self.bucket.leaseRecords()), ({}, []))
+        self.assertStatus(self.bucket.server().getAttrs(b"big", False), 2)
+
+    def test_replaceFromZeroSmall(self) -> None:
+        """
+        A resumed upload written anew from 0 and short enough for one
+        PutObject aborts the multipart upload it claimed, and ends its
+        lease.
+        """
+        self.interrupted(self.bucket.server(), 2 * PART + 10)
+        f = self.successResultOf(self.bucket.server().openFile(b"big", RESUME, {}))
+        self.successResultOf(f.writeChunk(0, b"hello"))
+        self.successResultOf(f.close())
+        self.assertEqual(self.store.objects["alice/big"][0], b"hello")
+        self.assertEqual((self.store.uploads, self.bucket.leaseRecords()), ({}, []))
+
     def test_truncAndRemoveAbort(self) -> None:
         """
         An OPEN with TRUNC starts a new upload and aborts the parked one; a
@@ -609,6 +697,21 @@ class AppendTests(SFTPTestCase):
         self.assertEqual(
             self.store.metadata["alice/big"]["sha256"], hashlib.sha256(DATA).hexdigest()
         )
+
+    def test_writeIntoStoredRefused(self) -> None:
+        """
+        Once an append has begun, a WRITE into the stored file's bytes is
+        refused: they are the store's to place (its tail is read into the
+        upload), and the SHA-256 continues from their saved state.
+        """
+        size = PART + 100000
+        self.upload(self.server, b"big", DATA[:size])
+        f = self.successResultOf(self.server.openFile(b"big", RESUME, {}))
+        self.successResultOf(f.writeChunk(size, DATA[size : size + 65536]))
+        self.assertStatus(f.writeChunk(PART + 10, b"X" * 100), FX_OP_UNSUPPORTED)
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertEqual(self.store.objects["alice/big"][0], DATA[:size])
+        self.assertEqual(self.store.uploads, {})
 
     def test_changedMeanwhile(self) -> None:
         """

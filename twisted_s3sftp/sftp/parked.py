@@ -124,8 +124,27 @@ class ParkedUploads:
         """
         Stop listing C{found} (claimed or discarded).
         """
-        if self._byKey.get(found.key) is found:
+        current = self._byKey.get(found.key)
+        if current is not None and current.record.uploadId == found.record.uploadId:
             del self._byKey[found.key]
+
+    async def idle(self, found: ParkedFile) -> ParkedFile | None:
+        """
+        @return: C{found} as its lease is now, if nobody runs its upload
+            (it is parked, or its server stopped rewriting its lease);
+            L{None} if someone does, or it is gone.
+        """
+        assert self.leases is not None
+        if found.record.state == PARKED:
+            return found
+        current = await self.leases.current(found.record)
+        if current is None:
+            self.forget(found)
+            return None
+        info, record = current
+        if record.state != PARKED and not self.leases.stale(info.mtime):
+            return None
+        return ParkedFile(record, info.etag, info.mtime)
 
     async def load(self, user: str) -> None:
         """
@@ -158,10 +177,19 @@ class ParkedUploads:
         found = ParkedFile(record, etag, now)
         previous = self._byKey.get(found.key)
         self._byKey[found.key] = found
-        if previous is not None and previous.record.uploadId != record.uploadId:
+        if (
+            previous is not None
+            and previous.record.uploadId != record.uploadId
+            and previous.record.state == PARKED
+        ):
             self._discardLater(previous, "a newer upload of the file was parked")
         mine = sorted(
-            (f for f in self._byKey.values() if f.owner == record.user),
+            # Only parked uploads count: one running elsewhere is not touched.
+            (
+                f
+                for f in self._byKey.values()
+                if f.owner == record.user and f.record.state == PARKED
+            ),
             key=lambda f: f.record.changed,
         )
         total = sum(f.record.stored for f in mine)
@@ -223,29 +251,37 @@ async def claimParked(
     """
     leases = parked.leases
     assert leases is not None
-    record = found.record
-    if record.state != PARKED and not leases.stale(found.written):
+    idle = await parked.idle(found)
+    if idle is None:
         raise Busy()
+    record = idle.record
     try:
-        lease = await leases.claim(record, found.etag, owner)
+        lease = await leases.claim(record, idle.etag, owner)
     except Busy:
-        parked.forget(found)
+        # Learn what the lease says now, for the client's next try.
+        await parked.load(record.user)
         raise
     parked.forget(found)
     try:
         listed = await store.listParts(record.key, record.uploadId)
     except GatewayError as e:
-        lease.end()
         if getattr(e, "storeCode", "") == "NoSuchUpload":
+            lease.end()
             raise UploadFailed(
                 "the interrupted upload of this file has expired; upload it again"
             ) from None
+        # Leave it parked, as it was, for a later try.
+        again = await lease.park(list(record.checkpoints))
+        if again is not None and lease.etag is not None:
+            parked.park(again, lease.etag, leases.clock.seconds())
         raise
     schedule = record.schedule
     byNumber = {part.number: part for part in listed}
     contiguous = 0
-    while contiguous + 1 in byNumber and byNumber[contiguous + 1].size == schedule.sizeOf(
-        contiguous + 1
+    while (
+        contiguous + 1 in byNumber
+        and byNumber[contiguous + 1].size == schedule.sizeOf(contiguous + 1)
+        and _sameChecksum(byNumber[contiguous + 1].checksum, record.checksum(contiguous + 1))
     ):
         contiguous += 1
     checkpoints = [c for c in record.checkpoints if c.parts <= contiguous]
@@ -262,3 +298,12 @@ async def claimParked(
         for n in range(1, checkpoints[-1].parts + 1)
     )
     return lease, parts
+
+
+def _sameChecksum(listed: str | None, recorded: str | None) -> bool:
+    """
+    @return: whether a part the store lists is the one the lease recorded,
+        as far as their checksums tell (a part stored again since, by a
+        server that parked before it landed, is not).
+    """
+    return listed is None or recorded is None or listed == recorded

@@ -177,7 +177,11 @@ class S3SFTPServer:
                 raise FileExists("file already exists")
             if not flags & FXF_TRUNC:
                 return await self._resumeUpload(virtual, parked, flags, attrs)
-            await self.avatar.parked.discard(parked, "the file was opened with truncation")
+            idle = await self.avatar.parked.idle(parked)
+            if idle is not None:
+                # An upload running elsewhere is left alone: the last CLOSE
+                # wins, as for two uploads at once.
+                await self.avatar.parked.discard(idle, "the file was opened with truncation")
         replaces = None
         mayOverwrite = self.avatar.rights.has(OVERWRITE)
         if (
@@ -439,7 +443,10 @@ class S3SFTPServer:
             await upload.abort("the file was removed")
         parked = await self._parkedFile(key)
         if parked is not None:
-            await self.avatar.parked.discard(parked, "the file was removed")
+            idle = await self.avatar.parked.idle(parked)
+            if idle is None:
+                raise Busy()
+            await self.avatar.parked.discard(idle, "the file was removed")
         info = await self._store.headObject(key)
         if info is not None:
             await self._store.deleteObject(key)

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..errors import FileTooLarge, GatewayError, NotSupported, UploadFailed
+from ..errors import Changed, FileTooLarge, GatewayError, NotSupported, UploadFailed
 from ..ops.audit import audit
 from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings, StoredObject, StoredPart
 from ..store.leases import Lease, Leases
@@ -265,6 +265,7 @@ class UploadFile:
     appendTo: ObjectInfo | None = None
     _written: bool = field(default=False, init=False)
     _shift: int = field(default=0, init=False)
+    _floor: int = field(default=0, init=False)
     _parking: bool = field(default=False, init=False)
     _appending: Deferred[None] | None = field(default=None, init=False)
     _confirmed: dict[int, str] = field(factory=dict, init=False)
@@ -384,6 +385,11 @@ class UploadFile:
                     elif offset and self.replaces is not None:
                         raise NotSupported(RESUME_REFUSED.format(size=self.replaces))
                 offset += self._shift
+                if offset < self._floor:
+                    raise NotSupported(
+                        f"write at offset {offset}: the first {self._floor} bytes are the "
+                        "stored file being appended to, and cannot be rewritten"
+                    )
                 if self.maxSize is not None and offset + len(data) > self.maxSize:
                     raise FileTooLarge(
                         f"file too large: this user may store files of at most {self.maxSize} bytes"
@@ -478,6 +484,8 @@ class UploadFile:
             if problem() is not None:
                 raise NotSupported(APPEND_UNSUPPORTED)
         tail = self.planner.appendFrom(parts, state, info.size)
+        # The stored bytes are the store's to place, the client's come after.
+        self._floor = info.size
         if self.appending and offset == 0:
             self._shift = info.size
         self._creating = True
@@ -591,18 +599,25 @@ class UploadFile:
     async def _park(self) -> None:
         waiting = Deferred.fromCoroutine(self._settled())
         waiting.addTimeout(PARK_WAIT, self.budget.clock)
+        settled = True
         try:
             await waiting
         except Exception:
-            log.warn(
-                "Parts of {key} still in flight after {wait:g} s", key=self.key, wait=PARK_WAIT
-            )
+            # A part still in flight could land after a resume had sent
+            # its own: the upload is aborted rather than parked.
+            log.warn("Parts of {key} in flight after {wait:g} s", key=self.key, wait=PARK_WAIT)
+            settled = False
         lease = self._lease
         checkpoints = self._confirmedCheckpoints()
         record = None
-        if lease is not None and self._uploadId is not None and checkpoints:
+        if settled and lease is not None and self._uploadId is not None and checkpoints:
             lease.record = evolve(lease.record, mtime=self.mtime)
-            record = await lease.park(checkpoints)
+            try:
+                record = await lease.park(checkpoints)
+            except Changed:
+                # Another session took it over: it is theirs.
+                await self._leave()
+                return
         if record is None:
             await self._abortUpload()
             return
@@ -698,6 +713,10 @@ class UploadFile:
                     self._partBytes -= len(plan.data)
                     self.planner.recycle(plan.data)
                     self._credit()
+                if self._uploadId is not None:
+                    # A resumed upload written anew from 0, short enough
+                    # for one PutObject: its multipart upload is not needed.
+                    await self._dropUpload()
             else:
                 stored = await self._finishMultipart(plan, metadata)
         except GatewayError as e:
@@ -931,6 +950,26 @@ class UploadFile:
             else:
                 self._endLease()
         self._end()
+
+    async def _dropUpload(self) -> None:
+        """
+        Abort the multipart upload this file no longer needs, and end its
+        lease.
+        """
+        assert self._uploadId is not None
+        uploadId, self._uploadId = self._uploadId, None
+        try:
+            await self.store.abortMultipartUpload(self.key, uploadId)
+        except Exception as e:
+            log.warn(
+                "Could not abort upload {uploadId} of {key}: {reason}",
+                uploadId=uploadId,
+                key=self.key,
+                reason=getattr(e, "message", None) or repr(e),
+            )
+            self._endLease(keepMarker=True)
+        else:
+            self._endLease()
 
     def _endLease(self, keepMarker: bool = False) -> None:
         if self._lease is not None:

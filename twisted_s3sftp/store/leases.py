@@ -121,6 +121,7 @@ class Lease:
     onLost: Callable[[str], None] | None = None
     checksums: list[str] = field(factory=list)
     _timer: IDelayedCall | None = field(default=None, init=False)
+    _stopped: bool = field(default=False, init=False)
     _ended: bool = field(default=False, init=False)
     _writing: Deferred[None] | None = field(default=None, init=False)
     _again: bool = field(default=False, init=False)
@@ -136,7 +137,7 @@ class Lease:
         """
         Write the lease now, and again every interval.
         """
-        if self._ended:
+        if self._stopped:
             return
         self._timer = self.leases.clock.callLater(self.leases.interval, self.renew)
         if self._writing is None:
@@ -149,7 +150,7 @@ class Lease:
         Write the lease now (after a change a resume must not miss), or
         again as soon as the write under way ends.
         """
-        if self._ended:
+        if self._stopped:
             return
         if self._writing is not None:
             self._again = True
@@ -178,15 +179,19 @@ class Lease:
         parts = self.record.checkpoints[-1].parts
         if len(self.record.checksums) >= 4 * parts or len(self.checksums) < parts:
             return self.record
-        raw = b"".join(base64.b64decode(checksum) for checksum in self.checksums[:parts])
+        raw = b"".join(
+            base64.b64decode(checksum) if checksum else bytes(4)
+            for checksum in self.checksums[:parts]
+        )
         self.record = evolve(self.record, checksums=raw)
         return self.record
 
     async def _write(self) -> None:
         try:
+            self.record = evolve(self._current(), written=self.leases.clock.seconds())
             stored = await self.leases.store.putObject(
                 self.markerKey,
-                self._current().encode(),
+                self.record.encode(),
                 None,
                 self.leases.encryption,
                 ifMatch=self.etag,
@@ -219,16 +224,21 @@ class Lease:
 
         @return: the parked record (its L{etag} set), or L{None} if it
             could not be written.
+        @raise Changed: if another session took the upload over: it is
+            theirs now.
         """
         self._stop()
         if self._writing is not None:
             await self._writing
         self.checkpoint(checkpoints)
-        parked = self._current().parked(self.leases.clock.seconds())
+        now = self.leases.clock.seconds()
+        parked = evolve(self._current().parked(now), written=now)
         try:
             stored = await self.leases.store.putObject(
                 self.markerKey, parked.encode(), None, self.leases.encryption, ifMatch=self.etag
             )
+        except Changed:
+            raise
         except GatewayError as e:
             self._failed(e, "park")
             return None
@@ -243,12 +253,13 @@ class Lease:
         """
         if self._ended:
             return
+        self._ended = True
         self._stop()
         if not keepMarker:
             self.leases.store.deleteObject(self.markerKey).addErrback(self._failed, "delete")
 
     def _stop(self) -> None:
-        self._ended = True
+        self._stopped = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
 
@@ -341,6 +352,21 @@ class Leases:
                 break
         return found
 
+    async def current(self, record: LeaseRecord) -> tuple[ObjectInfo, LeaseRecord] | None:
+        """
+        @return: the lease of C{record}'s upload as it is now (its listing
+            entry, whose time is its last write, and its record), or
+            L{None} if it is gone.
+        """
+        key = markerKey(self.prefix, record.uploadId, record.user)
+        info = await self.store.headObject(key)
+        if info is None:
+            return None
+        try:
+            return info, decodeRecord(await self.store.getObject(key, 0, MAX_BODY, info.etag))
+        except (Changed, ValueError):
+            return None
+
     async def claim(self, record: LeaseRecord, etag: str, owner: str) -> Lease:
         """
         Take a parked (or stale) upload over: rewrite its lease as running,
@@ -351,7 +377,7 @@ class Leases:
         @raise Busy: if the lease changed meanwhile (another session claimed
             it, or its server still runs it).
         """
-        running = evolve(record, state="active", owner=owner)
+        running = evolve(record, state="active", owner=owner, written=self.clock.seconds())
         lease = Lease(self, running)
         try:
             stored = await self.store.putObject(

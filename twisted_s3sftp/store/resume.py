@@ -66,6 +66,8 @@ class LeaseRecord:
     @ivar changed: when the upload last stored a part or was parked
         (seconds since the epoch): what a listing shows as its time.
     @ivar owner: the server (and session) running it, for the log.
+    @ivar written: when the lease was written (each write changes it, so
+        that each write changes the lease's ETag, which claims compare).
     """
 
     key: str
@@ -80,6 +82,7 @@ class LeaseRecord:
     mtime: int | None = None
     changed: float = 0.0
     owner: str = ""
+    written: float = 0.0
 
     @property
     def resumable(self) -> bool:
@@ -108,10 +111,13 @@ class LeaseRecord:
     def checksum(self, number: int) -> str | None:
         """
         @return: part C{number}'s CRC32, base64 as S3 writes it, or L{None}
-            if the record does not have it.
+            if the record does not have it (four zero bytes stand for a
+            part stored without one).
         """
         raw = self.checksums[4 * (number - 1) : 4 * number]
-        return base64.b64encode(raw).decode("ascii") if len(raw) == 4 else None
+        if len(raw) != 4 or raw == bytes(4):
+            return None
+        return base64.b64encode(raw).decode("ascii")
 
     def boundary(self, offset: int) -> Checkpoint | None:
         """
@@ -149,6 +155,7 @@ class LeaseRecord:
             "mtime": self.mtime,
             "changed": self.changed,
             "owner": self.owner,
+            "written": self.written,
         }
         return json.dumps(record, separators=(",", ":")).encode("utf-8")
 
@@ -191,6 +198,7 @@ def decodeRecord(body: bytes) -> LeaseRecord:
             mtime=None if mtime is None else int(mtime),
             changed=float(record["changed"]),
             owner=str(record["owner"]),
+            written=float(record.get("written", 0.0)),
         )
         if result.partSize:
             result.schedule  # noqa: B018 (validates the schedule)
