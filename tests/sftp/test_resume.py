@@ -194,6 +194,23 @@ class ResumeTests(SFTPTestCase):
         third = self.bucket.server()
         self.finish(self.successResultOf(third.openFile(b"big", RESUME, {})), 3 * PART)
 
+    def test_writeOnlyOpen(self) -> None:
+        """
+        FileZilla's C{reput} and curl 8.17's C{-C -}: OPEN with C{WRITE}
+        only (no CREAT), FSTAT for the size, WRITEs from it; the same OPEN of
+        a stored file appends to it.
+        """
+        self.interrupted(self.bucket.server(), 2 * PART + 10)
+        f = self.successResultOf(self.bucket.server().openFile(b"big", FXF_WRITE, {}))
+        self.finish(f, self.successResultOf(f.getAttrs())["size"])
+        server = self.bucket.server()
+        self.upload(server, b"small", b"abc")
+        f = self.successResultOf(server.openFile(b"small", FXF_WRITE, {}))
+        self.assertEqual(self.successResultOf(f.getAttrs())["size"], 3)
+        self.successResultOf(f.writeChunk(3, b"def"))
+        self.successResultOf(f.close())
+        self.assertEqual(self.store.objects["alice/small"][0], b"abcdef")
+
     def test_appendFromZero(self) -> None:
         """
         On an C{APPEND} handle, writes from offset 0 count from the size
