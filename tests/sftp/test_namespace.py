@@ -603,15 +603,23 @@ class FileTests(SFTPTestCase):
 
     def test_extensions(self) -> None:
         """
-        The VERSION reply announces posix-rename, statvfs and limits;
+        The VERSION reply announces posix-rename, statvfs, limits and
+        check-file (with the algorithms hashes are stored for);
         C{limits@openssh.com} reports the limits the protocol enforces and
         C{statvfs@openssh.com} a large, empty file system.
         """
         server, _ = makeServer()
+        announced = server.gotVersion(3, {})
         self.assertEqual(
-            set(server.gotVersion(3, {})),
-            {b"posix-rename@openssh.com", b"statvfs@openssh.com", b"limits@openssh.com"},
+            set(announced),
+            {
+                b"posix-rename@openssh.com",
+                b"statvfs@openssh.com",
+                b"limits@openssh.com",
+                b"check-file",
+            },
         )
+        self.assertEqual(announced[b"check-file"], b"sha256")
         limits = self.successResultOf(server.extendedRequest(b"limits@openssh.com", b""))
         self.assertEqual(
             struct.unpack("!4Q", limits), (MAX_SFTP_MESSAGE, MAX_READ, MAX_WRITE, MAX_HANDLES)

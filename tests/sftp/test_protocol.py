@@ -6,10 +6,11 @@ crediting of the channel window.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from typing import Any
 
-from twisted.conch.ssh.common import NS
+from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.filetransfer import (
     FX_BAD_MESSAGE,
     FX_FAILURE,
@@ -274,7 +275,7 @@ class ProtocolTests(LoopbackTests):
 
     def test_extensionsAnnounced(self) -> None:
         """
-        The VERSION reply lists posix-rename, statvfs and limits.
+        The VERSION reply lists posix-rename, statvfs, limits and check-file.
         """
         announced: dict[bytes, bytes] = {}
         self.client.gotServerVersion = lambda version, ext: announced.update(ext)
@@ -282,7 +283,12 @@ class ProtocolTests(LoopbackTests):
         self.pump.flush()
         self.assertEqual(
             set(announced),
-            {b"posix-rename@openssh.com", b"statvfs@openssh.com", b"limits@openssh.com"},
+            {
+                b"posix-rename@openssh.com",
+                b"statvfs@openssh.com",
+                b"limits@openssh.com",
+                b"check-file",
+            },
         )
 
     def test_posixRename(self) -> None:
@@ -305,6 +311,57 @@ class ProtocolTests(LoopbackTests):
             ).code,
             FX_NO_SUCH_FILE,
         )
+
+    def test_checkFile(self) -> None:
+        """
+        C{check-file-name} and C{check-file-handle} get ProFTPD's reply (the
+        algorithm, then the raw digest), which WinSCP reads; paramiko's bare
+        C{check-file} with a handle gets its own (prefixed with
+        C{"check-file"}); all from the SHA-256 stored with the object, the
+        first algorithm of the client's list that is stored.  A range,
+        blocks, no stored algorithm, a handle open for writing, a missing
+        file and a malformed request are refused.
+        """
+        data = b"hello world"
+        f = self.result(self.client.openFile(b"/f", WRITE, {}))
+        self.result(f.writeChunk(0, data))
+        self.result(f.close())
+        digest = hashlib.sha256(data).digest()
+
+        def request(target: bytes, algorithms: bytes, *range: int) -> bytes:
+            return NS(target) + NS(algorithms) + struct.pack(">QQI", *(range or (0, 0, 0)))
+
+        check = self.client.extendedRequest
+        self.assertEqual(
+            self.result(check(b"check-file-name", request(b"/f", b"md5,sha256"))),
+            NS(b"sha256") + digest,
+        )
+        r = self.result(self.client.openFile(b"/f", FXF_READ, {}))
+        # A ClientFile's handle is kept as an SSH string.
+        whole = request(getNS(r.handle)[0], b"sha256", 0, len(data), 0)
+        self.assertEqual(self.result(check(b"check-file-handle", whole)), NS(b"sha256") + digest)
+        self.assertEqual(
+            self.result(check(b"check-file", whole)), NS(b"check-file") + NS(b"sha256") + digest
+        )
+        for refused in (
+            request(b"/f", b"sha256", 1, 0, 0),
+            request(b"/f", b"sha256", 0, 0, 4096),
+            request(b"/f", b"md5,sha1"),
+        ):
+            # Conch's client raises OP_UNSUPPORTED as NotImplementedError.
+            d = check(b"check-file-name", refused)
+            self.pump.flush()
+            self.failureResultOf(d, NotImplementedError)
+        w = self.result(self.client.openFile(b"/g", WRITE, {}))
+        self.assertEqual(
+            self.status(check(b"check-file-handle", request(getNS(w.handle)[0], b"sha256"))).code,
+            FX_FAILURE,
+        )
+        self.assertEqual(
+            self.status(check(b"check-file-name", request(b"/nope", b"sha256"))).code,
+            FX_NO_SUCH_FILE,
+        )
+        self.assertEqual(self.status(check(b"check-file-name", b"\0")).code, FX_BAD_MESSAGE)
 
     def test_readdirPaged(self) -> None:
         """

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from .checkfile import ALGORITHMS
+
 #: The largest SFTP message accepted (its length field): OpenSSH's own
 #: limit (256 KiB) plus room for a header, as its sftp-server allows.
 #: A longer one closes the channel.
@@ -41,6 +43,8 @@ EXTENSIONS = {
     b"posix-rename@openssh.com": b"1",
     b"statvfs@openssh.com": b"2",
     b"limits@openssh.com": b"1",
+    # The algorithms a hash is stored for (some clients read a version).
+    b"check-file": ",".join(ALGORITHMS).encode("ascii"),
 }
 
 #: The figures C{statvfs@openssh.com} reports.  S3 has no capacity to

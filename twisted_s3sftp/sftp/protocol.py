@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..ops.logformat import quietObserver
+from .checkfile import HANDLE_NAMES
 from .extensions import (
     MAX_HANDLES,
     MAX_OUTGOING,
@@ -317,6 +318,13 @@ class S3FileTransferServer(FileTransferServer):
     def packet_EXTENDED(self, data: bytes) -> None:
         requestId = data[:4]
         name, extension = getNS(data[4:])
+        checkFileHandle = getattr(self.client, "checkFileHandle", None)
+        if name in HANDLE_NAMES and checkFileHandle is not None:
+            # The handle is this protocol's to resolve.
+            d = maybeDeferred(checkFileHandle, name, extension, self.openFiles.get)
+            d.addCallback(self._cbExtended, requestId)
+            d.addErrback(self._ebStatus, requestId, b"check-file failed")
+            return
         if name != b"posix-rename@openssh.com":
             super().packet_EXTENDED(data)
             return

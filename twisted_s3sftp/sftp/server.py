@@ -47,6 +47,7 @@ someone else meanwhile is not replaced either.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from attrs import define, field
@@ -80,6 +81,7 @@ from .attributes import (
     fileAttributes,
     modificationTime,
 )
+from .checkfile import CheckFileRequest, storedDigests
 from .directory import DirectoryListing
 from .download import DownloadFile, downloadReservation
 from .extensions import EXTENSIONS, limitsReply, statvfsReply
@@ -486,7 +488,39 @@ class S3SFTPServer:
             return statvfsReply()
         if extendedName == b"limits@openssh.com":
             return limitsReply()
+        if extendedName == b"check-file-name":
+            request = CheckFileRequest.parse(extendedName, extendedData)
+            virtual = normalise(request.target)
+            found = await self._lookup(virtual, head=True)
+            if found is None:
+                raise NoSuchFile("no such file")
+            if found is _DIRECTORY:
+                raise GatewayError("is a directory")
+            if not isinstance(found, ObjectInfo):
+                raise GatewayError("no stored hash: the file is still being uploaded")
+            self._require(DOWNLOAD, "a file's hash", virtual, self._isOwn(found))
+            return request.answer(found.size, storedDigests(found.metadata))
         raise NotSupported("unsupported extension")
+
+    @sftpOperation("check-file")
+    async def checkFileHandle(
+        self, extendedName: bytes, extendedData: bytes, opened: Callable[[bytes], Any]
+    ) -> bytes:
+        """
+        C{check-file-handle}, and paramiko's C{check-file}: the hash of a
+        file open for reading, from the metadata read when it was opened
+        (the ETag it is pinned to).
+
+        @param opened: the open file of a handle, or L{None}.
+        """
+        request = CheckFileRequest.parse(extendedName, extendedData)
+        fileObj = opened(request.target)
+        if fileObj is None:
+            raise GatewayError("invalid handle")
+        if not isinstance(fileObj, DownloadFile):
+            raise GatewayError("no stored hash: the file is open for writing")
+        info = fileObj.info
+        return request.answer(info.size, storedDigests(info.metadata))
 
     async def _openDownload(self, virtual: str, key: str) -> DownloadFile:
         info = await self._store.headObject(key)
