@@ -98,16 +98,14 @@ def assertDone(s3: Any, bucket: str, key: str, source: Path) -> None:
     assert leaseRecords(s3, bucket) == []
 
 
-def interruptedPut(
-    gateway: Gateway, s3: Any, bucket: str, source: Path, user: str = "alice", parts: int = 2
-) -> LeaseRecord:
+def slowPut(gateway: Gateway, source: Path, user: str = "alice") -> subprocess.Popen[str]:
     """
-    Start a rate-limited OpenSSH C{put} of C{source}, kill the client once
-    C{parts} parts are stored, and wait for the upload to be parked.
+    Start a rate-limited OpenSSH C{put} of C{source} as C{user}, in a
+    process group of its own (so that killing it kills its C{ssh} too).
     """
-    batch = gateway.root / "put-batch"
+    batch = gateway.root / f"put-{source.name}"
     batch.write_text(f"put {source}\n")
-    client = slowSftp(
+    return slowSftp(
         gateway,
         user,
         gateway.root / f"{user}_key",
@@ -117,6 +115,28 @@ def interruptedPut(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def sameKeys(startGateway: Any, first: Gateway, *extra: str, user: str = "alice") -> Gateway:
+    """
+    @return: another gateway on the bucket, reading C{first}'s keys
+        directory, with C{user}'s private key beside it.
+    """
+    other: Gateway = startGateway(None, *extra, keysDir=first.keysDir)
+    key = other.root / f"{user}_key"
+    key.write_bytes((first.root / f"{user}_key").read_bytes())
+    key.chmod(0o600)
+    return other
+
+
+def interruptedPut(
+    gateway: Gateway, s3: Any, bucket: str, source: Path, user: str = "alice", parts: int = 2
+) -> LeaseRecord:
+    """
+    Start a rate-limited OpenSSH C{put} of C{source}, kill the client once
+    C{parts} parts are stored, and wait for the upload to be parked.
+    """
+    client = slowPut(gateway, source, user)
     key = f"{user}/{source.name}"
     try:
         waitFor(lambda: partsStored(s3, bucket, key) >= parts, 60, 0.05)
@@ -151,10 +171,8 @@ def test_resumeOnSecondServer(startGateway: Any, bucket: str, s3: Any, tmp_path:
     (C{reput}) through another server on the bucket.
     """
     first = startGateway()
-    second = startGateway(None, keysDir=first.keysDir)
     first.addUser("alice")
-    (second.root / "alice_key").write_bytes((first.root / "alice_key").read_bytes())
-    (second.root / "alice_key").chmod(0o600)
+    second = sameKeys(startGateway, first)
     source = makeFile(tmp_path, "big.bin", 4 * PART + 99)
     record = interruptedPut(first, s3, bucket, source)
     listing = second.sftp("alice", ["ls -l"])
@@ -173,18 +191,7 @@ def test_resumeAfterSigkill(startGateway: Any, bucket: str, s3: Any, tmp_path: P
     crashed = startGateway(None, "--lease-interval=1")
     crashed.addUser("alice")
     source = makeFile(tmp_path, "big.bin", 5 * PART + 7)
-    batch = tmp_path / "batch"
-    batch.write_text(f"put {source}\n")
-    client = slowSftp(
-        crashed,
-        "alice",
-        crashed.root / "alice_key",
-        batch,
-        24000,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    client = slowPut(crashed, source)
     try:
         waitFor(lambda: partsStored(s3, bucket, "alice/big.bin") >= 2, 60, 0.05)
         waitFor(lambda: any(r.stored for r in leaseRecords(s3, bucket)), 10, 0.1)
@@ -195,9 +202,7 @@ def test_resumeAfterSigkill(startGateway: Any, bucket: str, s3: Any, tmp_path: P
         client.wait()
     (record,) = leaseRecords(s3, bucket)
     assert record.state != PARKED and record.stored >= PART
-    other = startGateway(None, "--lease-interval=1", keysDir=crashed.keysDir)
-    (other.root / "alice_key").write_bytes((crashed.root / "alice_key").read_bytes())
-    (other.root / "alice_key").chmod(0o600)
+    other = sameKeys(startGateway, crashed, "--lease-interval=1")
     time.sleep(3.5)
     result = other.sftp("alice", [f"reput {source}"])
     assert result.returncode == 0, result.stderr
@@ -498,18 +503,7 @@ def test_resumeOffAborts(startGateway: Any, bucket: str, s3: Any, tmp_path: Path
     gateway = startGateway(None, "--resume-ttl=0")
     key = gateway.addUser("alice")
     source = makeFile(tmp_path, "o.bin", 4 * PART)
-    batch = tmp_path / "batch"
-    batch.write_text(f"put {source}\n")
-    client = slowSftp(
-        gateway,
-        "alice",
-        key,
-        batch,
-        24000,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    client = slowPut(gateway, source)
     try:
         waitFor(lambda: partsStored(s3, bucket, "alice/o.bin") >= 1, 60, 0.05)
     finally:
@@ -534,20 +528,9 @@ def test_ctrlCThenReput(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) 
     rest (server-side copies of the stored parts, then the client's data):
     C{sftp} exits 0 and the object is the whole file, with its SHA-256.
     """
-    key = gateway.addUser("alice")
+    gateway.addUser("alice")
     source = makeFile(tmp_path, "cc.bin", 4 * PART + 321)
-    batch = tmp_path / "batch"
-    batch.write_text(f"put {source}\n")
-    client = slowSftp(
-        gateway,
-        "alice",
-        key,
-        batch,
-        24000,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    client = slowPut(gateway, source)
     waitFor(lambda: partsStored(s3, bucket, "alice/cc.bin") >= 2, 60, 0.05)
     client.send_signal(signal.SIGINT)
     client.wait(timeout=60)
@@ -590,20 +573,9 @@ def test_rollingRestart(startGateway: Any, bucket: str, s3: Any, tmp_path: Path)
     bucket), C{reput} sends only the rest.
     """
     first = startGateway(None, "--drain-timeout=1")
-    key = first.addUser("alice")
+    first.addUser("alice")
     source = makeFile(tmp_path, "r.bin", 5 * PART + 3)
-    batch = tmp_path / "batch"
-    batch.write_text(f"put {source}\n")
-    client = slowSftp(
-        first,
-        "alice",
-        key,
-        batch,
-        24000,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    client = slowPut(first, source)
     try:
         waitFor(lambda: partsStored(s3, bucket, "alice/r.bin") >= 2, 60, 0.05)
         first.process.send_signal(signal.SIGTERM)
@@ -613,9 +585,7 @@ def test_rollingRestart(startGateway: Any, bucket: str, s3: Any, tmp_path: Path)
         client.wait()
     record = waitParked(s3, bucket, "alice/r.bin", 10)
     assert record.stored >= 2 * PART
-    second = startGateway(None, keysDir=first.keysDir)
-    (second.root / "alice_key").write_bytes(key.read_bytes())
-    (second.root / "alice_key").chmod(0o600)
+    second = sameKeys(startGateway, first)
     result = second.sftp("alice", [f"reput {source}"])
     assert result.returncode == 0, result.stderr
     assertDone(s3, bucket, "alice/r.bin", source)

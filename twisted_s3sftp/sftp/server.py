@@ -321,18 +321,27 @@ class S3SFTPServer:
         found: UploadFile | None = self.avatar.uploads.get(key)
         return found
 
-    async def _parkedFile(self, key: str) -> ParkedFile | None:
+    async def _knowParked(self) -> bool:
         """
-        @return: the user's parked upload to C{key}, or L{None}; the first
-            call of a connection lists the user's parked uploads.
+        List the user's parked uploads, once per connection.
+
+        @return: whether interrupted uploads are kept at all.
         """
         parked = self.avatar.parked
         if not parked.enabled:
-            return None
+            return False
         if self.avatar.parkedKnown is None:
             self.avatar.parkedKnown = Deferred.fromCoroutine(parked.load(self.avatar.username))
         await whenSettled(self.avatar.parkedKnown)
-        found: ParkedFile | None = parked.get(self.avatar.username, key)
+        return True
+
+    async def _parkedFile(self, key: str) -> ParkedFile | None:
+        """
+        @return: the user's parked upload to C{key}, or L{None}.
+        """
+        if not await self._knowParked():
+            return None
+        found: ParkedFile | None = self.avatar.parked.get(self.avatar.username, key)
         return found
 
     @sftpOperation("stat")
@@ -384,8 +393,7 @@ class S3SFTPServer:
             for upload in self.avatar.uploads.under(prefix)
             if mayList or self._isOwn(upload)
         ]
-        if self.avatar.parked.enabled:
-            await self._parkedFile(prefix)
+        if await self._knowParked():
             names = {name for name, _ in first}
             first += [
                 (found.key[len(prefix) :], found.attributes())

@@ -301,7 +301,8 @@ class UploadFile:
             self._uploadId = self.resumed.record.uploadId
             self._lease = self.resumed.lease
             self._lease.onLost = self._taken
-            self._lease.renew()
+            # The claim has just written it.
+            self._lease.renew(now=False)
             for part in self.resumed.parts:
                 self._stored.append(part)
                 self._confirm(part)

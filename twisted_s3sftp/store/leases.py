@@ -133,14 +133,15 @@ class Lease:
         """
         return markerKey(self.leases.prefix, self.record.uploadId, self.record.user)
 
-    def renew(self) -> None:
+    def renew(self, now: bool = True) -> None:
         """
-        Write the lease now, and again every interval.
+        Write the lease every interval, starting now unless C{now} is false
+        (a lease just written by its claim).
         """
         if self._stopped:
             return
         self._timer = self.leases.clock.callLater(self.leases.interval, self.renew)
-        if self._writing is None:
+        if now and self._writing is None:
             writing = Deferred.fromCoroutine(self._write())
             if not writing.called:
                 self._writing = writing
