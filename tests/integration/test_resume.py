@@ -257,7 +257,8 @@ def test_winscpFilepart(gateway: Gateway, bucket: str, s3: Any, tmp_path: Path) 
     gateway.addUser("alice")
     source = makeFile(tmp_path, "report.csv", 4 * PART + 5)
     data = source.read_bytes()
-    gateway.sftp("alice", [f"put {makeFile(tmp_path, 'old', 10)} report.csv"])
+    put = gateway.sftp("alice", [f"put {makeFile(tmp_path, 'old', 10)} report.csv"])
+    assert put.returncode == 0, put.stderr
     cutUpload(gateway, s3, bucket, "report.csv.filepart", data, 2)
     with paramikoSFTP(gateway, "alice") as sftp:
         assert sftp.lstat("report.csv").st_size == 10

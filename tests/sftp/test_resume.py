@@ -483,6 +483,37 @@ class ResumeTests(SFTPTestCase):
         self.assertEqual(sorted(r.key for r in self.bucket.leaseRecords()), ["alice/b", "alice/c"])
         self.assertEqual(len(self.store.uploads), 2)
 
+    def test_burstKept(self) -> None:
+        """
+        A partner's batch job cut off mid-way (sixty uploads of one user at
+        once, under the default caps) keeps every upload parked, and each
+        can be resumed.
+        """
+        limits = PartLimits(minPartSize=1024, maxPartSize=1024 * 1024, maxParts=10_000)
+        self.store.minPartSize = 1024
+        policy = POLICY.__class__(partSize=1024, bufferLimit=32 * MiB, concurrency=2, limits=limits)
+        leases = Leases(self.store, PREFIX, AGE, self.bucket.clock, resumeTtl=TTL)
+        parked = ParkedUploads(leases)
+        files = {}
+        for i in range(60):
+            server = self.bucket.login(leases, parked)
+            server.avatar.policy = policy
+            name = f"f{i}".encode()
+            files[name] = os.urandom(3 * 1024 + i)
+            f = self.successResultOf(server.openFile(name, WRITE, {}))
+            self.successResultOf(f.writeChunk(0, files[name][: 2 * 1024 + 5]))
+            self.successResultOf(f.park("connection lost"))
+        records = self.bucket.leaseRecords()
+        self.assertEqual((len(records), {r.state for r in records}), (60, {PARKED}))
+        other = self.bucket.login(leases, ParkedUploads(leases))
+        other.avatar.policy = policy
+        for name, data in files.items():
+            g = self.successResultOf(other.openFile(name, RESUME, {}))
+            self.successResultOf(g.writeChunk(2 * 1024, data[2 * 1024 :]))
+            self.successResultOf(g.close())
+            self.assertEqual(self.store.objects["alice/" + name.decode()][0], data)
+        self.assertEqual((self.store.uploads, self.bucket.leaseRecords()), ({}, []))
+
     def test_checkpointsWhileRunning(self) -> None:
         """
         A running upload's lease is rewritten every interval with the hash
