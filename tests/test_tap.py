@@ -399,11 +399,11 @@ class OptionsTests(SynchronousTestCase):
         """
         from twisted.logger import capturedLogs
 
-        from twisted_s3sftp.store import sha256
+        from twisted_s3sftp.store import hashes
 
         options = self.parse("--bucket", "ok-bucket")
         self.assertEqual(self.sweepLeases(options).resumeTtl, 24 * 3600)
-        self.patch(sha256, "problem", lambda: "no SHA256_CTX here")
+        self.patch(hashes, "problem", lambda algorithm="sha256": "no SHA256_CTX here")
         with capturedLogs() as events:
             leases = self.sweepLeases(options)
         self.assertEqual(leases.resumeTtl, 0)

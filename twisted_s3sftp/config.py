@@ -21,7 +21,7 @@ from .ssh.admission import Limits
 from .ssh.policy import MODERN, CryptoPolicy
 from .ssh.userpolicy import UserPolicy
 from .store.interfaces import ObjectSettings
-from .store.parts import MAX_PART_SIZE, MIN_PART_SIZE, MiB, UploadPolicy
+from .store.parts import DEFAULT_HASHES, MAX_PART_SIZE, MIN_PART_SIZE, MiB, UploadPolicy
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -163,6 +163,7 @@ class ServerConfig:
         multipart upload's lease (its resume checkpoint).
     @ivar resumeMaxUploads: the most parked uploads per user.
     @ivar resumeMaxBytes: the most bytes in parked uploads per user.
+    @ivar hashes: the whole-file hashes kept with each object.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -190,6 +191,7 @@ class ServerConfig:
     leaseInterval: float = field(default=DEFAULT_LEASE_INTERVAL)
     resumeMaxUploads: int = 100
     resumeMaxBytes: int = 1024**4
+    hashes: tuple[str, ...] = DEFAULT_HASHES
 
     @resumeTtl.validator
     def _checkResumeTtl(self, attribute: object, value: float) -> None:
@@ -238,6 +240,7 @@ class ServerConfig:
             partSize=self.partSize,
             bufferLimit=self.bufferLimit,
             concurrency=self.uploadConcurrency,
+            hashes=self.hashes,
         )
 
     @property

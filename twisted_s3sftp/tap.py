@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
@@ -47,10 +49,11 @@ from .ssh.policy import MODERN, POLICIES, CryptoPolicy, sha1Algorithms
 from .ssh.session import S3Realm
 from .ssh.transport import S3SSHFactory
 from .ssh.userpolicy import MAX_POLICY_FILE, UserPolicy, parsePolicy
-from .store import s3, sha256
+from .store import hashes, s3
+from .store.hashes import parseAlgorithms
 from .store.interfaces import ObjectSettings
 from .store.leases import Leases, SweepService
-from .store.parts import BufferPool, parseSize
+from .store.parts import DEFAULT_HASHES, BufferPool, parseSize
 
 log = Logger()
 
@@ -231,6 +234,13 @@ class Options(usage.Options):
             "what a server killed with SIGKILL loses of a resumable upload.",
         ],
         [
+            "hashes",
+            None,
+            ",".join(DEFAULT_HASHES),
+            "Whole-file hashes kept with each object, comma-separated, from "
+            "sha256 (always kept), md5 (what rclone verifies with) and sha1.",
+        ],
+        [
             "state-prefix",
             None,
             DEFAULT_STATE_PREFIX,
@@ -350,6 +360,10 @@ class Options(usage.Options):
             maxParked = int(self["resume-max-uploads"])
         except ValueError:
             raise ValueError("--resume-max-uploads: not a number") from None
+        try:
+            algorithms = parseAlgorithms(self["hashes"])
+        except ValueError as e:
+            raise ValueError(f"--hashes: {e}") from None
         if self["log-format"] not in FORMATS:
             raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}")
         limits = self._limits()
@@ -384,6 +398,7 @@ class Options(usage.Options):
             leaseInterval=seconds["lease-interval"],
             resumeMaxUploads=maxParked,
             resumeMaxBytes=sizes["resume-max-bytes"],
+            hashes=algorithms,
         )
         for description in self.config.listen + (
             (self.config.metrics,) if self.config.metrics else ()
@@ -537,7 +552,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     memory = MemoryLimit(config.memoryLimit, BufferPool(config.policy.bufferLimit))
     resumeTtl = config.resumeTtl if config.orphanAge else 0.0
-    unavailable = sha256.problem()
+    unavailable = next(filter(None, map(hashes.problem, config.hashes)), None)
     if resumeTtl and unavailable is not None:
         log.warn(
             "Interrupted uploads cannot be resumed: {reason}; they are aborted",
@@ -571,6 +586,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         leases,
         config.objectSettings,
         ResumeCaps(config.resumeMaxUploads, config.resumeMaxBytes),
+        offload=partial(deferToThreadPool, reactor, pool),
     )
     keys = KeysDirectory(FilePath(config.keysDir), config.cryptoPolicy)
     checker = KeysDirectoryChecker(keys, config.defaultPolicy, config.statePrefix, reactor.seconds)

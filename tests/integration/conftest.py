@@ -347,7 +347,7 @@ def hashState(state: str) -> str:
     @return: the hex SHA-256 a saved hash state (C{x-amz-meta-sha256-state})
         stands for.
     """
-    from twisted_s3sftp.store.sha256 import ResumableSHA256
+    from twisted_s3sftp.store.hashes import ResumableSHA256
 
     return ResumableSHA256.fromState(base64.b64decode(state)).hexdigest()
 

@@ -418,7 +418,8 @@ class FileTests(SFTPTestCase):
             server.setAttrs(b"plain", {"atime": 7, "mtime": 1234, "uid": 5, "gid": 5})
         )
         metadata = store.metadata["alice/plain"]
-        metadata.pop("sha256-state")
+        for key in ("sha256-state", "md5-state", "md5chksum"):
+            metadata.pop(key)
         self.assertEqual(metadata, {"sha256": sha, "mtime": "1234", "uploader": "alice"})
         self.assertEqual(self.successResultOf(server.getAttrs(b"plain", True))["mtime"], 1234)
         store.calls.clear()
@@ -619,7 +620,7 @@ class FileTests(SFTPTestCase):
                 b"check-file",
             },
         )
-        self.assertEqual(announced[b"check-file"], b"sha256")
+        self.assertEqual(announced[b"check-file"], b"sha256,md5")
         limits = self.successResultOf(server.extendedRequest(b"limits@openssh.com", b""))
         self.assertEqual(
             struct.unpack("!4Q", limits), (MAX_SFTP_MESSAGE, MAX_READ, MAX_WRITE, MAX_HANDLES)

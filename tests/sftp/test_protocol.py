@@ -317,8 +317,9 @@ class ProtocolTests(LoopbackTests):
         C{check-file-name} and C{check-file-handle} get ProFTPD's reply (the
         algorithm, then the raw digest), which WinSCP reads; paramiko's bare
         C{check-file} with a handle gets its own (prefixed with
-        C{"check-file"}); all from the SHA-256 stored with the object, the
-        first algorithm of the client's list that is stored.  A range,
+        C{"check-file"}); all from the digests stored with the object (SHA-256
+        and MD5 by default), the first algorithm of the client's list that
+        is stored.  A range,
         blocks, no stored algorithm, a handle open for writing, a missing
         file and a malformed request are refused.
         """
@@ -327,14 +328,18 @@ class ProtocolTests(LoopbackTests):
         self.result(f.writeChunk(0, data))
         self.result(f.close())
         digest = hashlib.sha256(data).digest()
+        md5 = hashlib.md5(data).digest()
 
         def request(target: bytes, algorithms: bytes, *range: int) -> bytes:
             return NS(target) + NS(algorithms) + struct.pack(">QQI", *(range or (0, 0, 0)))
 
         check = self.client.extendedRequest
         self.assertEqual(
-            self.result(check(b"check-file-name", request(b"/f", b"md5,sha256"))),
+            self.result(check(b"check-file-name", request(b"/f", b"sha1,sha256,md5"))),
             NS(b"sha256") + digest,
+        )
+        self.assertEqual(
+            self.result(check(b"check-file-name", request(b"/f", b"MD5,sha256"))), NS(b"md5") + md5
         )
         r = self.result(self.client.openFile(b"/f", FXF_READ, {}))
         # A ClientFile's handle is kept as an SSH string.
@@ -346,7 +351,7 @@ class ProtocolTests(LoopbackTests):
         for refused in (
             request(b"/f", b"sha256", 1, 0, 0),
             request(b"/f", b"sha256", 0, 0, 4096),
-            request(b"/f", b"md5,sha1"),
+            request(b"/f", b"sha1,crc32"),
         ):
             # Conch's client raises OP_UNSUPPORTED as NotImplementedError.
             d = check(b"check-file-name", refused)

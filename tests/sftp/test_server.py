@@ -30,10 +30,10 @@ from twisted_s3sftp.errors import StoreError
 from twisted_s3sftp.sftp.flow import BASE_WINDOW, SLACK, ChannelWindow, MemoryLimit
 from twisted_s3sftp.sftp.upload import UploadFile
 from twisted_s3sftp.ssh.session import S3User
+from twisted_s3sftp.store.hashes import ResumableMD5, ResumableSHA256
 from twisted_s3sftp.store.interfaces import IObjectStore
 from twisted_s3sftp.store.memory import MemoryObjectStore
 from twisted_s3sftp.store.parts import MIN_PART_SIZE, MiB, PartLimits, UploadPolicy
-from twisted_s3sftp.store.sha256 import ResumableSHA256
 
 PART = MIN_PART_SIZE
 WRITE = FXF_WRITE | FXF_CREAT | FXF_TRUNC
@@ -361,26 +361,38 @@ class EngineTests(SFTPTestCase):
         self.successResultOf(closing)
         self.assertEqual(store.objects["alice/big"][0], data)
 
-    def test_sha256Metadata(self) -> None:
+    def test_hashMetadata(self) -> None:
         """
-        The SHA-256 of the whole file is stored as C{x-amz-meta-sha256},
-        for a single PutObject and for a multipart upload (recorded with a
-        copy that must still match the completed object's ETag), and the
-        saved state of that hash as C{x-amz-meta-sha256-state} (what an
+        The SHA-256 and (by default) the MD5 of the whole file are stored as
+        C{x-amz-meta-sha256} (hex) and C{x-amz-meta-md5chksum} (base64, as
+        rclone's S3 backend keeps it), for a single PutObject and for a
+        multipart upload (recorded with a copy that must still match the
+        completed object's ETag), and the saved states of those hashes as
+        C{x-amz-meta-sha256-state} and C{x-amz-meta-md5-state} (what an
         append continues from).
         """
         for size in (0, 1000, 2 * PART + 1):
             server, store = makeServer()
             data = random.Random(size).randbytes(size)
             self.upload(server, b"f", data)
-            state = store.metadata["alice/f"].pop("sha256-state")
+            metadata = store.metadata["alice/f"]
+            state = metadata.pop("sha256-state")
+            md5State = metadata.pop("md5-state")
             expected = hashlib.sha256(data).hexdigest()
             self.assertEqual(
                 ResumableSHA256.fromState(base64.b64decode(state)).hexdigest(), expected
             )
             self.assertEqual(
-                store.metadata["alice/f"],
-                {"sha256": hashlib.sha256(data).hexdigest(), "uploader": "alice"},
+                ResumableMD5.fromState(base64.b64decode(md5State)).hexdigest(),
+                hashlib.md5(data).hexdigest(),
+            )
+            self.assertEqual(
+                metadata,
+                {
+                    "sha256": expected,
+                    "md5chksum": base64.b64encode(hashlib.md5(data).digest()).decode(),
+                    "uploader": "alice",
+                },
             )
         self.assertIn("copyObject", store.calls)
 

@@ -425,8 +425,8 @@ class CheckpointTests(SynchronousTestCase):
         kept, the last L{CHECKPOINTS} of them; restoring one and hashing
         the rest gives the file's SHA-256, the planner's own.
         """
+        from twisted_s3sftp.store.hashes import ResumableSHA256, problem
         from twisted_s3sftp.store.parts import CHECKPOINTS
-        from twisted_s3sftp.store.sha256 import ResumableSHA256, problem
 
         if problem() is not None:  # pragma: no cover (a build without the API)
             self.skipTest(problem() or "")

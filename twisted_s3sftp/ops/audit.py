@@ -24,7 +24,11 @@ parsing messages:
   - C{rename}: C{user}, C{path}, C{to}, C{bucket}, C{key}, C{toKey};
   - C{remove}, C{mkdir}, C{rmdir}: C{user}, C{path}, C{bucket}, C{key};
   - C{denied}: an operation the user's rights refuse: C{user}, C{path},
-    C{operation}, C{right} (the right missing) and C{reason}.
+    C{operation}, C{right} (the right missing) and C{reason};
+  - C{hash}: a hash command over C{exec} (L{twisted_s3sftp.ssh.commands}):
+    C{user}, C{path} (C{-} for standard input), C{algorithm}, C{outcome}
+    (C{answered}, C{none} when the object keeps no such hash, or
+    C{failed}) and, when failed, C{reason}.
 
 No event carries file contents or credentials.  Names a client chose are
 logged as given, but control characters never reach a log line: paths with
@@ -50,6 +54,7 @@ _FORMATS = {
     "mkdir": "mkdir: {user} {path} (s3://{bucket}/{key})",
     "rmdir": "rmdir: {user} {path} (s3://{bucket}/{key})",
     "denied": "denied: {user} {operation} {path}{_why}",
+    "hash": "hash {outcome}: {user} {algorithm} {path}{_why}",
 }
 
 

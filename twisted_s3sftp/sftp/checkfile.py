@@ -31,10 +31,7 @@ import struct
 from attrs import frozen
 
 from ..errors import InvalidPath, NotSupported
-
-#: The algorithms the server can answer, in the VERSION announcement's
-#: order; an object has a digest of those stored with it.
-ALGORITHMS = ("sha256",)
+from ..store.hashes import ALGORITHMS
 
 #: The request names, and whether their reply starts with C{"check-file"}.
 NAMES = {b"check-file-name": False, b"check-file-handle": False, b"check-file": True}
@@ -109,26 +106,9 @@ class CheckFileRequest:
                 return _ns(b"check-file") + reply if self.prefixed else reply
         raise NotSupported(
             f"no stored hash in {', '.join(self.algorithms) or 'the list asked for'}; "
-            f"the server keeps {', '.join(ALGORITHMS)}"
+            f"the server can keep {', '.join(ALGORITHMS)}"
         )
 
 
 def _ns(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
-
-
-def storedDigests(metadata: dict[str, str]) -> dict[str, bytes]:
-    """
-    @param metadata: an object's user metadata.
-    @return: algorithm -> digest of the digests it holds (a malformed one
-        is left out).
-    """
-    digests = {}
-    sha256 = metadata.get("sha256", "")
-    try:
-        raw = bytes.fromhex(sha256)
-    except ValueError:
-        raw = b""
-    if len(raw) == 32:
-        digests["sha256"] = raw
-    return digests

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import struct
 
-from .checkfile import ALGORITHMS
-
 #: The largest SFTP message accepted (its length field): OpenSSH's own
 #: limit (256 KiB) plus room for a header, as its sftp-server allows.
 #: A longer one closes the channel.
@@ -38,14 +36,25 @@ MAX_PENDING = 1024
 #: window) before further messages wait.
 MAX_OUTGOING = 4 * 1024 * 1024
 
-#: The extensions announced in the VERSION reply, with their versions.
+#: The extensions announced in the VERSION reply, with their versions;
+#: C{check-file} is added by L{announced}.
 EXTENSIONS = {
     b"posix-rename@openssh.com": b"1",
     b"statvfs@openssh.com": b"2",
     b"limits@openssh.com": b"1",
-    # The algorithms a hash is stored for (some clients read a version).
-    b"check-file": ",".join(ALGORITHMS).encode("ascii"),
 }
+
+
+def announced(hashes: tuple[str, ...]) -> dict[bytes, bytes]:
+    """
+    @param hashes: the algorithms whose hashes the server keeps now.
+    @return: the extensions to announce: L{EXTENSIONS}, and C{check-file}
+        with those algorithms (clients read the value either as a version,
+        as ProFTPD writes "1", or as the list; a list satisfies both).
+        Objects stored with other algorithms are still answered for them.
+    """
+    return EXTENSIONS | {b"check-file": ",".join(hashes).encode("ascii")}
+
 
 #: The figures C{statvfs@openssh.com} reports.  S3 has no capacity to
 #: report, so C{df} shows a 1 PiB file system with nothing used, 4 KiB

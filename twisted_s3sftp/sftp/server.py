@@ -73,6 +73,7 @@ from ..errors import (
     PermissionDenied,
 )
 from ..ops.audit import audit
+from ..store.hashes import storedDigests
 from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings
 from ..store.leases import Busy
 from ..store.parts import PartPlanner, PartSchedule
@@ -81,10 +82,10 @@ from .attributes import (
     fileAttributes,
     modificationTime,
 )
-from .checkfile import CheckFileRequest, storedDigests
+from .checkfile import CheckFileRequest
 from .directory import DirectoryListing
 from .download import DownloadFile, downloadReservation
-from .extensions import EXTENSIONS, limitsReply, statvfsReply
+from .extensions import announced, limitsReply, statvfsReply
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, uploadReservation
 from .parked import ParkedFile, claimParked
 from .paths import directoryPrefix, normalise, objectKey
@@ -125,6 +126,10 @@ class ISFTPUser(Interface):
     parkedKnown = Attribute(
         "L{None}, or a Deferred firing once this connection has listed its user's parked uploads."
     )
+    offload = Attribute(
+        "L{None}, or a callable running a function on a worker thread and "
+        "returning a Deferred of its result: where uploads hash."
+    )
 
 
 @implementer(ISFTPServer)
@@ -150,7 +155,7 @@ class S3SFTPServer:
         return self.avatar.home
 
     def gotVersion(self, otherVersion: int, extData: dict[bytes, bytes]) -> dict[bytes, bytes]:
-        return dict(EXTENSIONS)
+        return announced(self.avatar.policy.hashes)
 
     @sftpOperation("realpath")
     async def realPath(self, path: bytes) -> bytes:
@@ -203,6 +208,7 @@ class S3SFTPServer:
             PartSchedule(policy.partSize, policy.limits),
             capacity=0,
             buffers=self.avatar.memory.buffers,
+            algorithms=policy.hashes,
         )
         budget = await self._uploadBudget(planner)
         return self._startUpload(
@@ -265,6 +271,7 @@ class S3SFTPServer:
             appending=appending,
             appendTo=appendTo,
             onParked=lambda record, etag: self.avatar.parked.park(record, etag, clock.seconds()),
+            offload=self.avatar.offload,
         )
         self.avatar.uploads.add(upload)
         log.info(
@@ -498,17 +505,32 @@ class S3SFTPServer:
             return limitsReply()
         if extendedName == b"check-file-name":
             request = CheckFileRequest.parse(extendedName, extendedData)
-            virtual = normalise(request.target)
-            found = await self._lookup(virtual, head=True)
-            if found is None:
-                raise NoSuchFile("no such file")
-            if found is _DIRECTORY:
-                raise GatewayError("is a directory")
-            if not isinstance(found, ObjectInfo):
-                raise GatewayError("no stored hash: the file is still being uploaded")
-            self._require(DOWNLOAD, "a file's hash", virtual, self._isOwn(found))
+            found = await self.hashedFile(request.target)
             return request.answer(found.size, storedDigests(found.metadata))
         raise NotSupported("unsupported extension")
+
+    async def hashedFile(self, path: bytes) -> ObjectInfo:
+        """
+        The stored file a client asks the hash of (C{check-file-name}, or a
+        hash command over C{exec}), with the confinement and the rights of
+        any other SFTP request on it: the C{download} right, or a file this
+        connection stored.
+
+        @param path: the path the client gave.
+        @return: the object, with its metadata (one HEAD).
+        @raise GatewayError: why there is no hash to give (no such file, a
+            directory, a file still being uploaded, refused).
+        """
+        virtual = normalise(path)
+        found = await self._lookup(virtual, head=True)
+        if found is None:
+            raise NoSuchFile("no such file")
+        if found is _DIRECTORY:
+            raise GatewayError("is a directory")
+        if not isinstance(found, ObjectInfo):
+            raise GatewayError("no stored hash: the file is still being uploaded")
+        self._require(DOWNLOAD, "a file's hash", virtual, self._isOwn(found))
+        return found
 
     @sftpOperation("check-file")
     async def checkFileHandle(

@@ -17,8 +17,6 @@ L{twisted_s3sftp.sftp.parked}), and aborts any other.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,18 +31,19 @@ from zope.interface import implementer
 
 from ..errors import Changed, FileTooLarge, GatewayError, NotSupported, UploadFailed
 from ..ops.audit import audit
+from ..store.hashes import hashMetadata, storedStates
 from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings, StoredObject, StoredPart
 from ..store.leases import Lease, Leases
 from ..store.parts import (
     Checkpoint,
     FinalPart,
+    HashWork,
     Part,
     PartPlanner,
     SinglePut,
     UploadPolicy,
 )
 from ..store.resume import LeaseRecord
-from ..store.sha256 import ResumableSHA256, problem
 from .attributes import fileAttributes
 from .flow import BASE_WINDOW, ChannelWindow, FreeWindow, MemoryLimit, uploadReservation
 from .status import sftpError, sftpOperation
@@ -64,9 +63,9 @@ APPEND_UNSUPPORTED = (
     "upload the whole file again"
 )
 
-#: The metadata key of the saved SHA-256 state of an object's bytes
-#: (C{x-amz-meta-sha256-state}, base64): what an append continues from.
-SHA256_STATE = "sha256-state"
+#: Hash work smaller than this is done on the reactor thread, when no
+#: other is under way: a worker thread's round trip would cost more.
+INLINE_HASH = 256 * 1024
 
 #: The metadata key naming the user who uploaded an object
 #: (C{x-amz-meta-uploader}): what makes it a file of their own
@@ -241,6 +240,11 @@ class UploadFile:
     @ivar appendTo: for a file opened without C{TRUNC} over a stored
         object, that object (with its metadata): a first WRITE at its end
         appends to it (L{_startAppend}).
+    @ivar offload: runs a function with its arguments on a worker thread
+        and returns a Deferred of its result: where the file's hashes are
+        computed, part by part in file order, beside the S3 requests and
+        off the reactor thread (C{hashlib} and OpenSSL release the GIL);
+        L{None} to hash on the reactor thread.
     """
 
     store: IObjectStore
@@ -263,7 +267,12 @@ class UploadFile:
     onParked: Callable[[LeaseRecord, str], None] | None = None
     appending: bool = False
     appendTo: ObjectInfo | None = None
+    offload: Callable[..., Deferred[Any]] | None = None
     _written: bool = field(default=False, init=False)
+    _hashQueue: deque[tuple[PartPlanner, HashWork]] = field(factory=deque, init=False)
+    _hashing: bool = field(default=False, init=False)
+    _hashedParts: int = field(default=0, init=False)
+    _hashWaiters: list[tuple[int | None, Deferred[None]]] = field(factory=list, init=False)
     _shift: int = field(default=0, init=False)
     _floor: int = field(default=0, init=False)
     _parking: bool = field(default=False, init=False)
@@ -297,6 +306,8 @@ class UploadFile:
         return self.now()
 
     def __attrs_post_init__(self) -> None:
+        # The upload drives the hashing (L{_startHashing}).
+        self.planner.deferHashing = True
         if self.resumed is not None:
             self._uploadId = self.resumed.record.uploadId
             self._lease = self.resumed.lease
@@ -438,7 +449,10 @@ class UploadFile:
             )
             self._detach(UploadFailed(message), park=True)
             raise NotSupported(message)
-        planner = PartPlanner(self.planner.schedule, self.planner.capacity, self.planner.buffers)
+        old = self.planner
+        planner = PartPlanner(
+            old.schedule, old.capacity, old.buffers, old.algorithms, old.deferHashing
+        )
         if checkpoint is not None:
             planner.restart(
                 [c for c in self.resumed.record.checkpoints if c.parts <= checkpoint.parts]
@@ -475,16 +489,13 @@ class UploadFile:
         parts = 0
         while schedule.startOf(parts + 2) <= info.size:
             parts += 1
-        state = None
+        states = None
         if parts:
-            try:
-                state = base64.b64decode(info.metadata[SHA256_STATE], validate=True)
-                ResumableSHA256.fromState(state)
-            except (KeyError, ValueError, binascii.Error):
-                raise NotSupported(APPEND_UNSUPPORTED) from None
-            if problem() is not None:
+            # Hashes the stored object has no state of are not kept.
+            states = storedStates(info.metadata)
+            if "sha256" not in states:
                 raise NotSupported(APPEND_UNSUPPORTED)
-        tail = self.planner.appendFrom(parts, state, info.size)
+        tail = self.planner.appendFrom(parts, states, info.size)
         # The stored bytes are the store's to place, the client's come after.
         self._floor = info.size
         if self.appending and offset == 0:
@@ -698,10 +709,9 @@ class UploadFile:
                     "with truncation to replace it"
                 )
             plan = self.planner.finish()
-            metadata = {"sha256": self.planner.sha256, UPLOADER: self.owner}
-            state = self.planner.hashState
-            if state is not None:
-                metadata[SHA256_STATE] = base64.b64encode(state).decode("ascii")
+            self._startHashing()
+            await self._hashedThrough(None)
+            metadata = {**hashMetadata(self.planner.hashes), UPLOADER: self.owner}
             if self.mtime is not None:
                 metadata["mtime"] = str(self.mtime)
             if isinstance(plan, SinglePut):
@@ -823,10 +833,69 @@ class UploadFile:
             self._charged = inMemory
 
     def _enqueue(self, parts: list[Part]) -> None:
+        self._startHashing()
         for part in parts:
             self._queue.append(part)
             self._partBytes += len(part.data)
         self._pump()
+
+    def _startHashing(self) -> None:
+        """
+        Hash what the planner has cut since, in order: small pieces at once,
+        others on a worker thread (L{offload}).
+        """
+        planner = self.planner
+        self._hashQueue.extend((planner, work) for work in planner.takeHashWork())
+        if self._hashQueue and not self._hashing:
+            self._hashing = True
+            Deferred.fromCoroutine(self._hashAll())
+
+    async def _hashAll(self) -> None:
+        try:
+            while self._hashQueue:
+                planner, work = self._hashQueue.popleft()
+                if self.offload is None or len(work.data) < INLINE_HASH:
+                    state = planner.hash(work)
+                else:
+                    state = await self.offload(planner.hash, work)
+                planner.hashed(work, state)
+                # The end of the file comes with its last part.
+                self._hashedParts = planner.partsPlanned if work.parts is None else work.parts
+                self._wake()
+        except Exception as e:
+            log.failure("Hashing {key} failed", Failure(e), key=self.key)
+            self._hashQueue.clear()
+            self._hashedParts = self.policy.limits.maxParts + 1
+            self._fail(UploadFailed("internal error"))
+        finally:
+            self._hashing = False
+            self._wake()
+
+    def _wake(self) -> None:
+        """
+        Fire the waiters of L{_hashedThrough} whose wait is over.
+        """
+        waiters, self._hashWaiters = self._hashWaiters, []
+        for through, waiter in waiters:
+            if through is None and not (self._hashing or self._hashQueue):
+                waiter.callback(None)
+            elif through is not None and through <= self._hashedParts:
+                waiter.callback(None)
+            else:
+                self._hashWaiters.append((through, waiter))
+
+    async def _hashedThrough(self, parts: int | None) -> None:
+        """
+        Wait until the hashes have taken in C{parts} parts (a part's buffer
+        is not reused before), or, for L{None}, everything cut so far.
+        """
+        if parts is None and not (self._hashing or self._hashQueue):
+            return
+        if parts is not None and parts <= self._hashedParts:
+            return
+        waiter: Deferred[None] = Deferred()
+        self._hashWaiters.append((parts, waiter))
+        await waiter
 
     def _pump(self) -> None:
         """
@@ -891,9 +960,11 @@ class UploadFile:
             self._partFailed(e)
         finally:
             self._inFlight -= 1
-            self._partBytes -= len(part.data)
-            self.planner.recycle(part.data)
-            self._credit()
+        # Its buffer is the hashes' until they have taken it in.
+        await self._hashedThrough(part.number)
+        self._partBytes -= len(part.data)
+        self.planner.recycle(part.data)
+        self._credit()
         self._pump()
 
     def _partFailed(self, error: Exception) -> None:

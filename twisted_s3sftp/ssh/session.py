@@ -3,9 +3,11 @@ The SSH session: the connection service, the session channel, the realm and
 the avatar, each a small subclass that fixes one thing Conch gets wrong for
 this server (see C{conch-pitfalls.md}).
 
-  - L{SFTPSession}: only the C{sftp} subsystem; C{env}, C{shell}, C{exec},
-    C{pty-req}, C{x11-req}, agent forwarding and other subsystems are
-    refused quietly; the channel reports exit status 0 when the client
+  - L{SFTPSession}: the C{sftp} subsystem, and C{exec} only for the hash
+    commands of L{twisted_s3sftp.ssh.commands} (answered from the stored
+    digests, L{twisted_s3sftp.ssh.hashexec}); C{env}, C{shell}, any other
+    command, C{pty-req}, C{x11-req}, agent forwarding and other subsystems
+    are refused quietly; the channel reports exit status 0 when the client
     ends it.
   - L{S3Connection}: SFTP channels are credited back only as their bytes
     leave memory; at most C{Limits.maxChannels} channels per connection,
@@ -55,6 +57,8 @@ from ..sftp.upload import ActiveUploads
 from ..store.interfaces import IObjectStore, ObjectSettings
 from ..store.leases import Leases
 from ..store.parts import UploadPolicy
+from .commands import parseCommand
+from .hashexec import HashRun
 from .keys import Login
 
 if TYPE_CHECKING:
@@ -134,9 +138,11 @@ class SFTPSession(SSHSession):
     @ivar window: the channel's flow control.
     @ivar onWritable: called when the client's window lets held-back data
         go out again (set by the SFTP protocol).
+    @ivar command: the hash command running on the channel, or L{None}.
     """
 
     onWritable: Callable[[], None] | None = None
+    command: HashRun | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,7 +154,32 @@ class SFTPSession(SSHSession):
         if conn is not None and self in conn.channelsToRemoteChannel:
             conn.adjustWindow(self, amount)
 
+    def request_exec(self, data: bytes) -> int:
+        """
+        Run a hash command; refuse any other (quietly: a sync tool probes).
+        """
+        avatar = self.avatar
+        if not isinstance(avatar, S3User):
+            return 0
+        line, _ = getNS(data)
+        command = parseCommand(line, avatar.policy.hashes)
+        if command is None or self.client is not None or self.command is not None:
+            return 0
+        server = S3SFTPServer(avatar)
+        self.command = HashRun(self, command, server.hashedFile, avatar.username)
+        self.command.start()
+        return 1
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.command is not None:
+            self.command.dataReceived(data)
+            return
+        super().dataReceived(data)
+
     def eofReceived(self) -> None:
+        if self.command is not None:
+            self.command.eofReceived()
+            return
         # Conch closes a subsystem's channel at the client's EOF without an
         # exit status, which OpenSSH's ssh reports as a failure (scp then
         # exits 1).  Report success first, as sshd does when its
@@ -188,9 +219,6 @@ class SFTPSession(SSHSession):
     def request_shell(self, data: bytes) -> int:
         return 0
 
-    def request_exec(self, data: bytes) -> int:
-        return 0
-
 
 @implementer(ISFTPUser)
 class S3User(ConchUser):
@@ -216,6 +244,8 @@ class S3User(ConchUser):
     @ivar parked: the server's parked uploads.
     @ivar parkedKnown: whether this connection has listed its user's
         parked uploads yet.
+    @ivar offload: runs a function on a worker thread, returning a
+        Deferred of its result (where uploads hash), or L{None}.
     """
 
     def __init__(
@@ -231,6 +261,7 @@ class S3User(ConchUser):
         rights: Rights | None = None,
         settings: ObjectSettings | None = None,
         parked: ParkedUploads | None = None,
+        offload: Callable[..., Deferred[Any]] | None = None,
     ) -> None:
         super().__init__()
         self.username = username
@@ -246,6 +277,7 @@ class S3User(ConchUser):
         self.own = OwnFiles()
         self.parked = ParkedUploads() if parked is None else parked
         self.parkedKnown: Deferred[None] | None = None
+        self.offload = offload
         self.channelLookup[b"session"] = SFTPSession
         self.subsystemLookup[b"sftp"] = S3FileTransferServer
 
@@ -273,6 +305,8 @@ class S3Realm:
     @ivar settings: the server's S3 object settings, which a user's
         policy may override.
     @ivar parked: the parked uploads, seen by every session.
+    @ivar offload: runs a function on a worker thread, returning a
+        Deferred of its result (where uploads hash), or L{None}.
     """
 
     def __init__(
@@ -285,8 +319,10 @@ class S3Realm:
         leases: Leases | None = None,
         settings: ObjectSettings | None = None,
         caps: ResumeCaps | None = None,
+        offload: Callable[..., Deferred[Any]] | None = None,
     ) -> None:
         self.store = store
+        self.offload = offload
         self.settings = settings or ObjectSettings()
         self.homeTemplate = homeTemplate
         self.leases = leases
@@ -319,6 +355,7 @@ class S3Realm:
             userPolicy.rights,
             userPolicy.settings.over(self.settings),
             self.parked,
+            self.offload,
         )
         log.info(
             "{username} logged in, home {home}, rights {rights}",

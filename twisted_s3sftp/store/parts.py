@@ -26,7 +26,11 @@ the planner hold more than its capacity, is refused with
 L{NotSupported}; a file that still has a gap at CLOSE is refused with
 L{UploadFailed}.
 
-The SHA-256 of the whole file is computed as parts are cut, in file order.
+The whole file's hashes (L{FileHashes}: SHA-256 and those configured) are
+computed as parts are cut, in file order: at once, or, for a planner made
+with C{deferHashing}, by whoever takes the L{HashWork} it leaves (the
+upload, on a worker thread, so that hashing a part does not hold up the
+reactor).
 
 A planner given a L{BufferPool} fills the part to be sent next (the
 first part once it holds more than L{POOLED_FROM}) in a part-sized buffer
@@ -39,14 +43,13 @@ Pure core: no Twisted, no boto3.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import deque
 
 from attrs import define, field, frozen
 
 from ..errors import NotSupported, UploadFailed
-from .sha256 import ResumableSHA256, problem
+from .hashes import FileHashes
 
 MiB = 1024 * 1024
 
@@ -67,6 +70,11 @@ def parseSize(text: str) -> int:
         raise ValueError(f"{text!r} is not a size (e.g. 8MiB)")
     number, unit = match.groups()
     return int(number) * _UNITS[(unit or "")[:1].upper()]
+
+
+#: The hashes kept with each object by default (C{--hashes}): SHA-256, and
+#: MD5, the one rclone verifies each upload with.
+DEFAULT_HASHES = ("sha256", "md5")
 
 
 #: S3's smallest non-final part.
@@ -213,6 +221,8 @@ class UploadPolicy:
     @ivar concurrency: how many parts of one upload may be in flight to S3.
     @ivar memoryWait: seconds an upload waits for memory before it fails.
     @ivar limits: the store's multipart limits.
+    @ivar hashes: the whole-file hashes kept with each object
+        (L{twisted_s3sftp.store.hashes}; SHA-256 always).
     """
 
     partSize: int = 8 * MiB
@@ -220,6 +230,7 @@ class UploadPolicy:
     concurrency: int = 4
     memoryWait: float = 30.0
     limits: PartLimits = PartLimits()
+    hashes: tuple[str, ...] = DEFAULT_HASHES
 
 
 @frozen
@@ -337,20 +348,21 @@ class _PendingPart:
         return bytes(memoryview(self.data)[: self.filled])
 
 
-#: The part boundaries a planner keeps the SHA-256 state of, the most
-#: recent last (a resume may start at any of them).
+#: The part boundaries a planner keeps the hash state of, the most recent
+#: last (a resume may start at any of them).
 CHECKPOINTS = 16
 
 
 @frozen
 class Checkpoint:
     """
-    The whole-file SHA-256 state at a part boundary: what a resumed upload
-    restarts from (L{twisted_s3sftp.store.sha256}).
+    The whole file's hash state at a part boundary: what a resumed upload
+    restarts from (L{twisted_s3sftp.store.hashes}).
 
     @ivar parts: the parts before the boundary.
     @ivar offset: the boundary's offset in the file.
-    @ivar state: the saved SHA-256 state of the bytes before it.
+    @ivar state: the saved state of the hashes of the bytes before it
+        (L{FileHashes.state}).
     """
 
     parts: int
@@ -358,13 +370,21 @@ class Checkpoint:
     state: bytes
 
 
-def newHash() -> ResumableSHA256 | hashlib._Hash:
+@frozen
+class HashWork:
     """
-    @return: a SHA-256 whose state can be saved, where this machine's
-        OpenSSL allows it (L{twisted_s3sftp.store.sha256.problem}), else
-        hashlib's.
+    Bytes of the file to hash next, in order (L{PartPlanner.takeHashWork}).
+
+    @ivar data: the bytes.
+    @ivar parts: the parts planned once they are hashed: a part boundary
+        whose state is kept as a L{Checkpoint}, or L{None} for the end of
+        the file.
+    @ivar offset: the file offset at their end.
     """
-    return ResumableSHA256() if problem() is None else hashlib.sha256()
+
+    data: bytes | bytearray | memoryview = field(repr=lambda data: f"<{len(data)} bytes>")
+    parts: int | None
+    offset: int
 
 
 @define(eq=False)
@@ -372,8 +392,8 @@ class PartPlanner:
     """
     Cut a stream of writes into S3 parts.
 
-    The whole file's SHA-256 is computed as parts are cut, in file order;
-    with a resumable hash, its state at the last L{CHECKPOINTS} part
+    The whole file's hashes are computed as parts are cut, in file order;
+    with resumable hashes, their state at the last L{CHECKPOINTS} part
     boundaries is kept (L{checkpoints}).
 
     @ivar schedule: the size of each part.
@@ -381,6 +401,9 @@ class PartPlanner:
         further than this past the first byte not yet sent is refused.
     @ivar buffers: where large parts take their buffers from, and where
         L{recycle} gives them back; L{None} to allocate each part anew.
+    @ivar algorithms: the hashes to compute (SHA-256 is always one).
+    @ivar deferHashing: leave the hashing to whoever calls
+        L{takeHashWork}, rather than hash each part as it is cut.
     @ivar received: the end of the furthest write so far (the file's size
         if it has no gaps).
     @ivar partsPlanned: parts handed out so far.
@@ -389,21 +412,28 @@ class PartPlanner:
     schedule: PartSchedule
     capacity: int
     buffers: BufferPool | None = None
+    algorithms: tuple[str, ...] = ("sha256",)
+    deferHashing: bool = False
     received: int = field(default=0, init=False)
     partsPlanned: int = field(default=0, init=False)
     _sent: int = field(default=0, init=False)
     _pending: list[_PendingPart] = field(factory=list, init=False, repr=False)
-    _hash: ResumableSHA256 | hashlib._Hash = field(factory=newHash, init=False, repr=False)
+    hashes: FileHashes = field(init=False, repr=False)
     _checkpoints: deque[Checkpoint] = field(
         factory=lambda: deque(maxlen=CHECKPOINTS), init=False, repr=False
     )
     _hashedTo: int = field(default=0, init=False, repr=False)
+    _work: list[HashWork] = field(factory=list, init=False, repr=False)
+
+    @hashes.default
+    def _newHashes(self) -> FileHashes:
+        return FileHashes(self.algorithms)
 
     @property
     def checkpoints(self) -> list[Checkpoint]:
         """
-        The SHA-256 states at the last part boundaries, oldest first; none
-        without a resumable hash.
+        The hash states at the last part boundaries, oldest first; none
+        without resumable hashes.
         """
         return list(self._checkpoints)
 
@@ -424,10 +454,38 @@ class PartPlanner:
     @property
     def sha256(self) -> str:
         """
-        @return: the hex SHA-256 of the bytes planned so far (the whole
-            file, after L{finish}).
+        @return: the hex SHA-256 of the bytes hashed so far (the whole
+            file, after L{finish} and its hash work).
         """
-        return self._hash.hexdigest()
+        return self.hashes.hexdigest("sha256")
+
+    def takeHashWork(self) -> list[HashWork]:
+        """
+        @return: what is to be hashed next, in order, each to be passed to
+            L{hash} in that order and its result to L{hashed}; never
+            anything without C{deferHashing}.
+        """
+        work, self._work = self._work, []
+        return work
+
+    def hash(self, work: HashWork) -> bytes | None:
+        """
+        Hash C{work}.  Safe on another thread, as long as the calls are in
+        order and nothing else hashes meanwhile.
+
+        @return: the state to keep at its part boundary, if any.
+        """
+        self.hashes.update(work.data)
+        if work.parts is None:
+            return None
+        return self.hashes.state()
+
+    def hashed(self, work: HashWork, state: bytes | None) -> None:
+        """
+        Keep what L{hash} returned for C{work}.
+        """
+        if state is not None and work.parts is not None:
+            self._checkpoints.append(Checkpoint(work.parts, work.offset, state))
 
     def feed(self, offset: int, data: bytes) -> list[Part]:
         """
@@ -479,20 +537,21 @@ class PartPlanner:
         if self.partsPlanned or self._pending or self.received:
             raise ValueError("only a new planner can be restarted")
         checkpoint = checkpoints[-1]
-        self._hash = ResumableSHA256.fromState(checkpoint.state)
+        self.hashes = FileHashes.fromState(checkpoint.state)
         self._sent = self.received = checkpoint.offset
         self.partsPlanned = checkpoint.parts
         self._checkpoints.clear()
         self._checkpoints.extend(checkpoints)
 
-    def appendFrom(self, parts: int, state: bytes | None, end: int) -> int:
+    def appendFrom(self, parts: int, states: dict[str, bytes] | None, end: int) -> int:
         """
         Continue a stored file of C{end} bytes whose first C{parts} parts are
         copied into the upload: the bytes from the end of those parts to
         C{end} must be fed (the stored file's tail), then the client's from
-        C{end}.  The hash goes on from C{state}, the stored file's whole
-        state, and skips the tail; with no state (a file shorter than a
-        part, read whole), it starts anew and hashes the tail.
+        C{end}.  The hashes go on from C{states}, the stored file's whole
+        states (those of L{algorithms} it has; the others are no longer
+        computed), and skip the tail; with none (a file shorter than a
+        part, read whole), they start anew and hash the tail.
 
         @return: the offset from which the tail must be fed.
         @raise ValueError: if the planner has planned anything already.
@@ -500,20 +559,14 @@ class PartPlanner:
         if self.partsPlanned or self._pending or self.received:
             raise ValueError("only a new planner can append")
         start = self.schedule.startOf(parts + 1)
-        if state is not None:
-            self._hash = ResumableSHA256.fromState(state)
+        if states is not None:
+            self.hashes = FileHashes.fromStates(
+                {name: state for name, state in states.items() if name in self.algorithms}
+            )
             self._hashedTo = end
         self._sent = self.received = start
         self.partsPlanned = parts
         return start
-
-    @property
-    def hashState(self) -> bytes | None:
-        """
-        The saved state of the hash of everything planned, or L{None}
-        without a resumable hash.
-        """
-        return self._hash.state() if isinstance(self._hash, ResumableSHA256) else None
 
     def finish(self) -> SinglePut | FinalPart:
         """
@@ -539,7 +592,7 @@ class PartPlanner:
             if data is not last.data:
                 self.recycle(last.data)
         self._pending = []
-        self._hashFrom(start, data)
+        self._hashFrom(start, data, None)
         if self.partsPlanned == 0:
             return SinglePut(data)
         if not data:
@@ -568,13 +621,21 @@ class PartPlanner:
         if self.buffers is not None:
             self.buffers.give(data)
 
-    def _hashFrom(self, start: int, data: bytes | bytearray) -> None:
+    def _hashFrom(self, start: int, data: bytes | bytearray, parts: int | None) -> None:
         """
         Hash C{data}, which begins at offset C{start}, but for any bytes of
-        it before L{_hashedTo} (a stored file's tail, already in the hash).
+        it before L{_hashedTo} (a stored file's tail, already in the hash),
+        now or later (L{deferHashing}).
+
+        @param parts: the parts planned at its end, or L{None} for the end
+            of the file.
         """
         skip = min(len(data), max(0, self._hashedTo - start))
-        self._hash.update(memoryview(data)[skip:] if skip else data)
+        work = HashWork(memoryview(data)[skip:] if skip else data, parts, start + len(data))
+        if self.deferHashing:
+            self._work.append(work)
+        else:
+            self.hashed(work, self.hash(work))
 
     def _partAt(self, position: int) -> _PendingPart:
         for part in self._pending:
@@ -605,15 +666,8 @@ class PartPlanner:
                 break
             del self._pending[0]
             data = first.content()
-            if first.start >= self._hashedTo:
-                self._hash.update(data)
-            else:
-                self._hashFrom(first.start, data)
             self._sent += first.size
             self.partsPlanned += 1
-            if isinstance(self._hash, ResumableSHA256):
-                self._checkpoints.append(
-                    Checkpoint(self.partsPlanned, self._sent, self._hash.state())
-                )
+            self._hashFrom(first.start, data, self.partsPlanned)
             parts.append(Part(first.number, data))
         return parts

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_s3sftp.store.sha256}: a SHA-256 whose state survives a
+Tests for L{twisted_s3sftp.store.hashes}: hashes whose state survives a
 change of process.
 """
 
@@ -10,7 +10,7 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.store.sha256 import MAX_STATE, ResumableSHA256, problem
+from twisted_s3sftp.store.hashes import MAX_STATE, ResumableSHA256, problem
 
 
 class ResumableSHA256Tests(SynchronousTestCase):
