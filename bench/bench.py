@@ -83,6 +83,8 @@ PATHS = {
     "g": "(a) with -c aes128-gcm@openssh.com",
     "h": "(a) with -c chacha20-poly1305@openssh.com",
     "i": "(a) with -c aes128-ctr -m hmac-sha2-256",
+    "j": "(g) with --hashes sha256",
+    "k": "(g) with --hashes sha256,md5,sha1",
     "b": "(b) rclone serve sftp → SeaweedFS",
     "c": "(c) OpenSSH internal-sftp → tmpfs",
     "d": "(d) boto3 upload_file → SeaweedFS",
@@ -95,6 +97,15 @@ GATEWAY_CIPHERS = {
     "g": ["-c", "aes128-gcm@openssh.com"],
     "h": ["-c", "chacha20-poly1305@openssh.com"],
     "i": ["-c", "aes128-ctr", "-o", "MACs=hmac-sha2-256"],
+    "j": ["-c", "aes128-gcm@openssh.com"],
+    "k": ["-c", "aes128-gcm@openssh.com"],
+}
+
+#: The gateway's paths that run it with other options: (a) and the paths
+#: above keep the default hashes (SHA-256 and MD5).
+GATEWAY_OPTIONS = {
+    "j": ["--hashes=sha256"],
+    "k": ["--hashes=sha256,md5,sha1"],
 }
 
 _LISTENING = re.compile(r"s3sftp listening on 127\.0\.0\.1:(\d+)")
@@ -554,6 +565,8 @@ class Bench:
             "g": lambda t: self.startGateway(t, None, "g"),
             "h": lambda t: self.startGateway(t, None, "h"),
             "i": lambda t: self.startGateway(t, None, "i"),
+            "j": lambda t: self.startGateway(t, None, "j"),
+            "k": lambda t: self.startGateway(t, None, "k"),
             "b": self.startRclone,
             "c": self.startSshd,
             "d": lambda t: Server("d", None, bucket="bench-d"),
@@ -590,6 +603,7 @@ class Bench:
             f"--keys-dir={self.keysDir}",
             f"--host-key={self.hostKey}",
             *self.serverArgs,
+            *GATEWAY_OPTIONS.get(path, []),
         ]
         pythonPath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, **self.credentials, PYTHONPATH=pythonPath)
@@ -1404,9 +1418,10 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default="a,g,h,i,b,c,d",
-        help="paths to run, e.g. a,c (default a,g,h,i,b,c,d: g, h and i are (a) with"
-        " AES-GCM, ChaCha20-Poly1305 and AES-CTR forced by the client)",
+        default="a,g,h,i,j,b,c,d",
+        help="paths to run, e.g. a,c (default a,g,h,i,j,b,c,d: g, h and i are (a) with"
+        " AES-GCM, ChaCha20-Poly1305 and AES-CTR forced by the client; j and k are (g)"
+        " with --hashes sha256 and sha256,md5,sha1)",
     )
     parser.add_argument(
         "--skip-concurrency",
@@ -1456,7 +1471,7 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     unknown = set(options.only) - set(PATHS)
     if unknown or not options.only:
         parser.error(
-            f"--only takes a comma-separated subset of a,g,h,i,b,c,d, not {sorted(unknown)}"
+            f"--only takes a comma-separated subset of {','.join(PATHS)}, not {sorted(unknown)}"
         )
     if options.runs < 1 or options.clients < 1 or options.files < 1:
         parser.error("--runs, --clients and --files must be at least 1")

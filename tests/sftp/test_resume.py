@@ -8,6 +8,7 @@ and the whole file's SHA-256 comes out right.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from typing import Any
@@ -38,6 +39,13 @@ PREFIX = ".s3sftp/uploads/"
 AGE = 3600.0
 TTL = 7200.0
 RESUME = FXF_WRITE | FXF_CREAT
+
+
+def md5(data: bytes) -> str:
+    """
+    @return: C{data}'s MD5 as C{x-amz-meta-md5chksum} holds it.
+    """
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 class Bucket:
@@ -120,7 +128,7 @@ class ResumeTests(SFTPTestCase):
     def finish(self, f: UploadFile, start: int, data: bytes = DATA) -> None:
         """
         Write C{data} from C{start} and close: the stored object is C{data},
-        with its SHA-256.
+        with its SHA-256 and its MD5 (both carried over every resume).
         """
         for offset in range(start, len(data), 65536):
             self.successResultOf(f.writeChunk(offset, data[offset : offset + 65536]))
@@ -130,6 +138,7 @@ class ResumeTests(SFTPTestCase):
         self.assertEqual(
             self.store.metadata["alice/big"]["sha256"], hashlib.sha256(data).hexdigest()
         )
+        self.assertEqual(self.store.metadata["alice/big"]["md5chksum"], md5(data))
 
     def test_parkedOnConnectionLoss(self) -> None:
         """
@@ -642,7 +651,7 @@ class AppendTests(SFTPTestCase):
         """
         Store C{DATA[:stored]}, then open it with C{flags} and write the
         rest from its end (from 0 with C{fromZero}): the object is C{DATA}
-        with its SHA-256, and stays the old one until the CLOSE.
+        with its SHA-256 and MD5, and stays the old one until the CLOSE.
         """
         self.upload(self.server, b"big", DATA[:stored])
         f = self.successResultOf(self.server.openFile(b"big", flags, {}))
@@ -656,7 +665,24 @@ class AppendTests(SFTPTestCase):
         self.assertEqual(self.store.objects["alice/big"][0], DATA)
         metadata = self.store.metadata["alice/big"]
         self.assertEqual(metadata["sha256"], hashlib.sha256(DATA).hexdigest())
+        self.assertEqual(metadata["md5chksum"], md5(DATA))
         self.assertEqual((self.store.uploads, self.bucket.leaseRecords()), ({}, []))
+
+    def test_appendWithoutMD5State(self) -> None:
+        """
+        A file stored with only the SHA-256 state (by a server before MD5
+        was kept) is appended to with its SHA-256 carried on; its MD5 cannot
+        be, and is left out rather than stored wrong.
+        """
+        self.upload(self.server, b"big", DATA[: PART + 9])
+        for key in ("md5-state", "md5chksum"):
+            del self.store.metadata["alice/big"][key]
+        f = self.successResultOf(self.server.openFile(b"big", RESUME, {}))
+        self.successResultOf(f.writeChunk(PART + 9, DATA[PART + 9 : 2 * PART]))
+        self.successResultOf(f.close())
+        metadata = self.store.metadata["alice/big"]
+        self.assertEqual(metadata["sha256"], hashlib.sha256(DATA[: 2 * PART]).hexdigest())
+        self.assertNotIn("md5chksum", metadata)
 
     def test_appendSmall(self) -> None:
         """

@@ -46,15 +46,17 @@ def makeServer(
     memory: MemoryLimit | None = None,
     window: ChannelWindow | None = None,
     clock: Clock | None = None,
+    offload: Any = None,
 ) -> tuple[Any, MemoryObjectStore]:
     """
     @param window: the channel window writes are credited to; unmetered if
         not given.
+    @param offload: where uploads hash (L{S3User.offload}).
     @return: the C{ISFTPServer} of user C{alice} and its store.
     """
     store = store or MemoryObjectStore()
     memory = memory or MemoryLimit(1024 * MiB)
-    user = S3User("alice", "alice/", store, policy, memory, clock or Clock())
+    user = S3User("alice", "alice/", store, policy, memory, clock or Clock(), offload=offload)
     server = ISFTPServer(user)
     if window is not None:
         server.window = window
@@ -568,3 +570,95 @@ class EngineTests(SFTPTestCase):
         self.successResultOf(other.close())
         self.assertEqual(memory.used, 0)
         self.assertStatus(waiting, FX_FAILURE)
+
+
+class OffloadTests(SFTPTestCase):
+    """
+    Uploads hash their parts on a worker thread (L{S3User.offload}), in
+    file order, and wait for it before reusing a buffer or storing the
+    object.
+    """
+
+    def setUp(self) -> None:
+        self.jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+        def offload(function: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            self.jobs.append((function, args, d))
+            return d
+
+        self.memory = MemoryLimit(1024 * MiB)
+        # Uncapped: this client writes everything before any credit.
+        self.window = ChannelWindow(BASE_WINDOW, maximum=64 * MiB)
+        self.server, self.store = makeServer(
+            memory=self.memory, window=self.window, offload=offload
+        )
+
+    def write(self, f: UploadFile, data: bytes) -> None:
+        """
+        Write C{data} in order, as received over the channel.
+        """
+        for offset in range(0, len(data), 65536):
+            chunk = data[offset : offset + 65536]
+            self.assertTrue(self.window.receive(len(chunk)))
+            self.successResultOf(f.writeChunk(offset, chunk))
+
+    def runJob(self) -> None:
+        """
+        Run the oldest job.
+        """
+        function, args, d = self.jobs.pop(0)
+        d.callback(function(*args))
+
+    def test_closeWaitsForHashes(self) -> None:
+        """
+        Each part's bytes are hashed by one job, one at a time in order;
+        until its job is done a stored part's buffer is not reused and its
+        bytes not credited to the window, and the CLOSE is not answered;
+        then the object has the file's SHA-256 and MD5.
+        """
+        data = random.Random(7).randbytes(2 * PART + 300_000)
+        f = self.successResultOf(self.server.openFile(b"big", WRITE, {}))
+        self.write(f, data)
+        self.assertEqual(len(self.jobs), 1)
+        self.assertEqual(self.memory.buffers.idle, 0)
+        held = self.window.held
+        self.assertGreaterEqual(held, 2 * PART)
+        self.runJob()
+        self.assertEqual(self.memory.buffers.idle, PART)
+        self.assertEqual(self.window.held, held - PART)
+        self.assertEqual(len(self.jobs), 1)
+        closing = f.close()
+        self.assertNoResult(closing)
+        while self.jobs:
+            self.runJob()
+        self.successResultOf(closing)
+        metadata = self.store.metadata["alice/big"]
+        self.assertEqual(metadata["sha256"], hashlib.sha256(data).hexdigest())
+        self.assertEqual(
+            metadata["md5chksum"], base64.b64encode(hashlib.md5(data).digest()).decode()
+        )
+
+    def test_smallFilesInline(self) -> None:
+        """
+        A small file is hashed at once, on the reactor thread: no job.
+        """
+        f = self.successResultOf(self.server.openFile(b"small", WRITE, {}))
+        self.write(f, b"x" * 1000)
+        self.successResultOf(f.close())
+        self.assertEqual(self.jobs, [])
+        self.assertEqual(self.store.objects["alice/small"][0], b"x" * 1000)
+
+    def test_hashingFails(self) -> None:
+        """
+        A job that fails (unexpectedly) fails the upload: CLOSE gets
+        C{FX_FAILURE}, nothing is stored, and the error is logged.
+        """
+        f = self.successResultOf(self.server.openFile(b"big", WRITE, {}))
+        self.write(f, b"y" * (PART + 1))
+        _, _, d = self.jobs.pop(0)
+        d.errback(RuntimeError("boom"))
+        self.assertStatus(f.close(), FX_FAILURE)
+        self.assertNotIn("alice/big", self.store.objects)
+        self.assertEqual(self.store.uploads, {})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

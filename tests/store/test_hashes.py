@@ -10,7 +10,18 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.store.hashes import MAX_STATE, ResumableSHA256, problem
+from twisted_s3sftp.store.hashes import (
+    MAX_STATE,
+    FileHashes,
+    ResumableMD5,
+    ResumableSHA1,
+    ResumableSHA256,
+    hashMetadata,
+    parseAlgorithms,
+    problem,
+    storedDigests,
+    storedStates,
+)
 
 
 class ResumableSHA256Tests(SynchronousTestCase):
@@ -82,3 +93,88 @@ class ResumableSHA256Tests(SynchronousTestCase):
         state = good.state()
         for bad in (b"", state[:-1], b"\x02" + state[1:], state + b"y" * 64):
             self.assertRaises(ValueError, ResumableSHA256.fromState, bad)
+
+
+class ResumableOthersTests(SynchronousTestCase):
+    """
+    L{ResumableMD5} and L{ResumableSHA1} give hashlib's digests through
+    saves and restores, as SHA-256 does.
+    """
+
+    def test_resumeAnywhere(self) -> None:
+        """
+        Saved after any prefix and restored, each goes on to hashlib's
+        digest of the whole; a state of one is refused by the other.
+        """
+        data = random.Random(9).randbytes(3000)
+        rng = random.Random(10)
+        for resumable in (ResumableMD5, ResumableSHA1):
+            self.assertIsNone(problem(resumable.algorithm))
+            for _ in range(100):
+                cut = rng.randrange(len(data))
+                first = resumable()
+                first.update(data[:cut])
+                second = resumable.fromState(first.state())
+                second.update(memoryview(bytearray(data[cut:])))
+                reference = hashlib.new(resumable.algorithm, data)
+                self.assertEqual(second.digest(), reference.digest(), cut)
+        self.assertRaises(ValueError, ResumableMD5.fromState, ResumableSHA1().state())
+
+
+class FileHashesTests(SynchronousTestCase):
+    """
+    L{FileHashes}: several hashes of one file, saved and restored as one
+    state, and kept in an object's metadata.
+    """
+
+    def test_oneState(self) -> None:
+        """
+        The state of several algorithms restores all of them; the state
+        of SHA-256 alone is that hash's own (what leases held before MD5
+        was kept), and restores as SHA-256 alone.
+        """
+        data = random.Random(11).randbytes(777)
+        hashes = FileHashes(("md5", "sha256", "sha1"))
+        self.assertEqual(hashes.algorithms, ("sha256", "md5", "sha1"))
+        hashes.update(data[:300])
+        restored = FileHashes.fromState(hashes.state() or b"")
+        restored.update(data[300:])
+        self.assertEqual(
+            restored.digests(),
+            {name: hashlib.new(name, data).digest() for name in ("sha256", "md5", "sha1")},
+        )
+        alone = FileHashes()
+        alone.update(data)
+        self.assertEqual(alone.state(), alone.states()["sha256"])
+        self.assertEqual(FileHashes.fromState(alone.state() or b"").algorithms, ("sha256",))
+        for bad in (b"\x03", b"\x02\x01\x05abc", b"\x02" + bytes([1, 3]) + b"abc"):
+            self.assertRaises(ValueError, FileHashes.fromState, bad)
+
+    def test_algorithms(self) -> None:
+        """
+        C{--hashes} takes names in any order and case, always keeps
+        SHA-256, and refuses an unknown name.
+        """
+        self.assertEqual(parseAlgorithms("MD5"), ("sha256", "md5"))
+        self.assertEqual(parseAlgorithms("sha1, sha256"), ("sha256", "sha1"))
+        self.assertEqual(parseAlgorithms(""), ("sha256",))
+        self.assertRaises(ValueError, parseAlgorithms, "sha256,crc32")
+
+    def test_metadata(self) -> None:
+        """
+        The digests are kept as rclone's S3 backend and the gateway read
+        them (MD5 in base64 as C{md5chksum}, the others in hex), with their
+        states; read back, a malformed value is left out.
+        """
+        hashes = FileHashes(("sha256", "md5", "sha1"))
+        hashes.update(b"abc")
+        metadata = hashMetadata(hashes)
+        self.assertEqual(metadata["md5chksum"], "kAFQmDzST7DWlj99KOF/cg==")
+        self.assertEqual(metadata["sha1"], hashlib.sha1(b"abc").hexdigest())
+        self.assertEqual(metadata["sha256"], hashlib.sha256(b"abc").hexdigest())
+        self.assertEqual(storedDigests(metadata), hashes.digests())
+        self.assertEqual(set(storedStates(metadata)), {"sha256", "md5", "sha1"})
+        self.assertLess(sum(len(k) + len(v) for k, v in metadata.items()), 1024)
+        broken = metadata | {"md5chksum": "not base64!", "sha1": "12", "md5-state": "AAAA"}
+        self.assertEqual(set(storedDigests(broken)), {"sha256"})
+        self.assertEqual(set(storedStates(broken)), {"sha256", "sha1"})

@@ -443,3 +443,38 @@ class CheckpointTests(SynchronousTestCase):
             resumed.update(data[checkpoint.offset :])
             self.assertEqual(resumed.hexdigest(), hashlib.sha256(data).hexdigest())
         self.assertEqual(planner.sha256, hashlib.sha256(data).hexdigest())
+
+    def test_deferredHashing(self) -> None:
+        """
+        A planner made with C{deferHashing} hashes nothing itself: it
+        leaves the parts' bytes, in file order, as L{HashWork} with their
+        boundaries, the end of the file last; hashed in that order, they
+        give every configured hash of the file and the same checkpoints as
+        hashing at once.
+        """
+        from twisted_s3sftp.store.hashes import FileHashes
+
+        data = random.Random(4).randbytes(3 * 5 + 2)
+        planners = [
+            PartPlanner(
+                PartSchedule(5, PartLimits(5, 5, 100)),
+                capacity=1 << 20,
+                algorithms=("sha256", "md5"),
+                deferHashing=deferred,
+            )
+            for deferred in (False, True)
+        ]
+        now, later = planners
+        for planner in planners:
+            plan(planner, data, chunk=3)
+        self.assertEqual(now.takeHashWork(), [])
+        work = later.takeHashWork()
+        self.assertEqual(
+            [(w.parts, w.offset) for w in work], [(1, 5), (2, 10), (3, 15), (None, 17)]
+        )
+        self.assertEqual(later.hashes.digests(), FileHashes(("sha256", "md5")).digests())
+        for item in work:
+            later.hashed(item, later.hash(item))
+        self.assertEqual(later.checkpoints, now.checkpoints)
+        self.assertEqual(later.hashes.digests()["md5"], hashlib.md5(data).digest())
+        self.assertEqual(later.sha256, hashlib.sha256(data).hexdigest())
