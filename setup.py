@@ -32,6 +32,7 @@ setup(
         "boto3>=1.36",
         "attrs>=24.1",
         "prometheus_client>=0.20",
+        "isal>=1.6",
     ],
     entry_points={
         "console_scripts": ["s3sftp-keys = twisted_s3sftp.tools.keyadmin:main"],

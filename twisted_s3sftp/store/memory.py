@@ -8,9 +8,7 @@ and lets a test make chosen operations fail or wait.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import zlib
 from collections.abc import Callable
 
 from attrs import define, field
@@ -18,6 +16,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from ..errors import Changed, EndOfFile, FileExists, GatewayError, StoreError
+from .checksums import crc32
 from .interfaces import (
     IObjectStore,
     ObjectInfo,
@@ -27,13 +26,6 @@ from .interfaces import (
     StoredPart,
 )
 from .parts import MIN_PART_SIZE
-
-
-def _crc(data: bytes) -> str:
-    """
-    @return: C{data}'s CRC32, base64, as S3 writes it.
-    """
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
 @define(eq=False)
@@ -204,7 +196,7 @@ class MemoryObjectStore:
         def run() -> StoredPart:
             parts = self._upload(key, uploadId)
             parts[number] = bytes(data)
-            return StoredPart(number, self._etag(data), _crc(data))
+            return StoredPart(number, self._etag(data), crc32(data))
 
         return self._call("uploadPart", run)
 
@@ -217,7 +209,7 @@ class MemoryObjectStore:
                 raise Changed("the file changed while it was appended to")
             data = self.objects[source][0][start:stop]
             parts[number] = data
-            return StoredPart(number, self._etag(data), _crc(data), len(data))
+            return StoredPart(number, self._etag(data), crc32(data), len(data))
 
         return self._call("uploadPartCopy", run)
 
@@ -246,7 +238,7 @@ class MemoryObjectStore:
             if sorted(numbers) != list(range(1, len(numbers) + 1)) or any(
                 part.number not in parts
                 or self._etag(parts[part.number]) != part.etag
-                or part.checksum != _crc(parts[part.number])
+                or part.checksum != crc32(parts[part.number])
                 for part in stored
             ):
                 raise StoreError("invalid part list", "InvalidPart")

@@ -11,9 +11,7 @@ thread pool.
 
 from __future__ import annotations
 
-import base64
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -37,6 +35,7 @@ from ..errors import (
     PermissionDenied,
     StoreError,
 )
+from .checksums import crc32
 from .interfaces import (
     IObjectStore,
     ObjectInfo,
@@ -142,15 +141,6 @@ def translate(error: Exception, sourceGone: str | None = None) -> GatewayError:
     if isinstance(error, BotoCoreError):
         return StoreError("S3 is unreachable", type(error).__name__)
     return StoreError("S3 request failed", type(error).__name__)
-
-
-def crc32(data: bytes) -> str:
-    """
-    @param data: a part or object body.
-    @return: its CRC32 as S3 wants it in C{x-amz-checksum-crc32}: the
-        big-endian 4 bytes, base64-encoded.
-    """
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
 def settingsArguments(settings: ObjectSettings | None, tags: bool = True) -> dict[str, str]:
