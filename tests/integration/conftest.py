@@ -331,15 +331,24 @@ def keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
 def assertStored(s3: Any, bucket: str, key: str, source: Path) -> None:
     """
     Assert the object at C{key} has C{source}'s bytes, its SHA-256 in
-    C{x-amz-meta-sha256} (and the saved state of that hash in
-    C{x-amz-meta-sha256-state}), and its uploader (the user of its home, the first
-    component of C{key}) in C{x-amz-meta-uploader}.
+    C{x-amz-meta-sha256} and its MD5 in C{x-amz-meta-md5chksum} (and the
+    saved states of those hashes), its uploader (the user of its home, the
+    first component of C{key}) in C{x-amz-meta-uploader}, and nothing else
+    but the time a client set.
     """
-    expected = sha256(source.read_bytes())
+    data = source.read_bytes()
+    expected = sha256(data)
     assert sha256(objectBytes(s3, bucket, key)) == expected
     metadata = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+    metadata.pop("mtime", None)
+    assert "md5-state" in metadata
+    metadata.pop("md5-state")
     assert hashState(metadata.pop("sha256-state")) == expected
-    assert metadata == {"sha256": expected, "uploader": key.split("/")[0]}
+    assert metadata == {
+        "sha256": expected,
+        "md5chksum": base64.b64encode(hashlib.md5(data).digest()).decode(),
+        "uploader": key.split("/")[0],
+    }
 
 
 def hashState(state: str) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from typing import Any
 
+from attrs import evolve
 from twisted.conch.interfaces import ISFTPServer
 from twisted.conch.ssh.filetransfer import (
     FX_FAILURE,
@@ -22,6 +24,7 @@ from twisted.conch.ssh.filetransfer import (
     FXF_EXCL,
     FXF_WRITE,
 )
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from tests.sftp.test_namespace import readAll
@@ -30,6 +33,7 @@ from twisted_s3sftp.sftp.flow import MemoryLimit
 from twisted_s3sftp.sftp.parked import ParkedUploads, ResumeCaps
 from twisted_s3sftp.sftp.upload import ActiveUploads, UploadFile
 from twisted_s3sftp.ssh.session import S3User
+from twisted_s3sftp.store.hashes import FileHashes
 from twisted_s3sftp.store.leases import Leases, userPrefix
 from twisted_s3sftp.store.memory import MemoryObjectStore
 from twisted_s3sftp.store.parts import Checkpoint, MiB, PartLimits
@@ -59,6 +63,7 @@ class Bucket:
         self.clock.advance(1_700_000_000)
         self.store = MemoryObjectStore(now=self.clock.seconds)
         self.uploads: dict[int, ActiveUploads] = {}
+        self.offload: Any = None
 
     def server(self, caps: ResumeCaps | None = None, ttl: float = TTL) -> Any:
         """
@@ -83,6 +88,7 @@ class Bucket:
             uploads=self.uploads.setdefault(id(parked), ActiveUploads()),
             leases=leases,
             parked=parked,
+            offload=self.offload,
         )
         return ISFTPServer(avatar)
 
@@ -250,7 +256,9 @@ class ResumeTests(SFTPTestCase):
         """
         A first WRITE at 0 writes the file anew into the same multipart
         upload; the lease stops counting on the old parts at once, so that
-        no later resume mixes them with the new bytes.
+        no later resume mixes them with the new bytes; the new file gets
+        every configured hash (SHA-256 and MD5), as OpenSSH's C{scp} retry
+        writes it.
         """
         self.interrupted(self.bucket.server(), 2 * PART + 10)
         f = self.successResultOf(self.bucket.server().openFile(b"big", RESUME, {}))
@@ -264,6 +272,50 @@ class ResumeTests(SFTPTestCase):
         self.assertEqual(
             self.store.metadata["alice/big"]["sha256"], hashlib.sha256(other).hexdigest()
         )
+        self.assertEqual(self.store.metadata["alice/big"]["md5chksum"], md5(other))
+
+    def test_parkWaitsForHashes(self) -> None:
+        """
+        Parts stored before their hashes are done (hashing on a worker
+        thread lags): the running lease gets their checkpoint once they
+        are hashed, and a connection lost meanwhile parks the upload once
+        the hashes catch up, rather than abort it.
+        """
+        jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+        def offload(function: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            jobs.append((function, args, d))
+            return d
+
+        def runJobs() -> None:
+            while jobs:
+                function, args, d = jobs.pop(0)
+                d.callback(function(*args))
+
+        self.bucket.offload = offload
+        server = self.bucket.server()
+        f = self.successResultOf(server.openFile(b"big", WRITE, {}))
+        for offset in range(0, 2 * PART + 10, 65536):
+            self.successResultOf(
+                f.writeChunk(offset, DATA[offset : min(2 * PART + 10, offset + 65536)])
+            )
+        self.assertEqual(self.store.calls.count("uploadPart"), 2)
+        self.assertTrue(jobs)
+        function, args, d = jobs.pop(0)
+        d.callback(function(*args))
+        self.bucket.clock.advance(15)
+        (record,) = self.bucket.leaseRecords()
+        self.assertEqual([c.parts for c in record.checkpoints], [1])
+        parking = f.park("connection lost")
+        self.assertNoResult(parking)
+        runJobs()
+        self.successResultOf(parking)
+        (record,) = self.bucket.leaseRecords()
+        self.assertEqual((record.state, record.stored), (PARKED, 2 * PART))
+        self.bucket.offload = None
+        f = self.successResultOf(self.bucket.again(server).openFile(b"big", RESUME, {}))
+        self.finish(f, 2 * PART)
 
     def test_wrongOffsetKeepsUpload(self) -> None:
         """
@@ -611,9 +663,13 @@ class RecordTests(SFTPTestCase):
 
     def test_roundTrip(self) -> None:
         """
-        A record survives encoding; an old body decodes as not resumable;
-        junk is refused.
+        A record survives encoding, as version 2 while its checkpoints
+        hold SHA-256 states alone (what servers before MD5 was kept read)
+        and 3 once they hold several hashes; an old body decodes as not
+        resumable; junk, a bad state among them, is refused.
         """
+        alone = FileHashes()
+        several = FileHashes(("sha256", "md5"))
         record = LeaseRecord(
             "k",
             "u",
@@ -622,13 +678,19 @@ class RecordTests(SFTPTestCase):
             PARKED,
             PART,
             PartLimits(),
-            [Checkpoint(1, PART, b"s" * 104)],
+            [Checkpoint(1, PART, alone.state() or b"")],
             checksums=b"\x00\x01\x02\x03",
             mtime=12,
             changed=3.5,
         )
         self.assertEqual((record.checksum(1), record.checksum(2)), ("AAECAw==", None))
         self.assertEqual(decodeRecord(record.encode()), record)
+        self.assertEqual(json.loads(record.encode())["v"], 2)
+        both = evolve(record, checkpoints=[Checkpoint(1, PART, several.state() or b"")])
+        self.assertEqual(json.loads(both.encode())["v"], 3)
+        self.assertEqual(decodeRecord(both.encode()), both)
+        broken = evolve(record, checkpoints=[Checkpoint(1, PART, b"s" * 104)])
+        self.assertRaises(ValueError, decodeRecord, broken.encode())
         old = decodeRecord(b'{"key": "k", "uploadId": "u"}')
         self.assertFalse(old.resumable)
         for junk in (b"x", b"[]", b'{"v": 2, "key": "k", "uploadId": "u"}'):

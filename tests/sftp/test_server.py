@@ -649,6 +649,20 @@ class OffloadTests(SFTPTestCase):
         self.assertEqual(self.jobs, [])
         self.assertEqual(self.store.objects["alice/small"][0], b"x" * 1000)
 
+    def test_hashingFailsSmall(self) -> None:
+        """
+        A file of one part whose hash job fails is not stored either (its
+        digests would be wrong): CLOSE gets C{FX_FAILURE}.
+        """
+        f = self.successResultOf(self.server.openFile(b"one", WRITE, {}))
+        self.write(f, b"z" * 300_000)
+        closing = f.close()
+        _, _, d = self.jobs.pop(0)
+        d.errback(RuntimeError("boom"))
+        self.assertStatus(closing, FX_FAILURE)
+        self.assertNotIn("alice/one", self.store.objects)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_hashingFails(self) -> None:
         """
         A job that fails (unexpectedly) fails the upload: CLOSE gets

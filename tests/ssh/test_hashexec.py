@@ -73,13 +73,14 @@ class HashExecTests(SynchronousTestCase):
         @return: what the channel sent, or L{None} if the request was
             refused.
         """
+        clock = Clock()
         user = S3User(
             "alice",
             "alice/",
             self.store,
             UploadPolicy(),
             MemoryLimit(64 * MiB),
-            Clock(),
+            clock,
             rights=rights,
         )
         conn = Connection()
@@ -88,6 +89,9 @@ class HashExecTests(SynchronousTestCase):
         conn.channelsToRemoteChannel[session] = 1
         if not session.request_exec(NS(line)):
             return None
+        # Nothing is sent before the request's reply.
+        self.assertEqual(conn.events, [])
+        clock.advance(0)
         if stdin is not None:
             session.dataReceived(stdin)
         session.eofReceived()
@@ -164,3 +168,14 @@ class HashExecTests(SynchronousTestCase):
         """
         for line in (b"ls", b"sha1sum /d/f.txt", b"echo ${ShellId}%ComSpec%"):
             self.assertIsNone(self.execute(line), line)
+
+    def test_oneCommandPerChannel(self) -> None:
+        """
+        A channel running a hash command takes neither a second command
+        nor the SFTP subsystem.
+        """
+        user = S3User("alice", "alice/", self.store, UploadPolicy(), MemoryLimit(64 * MiB), Clock())
+        session = SFTPSession(conn=Connection(), avatar=user)
+        self.assertEqual(session.request_exec(NS(b"md5sum")), 1)
+        self.assertEqual(session.request_exec(NS(b"md5sum")), 0)
+        self.assertEqual(session.request_subsystem(NS(b"sftp")), 0)

@@ -289,7 +289,8 @@ class S3SFTPServer:
         Continue a parked upload (see L{twisted_s3sftp.sftp.parked}).
         """
         record = parked.record
-        planner = PartPlanner(record.schedule, capacity=0, buffers=self.avatar.memory.buffers)
+        algorithms = self.avatar.policy.hashes
+        planner = PartPlanner(record.schedule, 0, self.avatar.memory.buffers, algorithms=algorithms)
         planner.restart(list(record.checkpoints))
         budget = await self._uploadBudget(planner)
         try:
@@ -301,7 +302,9 @@ class S3SFTPServer:
             raise
         checkpoints = lease.record.checkpoints
         if checkpoints[-1] != record.checkpoints[-1]:
-            planner = PartPlanner(record.schedule, planner.capacity, planner.buffers)
+            planner = PartPlanner(
+                record.schedule, planner.capacity, planner.buffers, algorithms=algorithms
+            )
             planner.restart(list(checkpoints))
         mtime = attrs.get("mtime", record.mtime)
         return self._startUpload(
@@ -516,13 +519,24 @@ class S3SFTPServer:
         any other SFTP request on it: the C{download} right, or a file this
         connection stored.
 
+        A stored file is found with one HEAD: what sync tools ask about
+        is there (rclone asks right after each upload).  Only when the HEAD
+        finds nothing is the path looked up as C{stat} does (a directory,
+        or nothing).
+
         @param path: the path the client gave.
-        @return: the object, with its metadata (one HEAD).
+        @return: the object, with its metadata.
         @raise GatewayError: why there is no hash to give (no such file, a
             directory, a file still being uploaded, refused).
         """
         virtual = normalise(path)
-        found = await self._lookup(virtual, head=True)
+        found: Found = None
+        if virtual != "/":
+            key = objectKey(self._home, virtual)
+            if await self._activeUpload(key) is None and await self._parkedFile(key) is None:
+                found = await self._store.headObject(key)
+        if found is None:
+            found = await self._lookup(virtual)
         if found is None:
             raise NoSuchFile("no such file")
         if found is _DIRECTORY:

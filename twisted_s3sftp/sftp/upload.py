@@ -492,7 +492,7 @@ class UploadFile:
         states = None
         if parts:
             # Hashes the stored object has no state of are not kept.
-            states = storedStates(info.metadata)
+            states = storedStates(info.metadata, info.size)
             if "sha256" not in states:
                 raise NotSupported(APPEND_UNSUPPORTED)
         tail = self.planner.appendFrom(parts, states, info.size)
@@ -577,7 +577,10 @@ class UploadFile:
             and bool(self.leases.resumeTtl)
             and self._lease is not None
             and self._uploadId is not None
-            and bool(self.planner.checkpoints)
+            # Its hashes may not have taken in the parts yet: parking
+            # waits for them, and aborts if no checkpoint comes of it.
+            and self.planner.partsPlanned > 0
+            and self.planner.hashes.resumable
         )
 
     def _taken(self, reason: str) -> None:
@@ -710,15 +713,13 @@ class UploadFile:
                 )
             plan = self.planner.finish()
             self._startHashing()
-            await self._hashedThrough(None)
-            metadata = {**hashMetadata(self.planner.hashes), UPLOADER: self.owner}
-            if self.mtime is not None:
-                metadata["mtime"] = str(self.mtime)
             if isinstance(plan, SinglePut):
                 self._partBytes += len(plan.data)
                 try:
+                    await self._hashedThrough(None)
+                    self._checkWritable()
                     stored = await self.store.putObject(
-                        self.key, plan.data, metadata, self.settings, self.exclusive
+                        self.key, plan.data, self._metadata(), self.settings, self.exclusive
                     )
                 finally:
                     self._partBytes -= len(plan.data)
@@ -729,7 +730,7 @@ class UploadFile:
                     # for one PutObject: its multipart upload is not needed.
                     await self._dropUpload()
             else:
-                stored = await self._finishMultipart(plan, metadata)
+                stored = await self._finishMultipart(plan)
         except GatewayError as e:
             self._fail(e)
             raise UploadFailed(f"upload failed: {e.message}") from e
@@ -766,11 +767,23 @@ class UploadFile:
             **fields,
         )
 
-    async def _finishMultipart(self, plan: FinalPart, metadata: dict[str, str]) -> StoredObject:
+    def _metadata(self) -> dict[str, str]:
+        """
+        @return: the object's metadata: its hashes (once every byte is
+            hashed), its uploader, and the time the client set.
+        """
+        metadata = {**hashMetadata(self.planner.hashes), UPLOADER: self.owner}
+        if self.mtime is not None:
+            metadata["mtime"] = str(self.mtime)
+        return metadata
+
+    async def _finishMultipart(self, plan: FinalPart) -> StoredObject:
         if plan.part is not None:
             self._enqueue([plan.part])
         await self._settled()
+        await self._hashedThrough(None)
         self._checkWritable()
+        metadata = self._metadata()
         assert self._uploadId is not None
         completed = await self.store.completeMultipartUpload(
             self.key, self._uploadId, self._stored, self.exclusive
@@ -860,7 +873,11 @@ class UploadFile:
                     state = await self.offload(planner.hash, work)
                 planner.hashed(work, state)
                 # The end of the file comes with its last part.
-                self._hashedParts = planner.partsPlanned if work.parts is None else work.parts
+                hashed = planner.partsPlanned if work.parts is None else work.parts
+                self._hashedParts = max(self._hashedParts, hashed)
+                if self._lease is not None and state is not None:
+                    # Its parts may have been stored before they were hashed.
+                    self._lease.checkpoint(self._confirmedCheckpoints())
                 self._wake()
         except Exception as e:
             log.failure("Hashing {key} failed", Failure(e), key=self.key)
@@ -958,10 +975,11 @@ class UploadFile:
             self._confirm(stored)
         except Exception as e:
             self._partFailed(e)
-        finally:
-            self._inFlight -= 1
-        # Its buffer is the hashes' until they have taken it in.
+        # Its buffer is the hashes' until they have taken it in: the part
+        # counts as in flight till then (for the concurrency, for memory,
+        # and for whoever waits for the upload to settle).
         await self._hashedThrough(part.number)
+        self._inFlight -= 1
         self._partBytes -= len(part.data)
         self.planner.recycle(part.data)
         self._credit()

@@ -4,6 +4,7 @@ what an C{exec} request for C{md5sum PATH} and its kin becomes.
 
 With a path, the answer comes from the digests stored with the object,
 found with one HEAD through the same confinement and rights as SFTP
+(a missing file costs a listing more, to tell a directory from nothing)
 (L{twisted_s3sftp.sftp.server.S3SFTPServer.hashedFile}):
 
   - a stored digest: its GNU line on standard output, exit status 0;
@@ -73,8 +74,9 @@ class HashRun:
         if self.command.path is not None or self._done:
             return
         if len(self._stdin) + len(data) > MAX_STDIN:
-            self._audit("failed", "input too long")
-            self._finish(b"", f"standard input longer than {MAX_STDIN} bytes\n".encode(), 1)
+            self._finish(
+                b"", f"standard input longer than {MAX_STDIN} bytes\n".encode(), 1, "input too long"
+            )
             return
         self._stdin += data
 
@@ -83,15 +85,14 @@ class HashRun:
         The end of standard input: hash it, for a command without a path.
         """
         if self.command.path is None and not self._done:
-            self._audit("answered")
             self._finish(self.command.ofInput(bytes(self._stdin)), b"", 0)
 
     async def _answer(self, path: str) -> None:
         try:
             info = await self.lookup(path.encode("utf-8"))
         except GatewayError as e:
-            self._audit("failed", e.message)
-            self._finish(b"", f"{self.command.algorithm}: {path}: {e.message}\n".encode(), 1)
+            message = f"{self.command.algorithm}: {path}: {e.message}\n"
+            self._finish(b"", message.encode(), 1, e.message)
             return
         except Exception as e:
             log.failure(
@@ -100,15 +101,13 @@ class HashRun:
                 path=path,
                 user=self.user,
             )
-            self._audit("failed", "internal error")
-            self._finish(b"", f"{self.command.algorithm}: {path}: internal error\n".encode(), 1)
+            message = f"{self.command.algorithm}: {path}: internal error\n"
+            self._finish(b"", message.encode(), 1, "internal error")
             return
         digest = storedDigests(info.metadata).get(self.command.algorithm)
         if digest is None:
-            self._audit("none")
             self._finish(b"", b"", 0)
         else:
-            self._audit("answered")
             self._finish(self.command.line(digest), b"", 0)
 
     def _audit(self, outcome: str, reason: str = "") -> None:
@@ -122,17 +121,24 @@ class HashRun:
             reason=reason,
         )
 
-    def _finish(self, out: bytes, err: bytes, status: int) -> None:
+    def _finish(self, out: bytes, err: bytes, status: int, reason: str = "") -> None:
         """
         Write the output, the exit status, and close the channel (once
-        what is written has gone out).
+        what is written has gone out); audit the outcome.
+
+        @param reason: why the command failed, for the audit trail.
         """
         if self._done:
             return
         self._done = True
         channel, conn = self.channel, self.channel.conn
         if conn is None or channel.closing or channel not in conn.channelsToRemoteChannel:
+            self._audit("failed", "the client closed the channel first")
             return
+        if status:
+            self._audit("failed", reason)
+        else:
+            self._audit("answered" if out else "none")
         if out:
             channel.write(out)
         if err:

@@ -167,7 +167,10 @@ class SFTPSession(SSHSession):
             return 0
         server = S3SFTPServer(avatar)
         self.command = HashRun(self, command, server.hashedFile, avatar.username)
-        self.command.start()
+        # After the request's reply: an answer found at once must not
+        # reach the client (and close the channel) before it; Go's SSH
+        # library drops the connection on a reply for a closed channel.
+        avatar.clock.callLater(0, self.command.start)
         return 1
 
     def dataReceived(self, data: bytes) -> None:
@@ -197,7 +200,7 @@ class SFTPSession(SSHSession):
 
     def request_subsystem(self, data: bytes) -> int:
         name, _ = getNS(data)
-        if name != b"sftp":
+        if name != b"sftp" or self.command is not None:
             return 0
         return super().request_subsystem(data)
 

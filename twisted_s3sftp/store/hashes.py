@@ -449,11 +449,13 @@ def storedDigests(metadata: dict[str, str]) -> dict[str, bytes]:
     return digests
 
 
-def storedStates(metadata: dict[str, str]) -> dict[str, bytes]:
+def storedStates(metadata: dict[str, str], size: int) -> dict[str, bytes]:
     """
     @param metadata: an object's user metadata.
+    @param size: the object's size.
     @return: algorithm -> saved state of the states it holds that restore
-        (a malformed one is left out).
+        and that hashed exactly C{size} bytes (a malformed one, or one
+        copied from another object, is left out).
     """
     states = {}
     for name in ALGORITHMS:
@@ -462,8 +464,10 @@ def storedStates(metadata: dict[str, str]) -> dict[str, bytes]:
             continue
         try:
             state = base64.b64decode(text, validate=True)
-            RESUMABLE[name].fromState(state)
+            restored = RESUMABLE[name].fromState(state)
         except (ValueError, binascii.Error):
             continue
-        states[name] = state
+        context: Any = restored._context
+        if ((context.Nh << 32) | context.Nl) == 8 * size:
+            states[name] = state
     return states

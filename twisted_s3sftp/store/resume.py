@@ -26,6 +26,7 @@ from typing import Any
 
 from attrs import evolve, field, frozen
 
+from .hashes import SET_VERSION, splitState
 from .parts import Checkpoint, PartLimits, PartSchedule
 
 #: The upload runs (or ran, on a server that died).
@@ -139,7 +140,10 @@ class LeaseRecord:
         @return: the lease's body.
         """
         record: dict[str, Any] = {
-            "v": 2,
+            # Version 3: a checkpoint may hold the states of several hashes
+            # (which a server of version 2 could not restore); version 2
+            # when they hold SHA-256's alone, for servers before MD5 was kept.
+            "v": 3 if any(c.state[:1] == bytes([SET_VERSION]) for c in self.checkpoints) else 2,
             "key": self.key,
             "uploadId": self.uploadId,
             "user": self.user,
@@ -173,7 +177,7 @@ def decodeRecord(body: bytes) -> LeaseRecord:
         isinstance(record.get(name), str) for name in ("key", "uploadId")
     ):
         raise ValueError("not an upload lease")
-    if record.get("v") != 2:
+    if record.get("v") not in (2, 3):
         return LeaseRecord(record["key"], record["uploadId"])
     try:
         minPart, maxPart, maxParts = record["limits"]
@@ -181,6 +185,8 @@ def decodeRecord(body: bytes) -> LeaseRecord:
             Checkpoint(int(parts), int(offset), base64.b64decode(state, validate=True))
             for parts, offset, state in record["checkpoints"]
         )
+        for checkpoint in checkpoints:
+            splitState(checkpoint.state)
         mtime = record["mtime"]
         checksums = base64.b64decode(record["checksums"], validate=True)
         if len(checksums) % 4:
