@@ -530,13 +530,7 @@ class S3SFTPServer:
             directory, a file still being uploaded, refused).
         """
         virtual = normalise(path)
-        found: Found = None
-        if virtual != "/":
-            key = objectKey(self._home, virtual)
-            if await self._activeUpload(key) is None and await self._parkedFile(key) is None:
-                found = await self._store.headObject(key)
-        if found is None:
-            found = await self._lookup(virtual)
+        found = await self._lookup(virtual, head=True, headFirst=True)
         if found is None:
             raise NoSuchFile("no such file")
         if found is _DIRECTORY:
@@ -801,7 +795,7 @@ class S3SFTPServer:
             **fields,
         )
 
-    async def _lookup(self, virtual: str, head: bool = False) -> Found:
+    async def _lookup(self, virtual: str, head: bool = False, headFirst: bool = False) -> Found:
         """
         Find what a path names, in one S3 request in all but rare cases.
 
@@ -815,6 +809,9 @@ class S3SFTPServer:
         the same name.
 
         @param head: whether a file's metadata is wanted (a HEAD request).
+        @param headFirst: for a path that most likely names a stored file
+            (a hash asked for): send the HEAD first, and list only if it
+            finds nothing.
         @return: the L{UploadFile}, the file's L{ObjectInfo}, L{_DIRECTORY},
             or L{None}.
         """
@@ -827,6 +824,10 @@ class S3SFTPServer:
         parked = await self._parkedFile(key)
         if parked is not None:
             return parked
+        if headFirst:
+            info = await self._store.headObject(key)
+            if info is not None:
+                return info
         listing = await self._store.listDirectory(key, LOOKUP_PAGE)
         for info in listing.objects:
             if info.key == key:

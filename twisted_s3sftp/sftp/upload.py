@@ -269,7 +269,7 @@ class UploadFile:
     appendTo: ObjectInfo | None = None
     offload: Callable[..., Deferred[Any]] | None = None
     _written: bool = field(default=False, init=False)
-    _hashQueue: deque[tuple[PartPlanner, HashWork]] = field(factory=deque, init=False)
+    _hashQueue: deque[HashWork] = field(factory=deque, init=False)
     _hashing: bool = field(default=False, init=False)
     _hashedParts: int = field(default=0, init=False)
     _hashWaiters: list[tuple[int | None, Deferred[None]]] = field(factory=list, init=False)
@@ -857,16 +857,18 @@ class UploadFile:
         Hash what the planner has cut since, in order: small pieces at once,
         others on a worker thread (L{offload}).
         """
-        planner = self.planner
-        self._hashQueue.extend((planner, work) for work in planner.takeHashWork())
+        self._hashQueue.extend(self.planner.takeHashWork())
         if self._hashQueue and not self._hashing:
             self._hashing = True
             Deferred.fromCoroutine(self._hashAll())
 
     async def _hashAll(self) -> None:
         try:
+            # The planner is replaced only at the first WRITE (a resume at a
+            # boundary), before anything was cut: all its work is this one's.
+            planner = self.planner
             while self._hashQueue:
-                planner, work = self._hashQueue.popleft()
+                work = self._hashQueue.popleft()
                 if self.offload is None or len(work.data) < INLINE_HASH:
                     state = planner.hash(work)
                 else:
@@ -894,21 +896,26 @@ class UploadFile:
         """
         waiters, self._hashWaiters = self._hashWaiters, []
         for through, waiter in waiters:
-            if through is None and not (self._hashing or self._hashQueue):
-                waiter.callback(None)
-            elif through is not None and through <= self._hashedParts:
+            if self._hashedBy(through):
                 waiter.callback(None)
             else:
                 self._hashWaiters.append((through, waiter))
+
+    def _hashedBy(self, parts: int | None) -> bool:
+        """
+        @return: whether the hashes have taken in C{parts} parts, or, for
+            L{None}, everything cut so far.
+        """
+        if parts is None:
+            return not (self._hashing or self._hashQueue)
+        return parts <= self._hashedParts
 
     async def _hashedThrough(self, parts: int | None) -> None:
         """
         Wait until the hashes have taken in C{parts} parts (a part's buffer
         is not reused before), or, for L{None}, everything cut so far.
         """
-        if parts is None and not (self._hashing or self._hashQueue):
-            return
-        if parts is not None and parts <= self._hashedParts:
+        if self._hashedBy(parts):
             return
         waiter: Deferred[None] = Deferred()
         self._hashWaiters.append((parts, waiter))

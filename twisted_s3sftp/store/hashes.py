@@ -175,6 +175,14 @@ class ResumableHash:
         """
         return self.digest().hex()
 
+    @property
+    def length(self) -> int:
+        """
+        The bytes hashed so far.
+        """
+        context: Any = self._context
+        return ((context.Nh << 32) | context.Nl) // 8
+
     def state(self) -> bytes:
         """
         @return: the running state, portable (see the module docstring).
@@ -467,7 +475,6 @@ def storedStates(metadata: dict[str, str], size: int) -> dict[str, bytes]:
             restored = RESUMABLE[name].fromState(state)
         except (ValueError, binascii.Error):
             continue
-        context: Any = restored._context
-        if ((context.Nh << 32) | context.Nl) == 8 * size:
+        if restored.length == size:
             states[name] = state
     return states
