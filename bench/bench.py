@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,10 @@ GATEWAY_CIPHERS = {
     "j": ["-c", "aes128-gcm@openssh.com"],
     "k": ["-c", "aes128-gcm@openssh.com"],
 }
+
+#: The paths that run the gateway: C{--profile} and C{--py-spy} run the
+#: first of them in C{--only} once more.
+GATEWAY_PATHS = "aghijk"
 
 #: The gateway's paths that run it with other options: (a) and the paths
 #: above keep the default hashes (SHA-256 and MD5).
@@ -555,18 +560,16 @@ class Bench:
         """
         Start a fresh server for one configuration.
 
-        @param path: C{"a"}, C{"b"} or C{"c"} (C{"d"} has no server).
+        @param path: a key of L{PATHS} (C{"d"} has no server).
         @param tag: names its log.
-        @param profile: for (a), run it under twistd's cProfile, saving the
-            stats to this file.
+        @param profile: for one of L{GATEWAY_PATHS}, run it under twistd's
+            cProfile, saving the stats to this file.
         """
         starter: dict[str, Callable[[str], Server]] = {
-            "a": lambda t: self.startGateway(t, profile),
-            "g": lambda t: self.startGateway(t, None, "g"),
-            "h": lambda t: self.startGateway(t, None, "h"),
-            "i": lambda t: self.startGateway(t, None, "i"),
-            "j": lambda t: self.startGateway(t, None, "j"),
-            "k": lambda t: self.startGateway(t, None, "k"),
+            **{
+                gateway: partial(self.startGateway, profile=profile, path=gateway)
+                for gateway in GATEWAY_PATHS
+            },
             "b": self.startRclone,
             "c": self.startSshd,
             "d": lambda t: Server("d", None, bucket="bench-d"),
@@ -1321,7 +1324,7 @@ def report(
     if profiled:
         lines += [
             "",
-            f"Profiled run of (a): {formatNumber(profiled['mbps'])} MB/s "
+            f"Profiled run of the gateway: {formatNumber(profiled['mbps'])} MB/s "
             f"(under cProfile; stats in {options.profile})",
         ]
     disturbed = [
@@ -1381,7 +1384,7 @@ def printSpy(path: Path) -> None:
             if thread in frames[0] and pattern in frames[-1]:
                 counts[group] = counts.get(group, 0) + samples
                 break
-    print("\n#### Where (a) spends its time (py-spy samples of all threads)\n")
+    print("\n#### Where the gateway spends its time (py-spy samples of all threads)\n")
     print("| group | share of samples |\n|---|---|")
     for group, samples in sorted(counts.items(), key=lambda item: -item[1]):
         print(f"| {group} | {100 * samples / max(1, total):.1f} % |")
@@ -1433,12 +1436,14 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         "--sftp-args", default="", help='extra OpenSSH sftp options, e.g. "-R 1024"'
     )
     parser.add_argument(
-        "--profile", type=Path, help="run (a) once more under cProfile, saving stats here"
+        "--profile",
+        type=Path,
+        help="run the first gateway path of --only once more under cProfile, saving stats here",
     )
     parser.add_argument(
         "--py-spy",
         type=Path,
-        help="run (a) once more under py-spy (pip install py-spy), "
+        help="run the first gateway path of --only once more under py-spy (pip install py-spy), "
         "saving raw stacks here, and print where the time goes",
     )
     parser.add_argument(
@@ -1548,15 +1553,16 @@ def main(argv: list[str]) -> int:
                 server = bench.startServer(path, "small")
                 small[path] = bench.smallFiles(server)
                 server.stop()
-        if options.profile and "a" in options.only:
-            say("(a) once more under cProfile")
+        again = next((p for p in options.only if p in GATEWAY_PATHS), None)
+        if options.profile and again:
+            say(f"({again}) once more under cProfile")
             profile = options.profile.resolve()
-            server = bench.startServer("a", "profile", profile)
+            server = bench.startServer(again, "profile", profile)
             profiled = bench.bigUpload(server, options.runs, "under cProfile")
             server.stop()
-        if options.py_spy and "a" in options.only:
-            say("(a) once more under py-spy")
-            server = bench.startServer("a", "py-spy")
+        if options.py_spy and again:
+            say(f"({again}) once more under py-spy")
+            server = bench.startServer(again, "py-spy")
             spy = subprocess.Popen(
                 [
                     "py-spy",
