@@ -412,6 +412,60 @@ class FramingTests(SynchronousTestCase):
                 cipher,
             )
 
+    def test_anySplit(self) -> None:
+        """
+        However the stream is cut into reads (within a length, across a
+        tag, one byte at a time, several packets at once), every packet is
+        dispatched once, in order, with its content, and nothing is left.
+        """
+        for cipher, mac in self.NAMES:
+            for step in (1, 3, 5, 17, 100, 1000, 4099, 30000):
+                sender, receiver = self.pair(cipher, mac)
+                received: list[bytes] = []
+
+                def dispatch(number: int, payload: bytes, received: list[bytes] = received) -> None:
+                    received.append(bytes((number,)) + bytes(payload))
+
+                receiver.transport.dispatchMessage = dispatch  # type: ignore[method-assign]
+                payloads = [
+                    bytes((MSG_IGNORE,)) + NS(bytes((n % 256,)) * (n * 97 % 5000))
+                    for n in range(40)
+                ]
+                for payload in payloads:
+                    sender.sendPacket(payload[0], payload[1:])
+                wire = sender.transport.value()  # type: ignore[attr-defined]
+                for start in range(0, len(wire), step):
+                    receiver.transport.dataReceived(wire[start : start + step])
+                self.assertEqual(received, payloads, (cipher, step))
+                self.assertEqual(receiver.transport.buf, b"", (cipher, step))
+                self.assertEqual(receiver.transport.incomingPacketSequence, 5 + len(payloads))
+
+    def test_readNotKept(self) -> None:
+        """
+        After a read, the transport keeps only the partial packet it ended
+        with, not the packets already handled: an idle connection holds no
+        more than one packet of its last (up to 1 MiB) read.
+        """
+        for cipher, mac in self.NAMES:
+            sender, receiver = self.pair(cipher, mac)
+            received: list[bytes] = []
+
+            def dispatch(number: int, payload: bytes, received: list[bytes] = received) -> None:
+                received.append(bytes(payload))
+
+            receiver.transport.dispatchMessage = dispatch  # type: ignore[method-assign]
+            for n in range(3):
+                sender.sendPacket(MSG_IGNORE, NS(bytes([n]) * 20000))
+            wire = sender.transport.value()  # type: ignore[attr-defined]
+            receiver.transport.dataReceived(wire[:-100])
+            self.assertEqual(len(received), 2, cipher)
+            partial = wire[len(wire) - len(receiver.transport.buf) - 100 : -100]
+            self.assertEqual(receiver.transport.buf, partial, cipher)
+            self.assertLess(len(receiver.transport.buf), 20100, cipher)
+            receiver.transport.dataReceived(wire[-100:])
+            self.assertEqual(received[2], NS(b"\x02" * 20000), cipher)
+            self.assertEqual(receiver.transport.buf, b"", cipher)
+
     def test_tampered(self) -> None:
         """
         A packet changed on the way disconnects with a MAC error, and

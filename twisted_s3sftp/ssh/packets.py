@@ -34,7 +34,8 @@ L{PacketTransport} is Conch's server transport with:
   - UNIMPLEMENTED names the sequence number of the packet it answers
     (Conch names the one after it, RFC 4253 section 11.4).
   - Received packets are taken from the buffer by position, not by copying
-    the rest of it for each packet (as Conch's own code does).
+    the rest of it for each packet (as Conch's own code does); after each
+    read, only a partial packet is kept.
 
 Written from the specifications, not from another implementation.
 """
@@ -318,7 +319,7 @@ class PacketTransport(SSHServerTransport):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        # What earlier packets left: one copy per read, not per packet.
+        # (Left by a read that ended in an error.)
         self._compactBuffer()
         if not self.gotVersion:
             super().dataReceived(data)
@@ -334,6 +335,10 @@ class PacketTransport(SSHServerTransport):
                 payload = bytes(payload)
             self.dispatchMessage(messageNum, payload)
             packet = self._nextPacket()
+        # What the packets left, once per read rather than per packet: an
+        # idle connection keeps no more than its partial packet, not the
+        # whole of its last read.
+        self._compactBuffer()
 
     def _compactBuffer(self) -> None:
         """
