@@ -391,6 +391,27 @@ class OptionsTests(SynchronousTestCase):
         ):
             self.error("--bucket", "ok-bucket", *bad)
 
+    def test_dirCache(self) -> None:
+        """
+        C{--dir-cache-ttl} defaults to 5 seconds, with every S3 call going
+        through a L{CachingStore}; C{0} leaves the store as it is; a
+        negative or unreadable value is refused.
+        """
+        from twisted_s3sftp.store.cached import CachingStore
+        from twisted_s3sftp.store.s3 import S3ObjectStore
+
+        options = self.parse("--bucket", "ok-bucket")
+        self.assertEqual(options.config.dirCacheTtl, 5.0)
+        store = self.sweepLeases(options).store
+        self.assertIsInstance(store, CachingStore)
+        self.assertEqual(store.cache.ttl, 5.0)
+        options = self.parse("--bucket", "ok-bucket", "--dir-cache-ttl", "0")
+        self.assertIsInstance(self.sweepLeases(options).store, S3ObjectStore)
+        self.assertIn(
+            "must not be negative", self.error("--bucket", "b-1", "--dir-cache-ttl", "-1")
+        )
+        self.assertIn("--dir-cache-ttl", self.error("--bucket", "b-1", "--dir-cache-ttl", "soon"))
+
     def test_unavailable(self) -> None:
         """
         When the saved SHA-256 state fails its self-test, the server says

@@ -50,6 +50,12 @@ DEFAULT_RESUME_TTL = 24 * 3600.0
 #: Seconds between the rewrites of a running upload's lease, by default.
 DEFAULT_LEASE_INTERVAL = 15.0
 
+#: Seconds a directory listing answers lookups, by default
+#: (L{twisted_s3sftp.store.dircache}): long enough for a batch of uploads
+#: into one directory to need one listing every few seconds, short enough
+#: that what another server on the bucket changed is seen soon.
+DEFAULT_DIR_CACHE_TTL = 5.0
+
 #: Where upload leases live by default (L{twisted_s3sftp.store.leases}).
 DEFAULT_STATE_PREFIX = ".s3sftp/uploads/"
 
@@ -164,6 +170,8 @@ class ServerConfig:
     @ivar resumeMaxUploads: the most parked uploads per user.
     @ivar resumeMaxBytes: the most bytes in parked uploads per user.
     @ivar hashes: the whole-file hashes kept with each object.
+    @ivar dirCacheTtl: seconds a directory listing answers lookups of the
+        names in it; 0 for no directory cache.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -192,6 +200,12 @@ class ServerConfig:
     resumeMaxUploads: int = 100
     resumeMaxBytes: int = 1024**4
     hashes: tuple[str, ...] = DEFAULT_HASHES
+    dirCacheTtl: float = field(default=DEFAULT_DIR_CACHE_TTL)
+
+    @dirCacheTtl.validator
+    def _checkDirCacheTtl(self, attribute: object, value: float) -> None:
+        if value < 0:
+            raise ValueError("directory cache TTL must not be negative")
 
     @resumeTtl.validator
     def _checkResumeTtl(self, attribute: object, value: float) -> None:

@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 
 from .config import (
     DEFAULT_BUFFER_LIMIT,
+    DEFAULT_DIR_CACHE_TTL,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_LEASE_INTERVAL,
     DEFAULT_MEMORY_LIMIT,
@@ -50,8 +51,10 @@ from .ssh.session import S3Realm
 from .ssh.transport import S3SSHFactory
 from .ssh.userpolicy import MAX_POLICY_FILE, UserPolicy, parsePolicy
 from .store import hashes, s3
+from .store.cached import CachingStore
+from .store.dircache import DirectoryCache
 from .store.hashes import parseAlgorithms
-from .store.interfaces import ObjectSettings
+from .store.interfaces import IObjectStore, ObjectSettings
 from .store.leases import Leases, SweepService
 from .store.parts import DEFAULT_HASHES, BufferPool, parseSize
 
@@ -234,6 +237,14 @@ class Options(usage.Options):
             "what a server killed with SIGKILL loses of a resumable upload.",
         ],
         [
+            "dir-cache-ttl",
+            None,
+            f"{DEFAULT_DIR_CACHE_TTL:g}",
+            "Seconds a directory's listing answers lookups (stat, OPEN's checks) of the "
+            "names in it; what other servers on the bucket change shows within this; "
+            "0 turns the cache off.",
+        ],
+        [
             "hashes",
             None,
             ",".join(DEFAULT_HASHES),
@@ -369,7 +380,13 @@ class Options(usage.Options):
         limits = self._limits()
         cryptoPolicy = self._cryptoPolicy()
         seconds = {}
-        for name in ("drain-timeout", "orphan-age", "resume-ttl", "lease-interval"):
+        for name in (
+            "drain-timeout",
+            "orphan-age",
+            "resume-ttl",
+            "lease-interval",
+            "dir-cache-ttl",
+        ):
             try:
                 seconds[name] = float(self[name])
             except ValueError:
@@ -399,6 +416,7 @@ class Options(usage.Options):
             resumeMaxUploads=maxParked,
             resumeMaxBytes=sizes["resume-max-bytes"],
             hashes=algorithms,
+            dirCacheTtl=seconds["dir-cache-ttl"],
         )
         for description in self.config.listen + (
             (self.config.metrics,) if self.config.metrics else ()
@@ -549,7 +567,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor = globalReactor
     config = options.config
     pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
-    store = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
+    objects = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
+    store: IObjectStore = objects
+    if config.dirCacheTtl:
+        store = CachingStore(objects, DirectoryCache(config.dirCacheTtl, reactor.seconds))
     memory = MemoryLimit(config.memoryLimit, BufferPool(config.policy.bufferLimit))
     resumeTtl = config.resumeTtl if config.orphanAge else 0.0
     unavailable = next(filter(None, map(hashes.problem, config.hashes)), None)
@@ -619,7 +640,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         SweepService(leases).setServiceParent(top)
     if config.metrics is not None:
         metrics = Metrics(factory.admission, realm.uploads, memory)
-        store.observe = metrics.observeS3
+        objects.observe = metrics.observeS3
         health = Health(
             store,
             config.homeTemplate.split("{username}")[0],

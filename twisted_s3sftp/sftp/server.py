@@ -73,6 +73,8 @@ from ..errors import (
     PermissionDenied,
 )
 from ..ops.audit import audit
+from ..store.cached import CachingStore
+from ..store.dircache import DIRECTORY, UNKNOWN, UNLISTED, parentOf
 from ..store.hashes import storedDigests
 from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings
 from ..store.leases import Busy
@@ -795,6 +797,25 @@ class S3SFTPServer:
             **fields,
         )
 
+    async def _cachedLookup(self, key: str) -> ObjectInfo | object | None:
+        """
+        Look C{key} up in the directory cache, listing its directory first
+        if the cache does not hold it (L{twisted_s3sftp.store.dircache}).
+
+        @return: what the cache answers: L{UNKNOWN} when there is no cache
+            or it cannot say (a directory too large to cache).
+        """
+        store = self._store
+        if not isinstance(store, CachingStore):
+            return UNKNOWN
+        cached = store.cache.lookup(key)
+        if cached is UNLISTED:
+            parent, mark = parentOf(key), store.cache.mark()
+            listing = await store.listDirectory(parent, LOOKUP_PAGE)
+            store.cache.listed(parent, listing, mark)
+            cached = store.cache.lookup(key)
+        return UNKNOWN if cached is UNLISTED else cached
+
     async def _lookup(self, virtual: str, head: bool = False, headFirst: bool = False) -> Found:
         """
         Find what a path names, in one S3 request in all but rare cases.
@@ -828,6 +849,13 @@ class S3SFTPServer:
             info = await self._store.headObject(key)
             if info is not None:
                 return info
+        cached = await self._cachedLookup(key)
+        if cached is DIRECTORY:
+            return _DIRECTORY
+        if isinstance(cached, ObjectInfo):
+            return await self._store.headObject(key) if head else cached
+        if cached is None:
+            return None
         listing = await self._store.listDirectory(key, LOOKUP_PAGE)
         for info in listing.objects:
             if info.key == key:

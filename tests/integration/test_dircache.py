@@ -1,0 +1,98 @@
+"""
+The directory cache against a real S3 (SeaweedFS) with OpenSSH's C{sftp}:
+a batch of uploads into one directory lists it a few times, not once per
+file; C{--dir-cache-ttl 0} lists per file as before; what another writer
+puts in a listed directory shows within the TTL.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .conftest import Gateway, keys, objectBytes, paramikoSFTP
+
+FILES = 30
+
+
+def s3Requests(gateway: Gateway, operation: str) -> float:
+    """
+    @return: the S3 requests of C{operation} the gateway made without
+        error, from its C{/metrics}.
+    """
+    match = None
+    deadline = time.monotonic() + 20
+    while match is None and time.monotonic() < deadline:
+        match = re.search(r"metrics listening on 127\.0\.0\.1:(\d+)", gateway.log.read_text())
+        time.sleep(0.05)
+    assert match is not None
+    with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    name = f's3sftp_s3_requests_total{{operation="{operation}",outcome="ok"}} '
+    return sum(float(line[len(name) :]) for line in text.splitlines() if line.startswith(name))
+
+
+def batch(gateway: Gateway, user: str, source: Path) -> None:
+    """
+    Upload C{source} as C{FILES} files into C{batch/} with OpenSSH's
+    C{sftp -b}, which exits 0 only if every CLOSE succeeded.
+    """
+    gateway.addUser(user)
+    puts = [f"put {source} batch/f{n:02d}" for n in range(FILES)]
+    result = gateway.sftp(user, ["mkdir batch", *puts])
+    assert result.returncode == 0, result.stderr
+
+
+def test_batchListsOnce(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> None:
+    """
+    Thirty files put into one directory, each after OpenSSH's C{stat} of
+    its target, cost a handful of listings with the default TTL (one for
+    the directory, a few more as its TTL runs out), against one or more per
+    file with C{--dir-cache-ttl 0}; every file is stored intact either way.
+    """
+    source = tmp_path / "small.bin"
+    source.write_bytes(b"report line\n" * 300)
+    metrics = "--metrics=tcp:0:interface=127.0.0.1"
+    cached = startGateway(None, metrics)
+    batch(cached, "cora", source)
+    plain = startGateway(None, metrics, "--dir-cache-ttl=0")
+    batch(plain, "pete", source)
+    for user in ("cora", "pete"):
+        stored = keys(s3, bucket, f"{user}/batch/")
+        assert len(stored) == FILES + 1  # and the directory's marker
+        assert all(
+            objectBytes(s3, bucket, key) == source.read_bytes()
+            for key in stored
+            if not key.endswith("/")
+        )
+    withCache, without = s3Requests(cached, "ListObjectsV2"), s3Requests(plain, "ListObjectsV2")
+    assert withCache <= 8, withCache
+    assert without >= FILES, without
+
+
+def test_othersWithinTtl(startGateway: Any, s3: Any, bucket: str) -> None:
+    """
+    A file another writer puts straight into S3, in a directory the
+    gateway has just listed, is seen by C{stat} within C{--dir-cache-ttl}
+    seconds (here 2); a file the gateway itself stores, at once.
+    """
+    gateway = startGateway(None, "--dir-cache-ttl=2")
+    gateway.addUser("otto")
+    with paramikoSFTP(gateway, "otto") as sftp:
+        sftp.mkdir("in")
+        with sftp.open("in/own.txt", "wb") as f:
+            f.write(b"own")
+        assert sftp.stat("in/own.txt").st_size == 3
+        s3.put_object(Bucket=bucket, Key="otto/in/foreign.txt", Body=b"foreign")
+        started = time.monotonic()
+        while True:
+            try:
+                size = sftp.stat("in/foreign.txt").st_size
+                break
+            except FileNotFoundError:
+                assert time.monotonic() - started < 2.5
+                time.sleep(0.1)
+        assert size == 7

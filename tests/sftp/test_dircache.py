@@ -1,0 +1,139 @@
+"""
+Tests for the directory cache as the SFTP server uses it
+(L{twisted_s3sftp.sftp.server.S3SFTPServer._lookup} over a
+L{twisted_s3sftp.store.cached.CachingStore}): a batch of uploads into one
+directory lists it once, this server's own changes are seen at once, and
+other servers' within the TTL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.conch.interfaces import ISFTPServer
+from twisted.conch.ssh.filetransfer import FX_NO_SUCH_FILE, FXF_READ, SFTPError
+from twisted.internet.task import Clock
+
+from twisted_s3sftp.sftp.flow import MemoryLimit
+from twisted_s3sftp.ssh.session import S3User
+from twisted_s3sftp.store.cached import CachingStore
+from twisted_s3sftp.store.dircache import DirectoryCache
+from twisted_s3sftp.store.memory import MemoryObjectStore
+from twisted_s3sftp.store.parts import MiB
+
+from .test_server import POLICY, SFTPTestCase
+
+
+def cachedServer(ttl: float = 5.0) -> tuple[Any, MemoryObjectStore, Clock]:
+    """
+    @return: the C{ISFTPServer} of user C{alice} over a store with a
+        directory cache of C{ttl} seconds (none for 0), the store, and
+        the clock.
+    """
+    clock = Clock()
+    memory = MemoryObjectStore()
+    store = CachingStore(memory, DirectoryCache(ttl, clock.seconds)) if ttl else memory
+    user = S3User("alice", "alice/", store, POLICY, MemoryLimit(1024 * MiB), clock)
+    return ISFTPServer(user), memory, clock
+
+
+class CachedLookupTests(SFTPTestCase):
+    """
+    Lookups in a directory listed within the TTL cost no S3 request.
+    """
+
+    def outcome(self, server: Any, path: bytes) -> object:
+        """
+        @return: the attributes C{stat} gives C{path}, or the SFTP status
+            it fails with.
+        """
+        d = server.getAttrs(path, True)
+        failures: list[int] = []
+        d.addErrback(lambda f: failures.append(f.trap(SFTPError) and f.value.code))
+        result = self.successResultOf(d)
+        return failures[0] if failures else result
+
+    def test_batchListsOnce(self) -> None:
+        """
+        Twenty files uploaded into one directory as OpenSSH's C{put} does
+        (a C{stat} of the target, then the upload) list the directory
+        once: every later C{stat} of a new name is answered from the
+        cache.
+        """
+        server, memory, _ = cachedServer()
+        for n in range(20):
+            path = b"/batch/f%d" % (n,)
+            self.assertEqual(self.outcome(server, path), FX_NO_SUCH_FILE)
+            self.upload(server, path, b"x" * n)
+        self.assertEqual(memory.calls.count("listDirectory"), 1)
+        self.assertEqual(memory.calls.count("putObject"), 20)
+        self.assertEqual(memory.calls.count("headObject"), 0)
+
+    def test_withoutCache(self) -> None:
+        """
+        With a TTL of 0 (no L{CachingStore}), each C{stat} lists, as before
+        the cache.
+        """
+        server, memory, _ = cachedServer(ttl=0)
+        for n in range(5):
+            path = b"/batch/f%d" % (n,)
+            self.assertEqual(self.outcome(server, path), FX_NO_SUCH_FILE)
+            self.upload(server, path, b"x")
+        self.assertEqual(memory.calls.count("listDirectory"), 5)
+
+    def test_sameAnswers(self) -> None:
+        """
+        Through uploads, C{stat}s, removals, renames, C{mkdir} and C{rmdir},
+        a server with the cache answers every C{stat} as one without it.
+        """
+        cached, _, _ = cachedServer()
+        plain, _, _ = cachedServer(ttl=0)
+        paths = [b"/a", b"/d", b"/d/b", b"/d/c", b"/e", b"/e/f", b"/g"]
+
+        def everyStat() -> list[object]:
+            answers = []
+            for server in (cached, plain):
+                answers.append([self.outcome(server, path) for path in paths])
+            self.assertEqual(answers[0], answers[1])
+            return answers[0]
+
+        steps: list[Any] = [
+            lambda s: self.upload(s, b"/a", b"1"),
+            lambda s: self.upload(s, b"/d/b", b"22"),
+            lambda s: self.successResultOf(s.makeDirectory(b"/e", {})),
+            lambda s: self.successResultOf(s.posixRename(b"/d/b", b"/d/c")),
+            lambda s: self.upload(s, b"/e/f", b"333"),
+            lambda s: self.successResultOf(s.removeFile(b"/e/f")),
+            lambda s: self.successResultOf(s.removeDirectory(b"/e")),
+            lambda s: self.successResultOf(s.removeFile(b"/d/c")),
+            lambda s: self.upload(s, b"/g", b"4444"),
+        ]
+        seen = [everyStat()]
+        for step in steps:
+            for server in (cached, plain):
+                step(server)
+            seen.append(everyStat())
+        # The sequence went through both states of every path.
+        self.assertIn(FX_NO_SUCH_FILE, [answers[1] for answers in seen])
+        self.assertNotEqual(seen[0], seen[-1])
+
+    def test_othersWithinTtl(self) -> None:
+        """
+        A file another server stored in a directory listed here is seen
+        once the listing expires (until then, C{stat} does not see it).
+        """
+        server, memory, clock = cachedServer()
+        self.assertEqual(self.outcome(server, b"/in/x"), FX_NO_SUCH_FILE)
+        self.successResultOf(memory.putObject("alice/in/x", b"other"))
+        self.assertEqual(self.outcome(server, b"/in/x"), FX_NO_SUCH_FILE)
+        clock.advance(5)
+        self.assertEqual(self.outcome(server, b"/in/x")["size"], 5)  # type: ignore[index]
+
+    def test_downloadOfCachedFile(self) -> None:
+        """
+        A file this server stored downloads, found through the cache.
+        """
+        server, _, _ = cachedServer()
+        self.upload(server, b"/dl/f", b"content")
+        f = self.successResultOf(server.openFile(b"/dl/f", FXF_READ, {}))
+        self.assertEqual(self.successResultOf(f.readChunk(0, 100)), b"content")

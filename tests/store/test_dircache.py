@@ -1,0 +1,311 @@
+"""
+Tests for L{twisted_s3sftp.store.dircache} and
+L{twisted_s3sftp.store.cached}: what a cached listing answers, how this
+server's own changes update it, its expiry and its memory bound.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from twisted_s3sftp.store.cached import CachingStore
+from twisted_s3sftp.store.dircache import (
+    CHANGES_KEPT,
+    DIRECTORY,
+    UNKNOWN,
+    UNLISTED,
+    DirectoryCache,
+    parentOf,
+)
+from twisted_s3sftp.store.interfaces import IObjectStore, ObjectInfo, ObjectListing
+from twisted_s3sftp.store.memory import MemoryObjectStore
+
+
+def info(key: str, size: int = 1) -> ObjectInfo:
+    """
+    @return: a listing's entry for C{key}.
+    """
+    return ObjectInfo(key, size, 0, '"e"')
+
+
+def cacheOf(clock: Clock, maxEntries: int = 1000, ttl: float = 5.0) -> DirectoryCache:
+    """
+    @return: a cache of listings lasting C{ttl} seconds on C{clock}.
+    """
+    return DirectoryCache(ttl, clock.seconds, maxEntries)
+
+
+class LookupTests(SynchronousTestCase):
+    """
+    A directory listed whole answers for every name in it until the
+    listing expires.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.cache = cacheOf(self.clock)
+        listing = ObjectListing([info("u/d/a"), info("u/d/b", 7)], ["u/d/b/", "u/d/sub/"])
+        self.cache.listed("u/d/", listing, self.cache.mark())
+
+    def test_names(self) -> None:
+        """
+        A file is answered with its entry, a sub-directory with
+        L{DIRECTORY}, a name the listing does not hold with L{None}; a
+        file wins over a directory of the same name.
+        """
+        self.assertEqual(self.cache.lookup("u/d/a"), info("u/d/a"))
+        self.assertEqual(self.cache.lookup("u/d/b"), info("u/d/b", 7))
+        self.assertIs(self.cache.lookup("u/d/sub"), DIRECTORY)
+        self.assertIsNone(self.cache.lookup("u/d/missing"))
+
+    def test_otherDirectories(self) -> None:
+        """
+        Names in a directory not listed are L{UNLISTED}.
+        """
+        self.assertIs(self.cache.lookup("u/other/a"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/d/sub/a"), UNLISTED)
+
+    def test_expires(self) -> None:
+        """
+        From C{ttl} seconds after the listing, nothing of it is answered,
+        and its names no longer count against the bound.
+        """
+        self.clock.advance(4.9)
+        self.assertIsNone(self.cache.lookup("u/d/missing"))
+        self.clock.advance(0.1)
+        self.assertIs(self.cache.lookup("u/d/missing"), UNLISTED)
+        self.assertEqual(self.cache.entries, 0)
+
+    def test_tooLarge(self) -> None:
+        """
+        A directory whose first page is not all of it is remembered as
+        too large: its names are L{UNKNOWN} (ask S3), not L{UNLISTED}
+        (list it again).
+        """
+        self.cache.listed("u/big/", ObjectListing([info("u/big/a")], token="t"), 0)
+        self.assertIs(self.cache.lookup("u/big/a"), UNKNOWN)
+        self.assertIs(self.cache.lookup("u/big/zz"), UNKNOWN)
+
+    def test_off(self) -> None:
+        """
+        With a TTL of 0, nothing is cached.
+        """
+        cache = cacheOf(self.clock, ttl=0)
+        cache.listed("u/d/", ObjectListing([info("u/d/a")]), cache.mark())
+        self.assertIs(cache.lookup("u/d/a"), UNLISTED)
+
+    def test_parentOf(self) -> None:
+        """
+        A key's directory is everything up to its last C{/}.
+        """
+        self.assertEqual(parentOf("u/d/a"), "u/d/")
+        self.assertEqual(parentOf("top"), "")
+
+
+class ChangeTests(SynchronousTestCase):
+    """
+    What this server changes is answered at once: a file it stored with
+    its entry, anything else by listing again.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.cache = cacheOf(self.clock)
+        self.cache.listed("", ObjectListing(prefixes=["u/"]), self.cache.mark())
+        self.cache.listed("u/", ObjectListing([info("u/f")], ["u/d/"]), self.cache.mark())
+        self.cache.listed("u/d/", ObjectListing([info("u/d/a")]), self.cache.mark())
+
+    def test_stored(self) -> None:
+        """
+        A file stored is answered with its entry; the directories above it
+        stay directories.
+        """
+        self.cache.stored(info("u/d/new", 5))
+        self.assertEqual(self.cache.lookup("u/d/new"), info("u/d/new", 5))
+        self.assertIs(self.cache.lookup("u/d"), DIRECTORY)
+        self.assertIs(self.cache.lookup("u"), DIRECTORY)
+
+    def test_storedDeeper(self) -> None:
+        """
+        A file stored under a name the cache held as nothing (a new
+        sub-directory) makes that name unknown in its directory.
+        """
+        self.assertIsNone(self.cache.lookup("u/d/e"))
+        self.cache.stored(info("u/d/e/f/g"))
+        self.assertIs(self.cache.lookup("u/d/e"), UNLISTED)
+        self.assertEqual(self.cache.lookup("u/d/a"), info("u/d/a"))
+
+    def test_changed(self) -> None:
+        """
+        A name changed (deleted, copied onto, completed from parts) is
+        L{UNLISTED}, and so is every directory above it, which a deletion
+        may have emptied.
+        """
+        self.cache.changed("u/d/a")
+        self.assertIs(self.cache.lookup("u/d/a"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/d"), UNLISTED)
+        self.assertIs(self.cache.lookup("u"), UNLISTED)
+        self.assertEqual(self.cache.lookup("u/f"), info("u/f"))
+
+    def test_directoryMarker(self) -> None:
+        """
+        A directory marker changed (C{mkdir}, C{rmdir}) makes the
+        directory's name unknown in its parent.
+        """
+        self.cache.changed("u/new/")
+        self.assertIs(self.cache.lookup("u/new"), UNLISTED)
+        self.assertEqual(self.cache.lookup("u/f"), info("u/f"))
+
+    def test_relisted(self) -> None:
+        """
+        Listing a directory again replaces what was unknown in it.
+        """
+        self.cache.changed("u/d/a")
+        self.cache.listed("u/d/", ObjectListing([info("u/d/b")]), self.cache.mark())
+        self.assertIsNone(self.cache.lookup("u/d/a"))
+        self.assertEqual(self.cache.lookup("u/d/b"), info("u/d/b"))
+
+    def test_changedWhileListing(self) -> None:
+        """
+        What this server changed while a listing was under way (which the
+        listing may or may not show) is unknown in it, not taken from it.
+        """
+        mark = self.cache.mark()
+        self.cache.stored(info("u/d/late"))
+        self.cache.listed("u/d/", ObjectListing([info("u/d/a")]), mark)
+        self.assertIs(self.cache.lookup("u/d/late"), UNLISTED)
+        self.assertEqual(self.cache.lookup("u/d/a"), info("u/d/a"))
+
+    def test_manyChangesWhileListing(self) -> None:
+        """
+        A listing under way for more changes than the cache remembers is
+        not cached.
+        """
+        mark = self.cache.mark()
+        for n in range(CHANGES_KEPT + 1):
+            self.cache.changed(f"elsewhere/{n}")
+        self.cache.listed("u/d/", ObjectListing([info("u/d/a")]), mark)
+        self.assertIs(self.cache.lookup("u/d/a"), UNLISTED)
+
+
+class BoundTests(SynchronousTestCase):
+    """
+    The cache holds at most C{maxEntries} names, dropping the directories
+    used least recently.
+    """
+
+    def test_leastRecentlyUsedDropped(self) -> None:
+        """
+        Listing past the bound drops the directory looked up longest ago.
+        """
+        cache = cacheOf(Clock(), maxEntries=25)
+        for name in "abc":
+            entries = [info(f"{name}/{n}") for n in range(7)]
+            cache.listed(f"{name}/", ObjectListing(entries), cache.mark())
+        cache.lookup("a/0")
+        cache.listed("d/", ObjectListing([info(f"d/{n}") for n in range(7)]), cache.mark())
+        self.assertIs(cache.lookup("b/0"), UNLISTED)
+        self.assertEqual(cache.lookup("a/0"), info("a/0"))
+        self.assertEqual(cache.lookup("d/0"), info("d/0"))
+        self.assertLessEqual(cache.entries, 25)
+
+    def test_storedCounted(self) -> None:
+        """
+        Files stored into a cached directory count against the bound, and
+        the directory is dropped once it alone exceeds it.
+        """
+        cache = cacheOf(Clock(), maxEntries=10)
+        cache.listed("u/", ObjectListing(), cache.mark())
+        for n in range(9):
+            cache.stored(info(f"u/{n}"))
+        self.assertEqual(cache.entries, 10)
+        cache.stored(info("u/9"))
+        self.assertIs(cache.lookup("u/0"), UNLISTED)
+        self.assertEqual(cache.entries, 0)
+
+    def test_largeListingNotCached(self) -> None:
+        """
+        A listing with more names than the bound is not cached at all.
+        """
+        cache = cacheOf(Clock(), maxEntries=5)
+        cache.listed("u/", ObjectListing([info(f"u/{n}") for n in range(5)]), cache.mark())
+        self.assertIs(cache.lookup("u/0"), UNLISTED)
+        self.assertEqual(cache.entries, 0)
+
+
+class CachingStoreTests(SynchronousTestCase):
+    """
+    L{CachingStore} is the store it wraps, telling the cache of each change
+    once the store answered it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.cache = cacheOf(self.clock)
+        self.memory = MemoryObjectStore()
+        self.store = CachingStore(self.memory, self.cache)
+        self.cache.listed("u/", ObjectListing([info("u/old")]), self.cache.mark())
+
+    def test_interface(self) -> None:
+        """
+        It provides L{IObjectStore}, and any other attribute is the store's.
+        """
+        verifyObject(IObjectStore, self.store)
+        self.assertIs(self.store.calls, self.memory.calls)
+
+    def test_putObject(self) -> None:
+        """
+        A file stored is entered with its size and ETag.
+        """
+        stored = self.successResultOf(self.store.putObject("u/new", b"12345"))
+        self.assertEqual(self.cache.lookup("u/new"), ObjectInfo("u/new", 5, 1000, stored.etag))
+
+    def test_putFailed(self) -> None:
+        """
+        A PUT that failed may still have stored the object: its name is
+        unknown.
+        """
+        self.memory.failNext("putObject")
+        self.failureResultOf(self.store.putObject("u/new", b"12345"))
+        self.assertIs(self.cache.lookup("u/new"), UNLISTED)
+
+    def test_marker(self) -> None:
+        """
+        A directory marker stored makes the directory's name unknown.
+        """
+        self.successResultOf(self.store.putObject("u/dir/", b""))
+        self.assertIs(self.cache.lookup("u/dir"), UNLISTED)
+
+    def test_delete(self) -> None:
+        """
+        A deletion makes the name unknown.
+        """
+        self.successResultOf(self.store.putObject("u/old", b"x"))
+        self.successResultOf(self.store.deleteObject("u/old"))
+        self.assertIs(self.cache.lookup("u/old"), UNLISTED)
+
+    def test_copy(self) -> None:
+        """
+        A copy makes its destination unknown.
+        """
+        self.successResultOf(self.store.putObject("u/old", b"x"))
+        (found,) = self.successResultOf(self.memory.listDirectory("u/", 10)).objects
+        self.successResultOf(
+            self.store.copyObject("u/old", "u/copy", found.etag, 1, {}, found.settings)
+        )
+        self.assertIs(self.cache.lookup("u/copy"), UNLISTED)
+        self.assertEqual(self.cache.lookup("u/old"), ObjectInfo("u/old", 1, 1000, found.etag))
+
+    def test_multipart(self) -> None:
+        """
+        A multipart upload completed makes its name unknown (its size is
+        not at hand).
+        """
+        uploadId = self.successResultOf(self.store.createMultipartUpload("u/big"))
+        part = self.successResultOf(self.store.uploadPart("u/big", uploadId, 1, b"data"))
+        self.assertIsNone(self.cache.lookup("u/big"))
+        self.successResultOf(self.store.completeMultipartUpload("u/big", uploadId, [part]))
+        self.assertIs(self.cache.lookup("u/big"), UNLISTED)
