@@ -151,6 +151,11 @@ def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Pa
 
     gateway = startGateway(None, "--drain-timeout=30")
     key = gateway.addUser("dora")
+    # Stored before the uploads' clients look their targets up: a file
+    # another writer stores in a directory this server listed is seen only
+    # after --dir-cache-ttl (README, Directory cache).
+    download = os.urandom(12 * 1024 * 1024)
+    s3.put_object(Bucket=bucket, Key="dora/down.bin", Body=download)
     sources, clients = {}, []
     for number in range(3):
         name = f"big{number}.bin"
@@ -164,8 +169,6 @@ def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Pa
                 gateway, "dora", key, batch, 40000, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
         )
-    download = os.urandom(12 * 1024 * 1024)
-    s3.put_object(Bucket=bucket, Key="dora/down.bin", Body=download)
     batch = tmp_path / "batch-get"
     batch.write_text(f"get down.bin {tmp_path / 'down.bin'}\n")
     clients.append(

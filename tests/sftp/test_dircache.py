@@ -21,6 +21,7 @@ from twisted_s3sftp.store.dircache import DirectoryCache
 from twisted_s3sftp.store.memory import MemoryObjectStore
 from twisted_s3sftp.store.parts import MiB
 
+from .test_namespace import readAll
 from .test_server import POLICY, SFTPTestCase
 
 
@@ -137,3 +138,15 @@ class CachedLookupTests(SFTPTestCase):
         self.upload(server, b"/dl/f", b"content")
         f = self.successResultOf(server.openFile(b"/dl/f", FXF_READ, {}))
         self.assertEqual(self.successResultOf(f.readChunk(0, 100)), b"content")
+
+    def test_listingRefreshes(self) -> None:
+        """
+        Listing a directory (C{ls}) refreshes the cache: a file another
+        writer stored, which C{ls} shows, C{stat} then finds too.
+        """
+        server, memory, _ = cachedServer()
+        self.assertEqual(self.outcome(server, b"/in/x"), FX_NO_SUCH_FILE)
+        self.successResultOf(memory.putObject("alice/in/x", b"other"))
+        listing = self.successResultOf(server.openDirectory(b"/in"))
+        self.assertEqual([name for name, _, _ in readAll(self, listing)], [b"x"])
+        self.assertEqual(self.outcome(server, b"/in/x")["size"], 5)  # type: ignore[index]

@@ -38,6 +38,7 @@ from twisted.internet.defer import (
 from twisted.logger import Logger
 
 from ..errors import EndOfFile, GatewayError
+from ..store.cached import CachingStore
 from ..store.interfaces import IObjectStore, ObjectInfo
 from .attributes import directoryEntries, longName, modificationTime
 from .status import sftpOperation
@@ -197,7 +198,13 @@ class DirectoryListing:
 
         @return: whether the page had any key in it.
         """
-        listing = await self.store.listDirectory(self.prefix, PAGE, self._token)
+        store, first = self.store, self._token is None
+        mark = store.cache.mark() if isinstance(store, CachingStore) else 0
+        listing = await store.listDirectory(self.prefix, PAGE, self._token)
+        if first and isinstance(store, CachingStore):
+            # The freshest listing there is: what C{ls} shows, C{stat}
+            # then finds (L{twisted_s3sftp.store.dircache}).
+            store.cache.listed(self.prefix, listing, mark)
         self._token = listing.token
         self._done = listing.token is None
         for name, attrs in directoryEntries(self.prefix, listing, self.now()):

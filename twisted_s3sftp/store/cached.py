@@ -34,6 +34,9 @@ class CachingStore:
     cache: DirectoryCache
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("store", "cache"):
+            # Not set yet: no recursion.
+            raise AttributeError(name)
         return getattr(self.store, name)
 
     def _changing(self, key: str, result: Deferred[Any]) -> Deferred[Any]:
