@@ -395,7 +395,7 @@ class OptionsTests(SynchronousTestCase):
         """
         C{--dir-cache-ttl} defaults to 5 seconds, with every S3 call going
         through a L{CachingStore}; C{0} leaves the store as it is; a
-        negative or unreadable value is refused.
+        negative, infinite, NaN or unreadable value is refused.
         """
         from twisted_s3sftp.store.cached import CachingStore
         from twisted_s3sftp.store.s3 import S3ObjectStore
@@ -407,9 +407,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(store.cache.ttl, 5.0)
         options = self.parse("--bucket", "ok-bucket", "--dir-cache-ttl", "0")
         self.assertIsInstance(self.sweepLeases(options).store, S3ObjectStore)
-        self.assertIn(
-            "must not be negative", self.error("--bucket", "b-1", "--dir-cache-ttl", "-1")
-        )
+        for bad in ("-1", "nan", "inf"):
+            self.assertIn("not negative", self.error("--bucket", "b-1", "--dir-cache-ttl", bad))
         self.assertIn("--dir-cache-ttl", self.error("--bucket", "b-1", "--dir-cache-ttl", "soon"))
 
     def test_unavailable(self) -> None:

@@ -10,6 +10,7 @@ Pure core: no Twisted, no boto3.
 
 from __future__ import annotations
 
+import math
 import re
 from urllib.parse import urlsplit
 
@@ -204,8 +205,8 @@ class ServerConfig:
 
     @dirCacheTtl.validator
     def _checkDirCacheTtl(self, attribute: object, value: float) -> None:
-        if value < 0:
-            raise ValueError("directory cache TTL must not be negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("directory cache TTL must be a number of seconds, not negative")
 
     @resumeTtl.validator
     def _checkResumeTtl(self, attribute: object, value: float) -> None:

@@ -6,6 +6,9 @@ server's own changes update it, its expiry and its memory bound.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -84,7 +87,7 @@ class LookupTests(SynchronousTestCase):
         too large: its names are L{UNKNOWN} (ask S3), not L{UNLISTED}
         (list it again).
         """
-        self.cache.listed("u/big/", ObjectListing([info("u/big/a")], token="t"), 0)
+        self.cache.listed("u/big/", ObjectListing([info("u/big/a")], token="t"), self.cache.mark())
         self.assertIs(self.cache.lookup("u/big/a"), UNKNOWN)
         self.assertIs(self.cache.lookup("u/big/zz"), UNKNOWN)
 
@@ -233,6 +236,81 @@ class BoundTests(SynchronousTestCase):
         cache.listed("u/", ObjectListing([info(f"u/{n}") for n in range(5)]), cache.mark())
         self.assertIs(cache.lookup("u/0"), UNLISTED)
         self.assertEqual(cache.entries, 0)
+
+
+class LateReplies:
+    """
+    A store that applies each write at once but answers it only when the
+    test says, as S3 may answer writes in another order than it applied
+    them.
+    """
+
+    def __init__(self, store: MemoryObjectStore) -> None:
+        self.store = store
+        self.waiting: list[tuple[Deferred[Any], object]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+        if name not in ("putObject", "deleteObject"):
+            return method
+
+        def late(*args: Any) -> Deferred[Any]:
+            reply: Deferred[Any] = Deferred()
+            method(*args).addBoth(lambda result: self.waiting.append((reply, result)))
+            return reply
+
+        return late
+
+    def answer(self, index: int) -> None:
+        """
+        Answer the write at C{index} of those not answered yet.
+        """
+        reply, result = self.waiting.pop(index)
+        reply.callback(result)
+
+
+class OverlapTests(SynchronousTestCase):
+    """
+    Writes to one key under way at once make it unknown, whatever order
+    their answers come in; a write alone is entered exactly.
+    """
+
+    def setUp(self) -> None:
+        self.memory = MemoryObjectStore()
+        self.late = LateReplies(self.memory)
+        self.cache = cacheOf(Clock())
+        self.store = CachingStore(self.late, self.cache)  # type: ignore[arg-type]
+        self.cache.listed("u/", ObjectListing(), self.cache.mark())
+
+    def test_twoPuts(self) -> None:
+        """
+        Two PUTs of one key answered in the other order than applied leave
+        it unknown, not as the last answered; one alone afterwards is
+        entered.
+        """
+        self.store.putObject("u/f", b"a" * 10)
+        self.store.putObject("u/f", b"b" * 3)
+        self.late.answer(1)
+        self.late.answer(0)
+        self.assertIs(self.cache.lookup("u/f"), UNLISTED)
+        self.cache.listed(
+            "u/", self.successResultOf(self.memory.listDirectory("u/", 10)), self.cache.mark()
+        )
+        self.assertEqual(self.cache.lookup("u/f").size, 3)  # type: ignore[union-attr]
+        self.store.putObject("u/f", b"c" * 5)
+        self.late.answer(0)
+        self.assertEqual(self.cache.lookup("u/f").size, 5)  # type: ignore[union-attr]
+
+    def test_putAndDelete(self) -> None:
+        """
+        A PUT answered after a deletion that followed it leaves the key
+        unknown, not stored.
+        """
+        self.store.putObject("u/f", b"x")
+        self.store.deleteObject("u/f")
+        self.late.answer(1)
+        self.late.answer(0)
+        self.assertIs(self.cache.lookup("u/f"), UNLISTED)
 
 
 class CachingStoreTests(SynchronousTestCase):

@@ -198,13 +198,14 @@ class DirectoryListing:
 
         @return: whether the page had any key in it.
         """
-        store, first = self.store, self._token is None
-        mark = store.cache.mark() if isinstance(store, CachingStore) else 0
+        store = self.store
+        cache = store.cache if isinstance(store, CachingStore) and self._token is None else None
+        mark = cache.mark() if cache is not None else None
         listing = await store.listDirectory(self.prefix, PAGE, self._token)
-        if first and isinstance(store, CachingStore):
+        if cache is not None and mark is not None:
             # The freshest listing there is: what C{ls} shows, C{stat}
             # then finds (L{twisted_s3sftp.store.dircache}).
-            store.cache.listed(self.prefix, listing, mark)
+            cache.listed(self.prefix, listing, mark)
         self._token = listing.token
         self._done = listing.token is None
         for name, attrs in directoryEntries(self.prefix, listing, self.now()):

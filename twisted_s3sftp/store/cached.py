@@ -6,9 +6,10 @@ writes, copies and deletions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
@@ -21,8 +22,7 @@ from .interfaces import IObjectStore, ObjectInfo, ObjectSettings, StoredObject, 
 class CachingStore:
     """
     C{store}, reporting each change to C{cache} once the store has
-    confirmed it (and, for a change that failed, too: it may have
-    happened).
+    answered it (a change that failed, too: it may have happened).
 
     Every other attribute is C{store}'s own.
 
@@ -32,19 +32,50 @@ class CachingStore:
 
     store: IObjectStore
     cache: DirectoryCache
+    #: key -> this server's writes to it under way.
+    _writing: dict[str, int] = field(factory=dict, init=False, repr=False)
+    #: Keys with writes under way that overlapped another write to the
+    #: same key: their replies may come back in another order than S3
+    #: applied them.
+    _overlapped: set[str] = field(factory=set, init=False, repr=False)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("store", "cache"):
+        if name in ("store", "cache", "_writing", "_overlapped"):
             # Not set yet: no recursion.
             raise AttributeError(name)
         return getattr(self.store, name)
 
-    def _changing(self, key: str, result: Deferred[Any]) -> Deferred[Any]:
-        def changed(value: object) -> object:
-            self.cache.changed(key)
+    def _changing(
+        self,
+        key: str,
+        result: Deferred[Any],
+        stored: Callable[[object], ObjectInfo | None] = lambda value: None,
+    ) -> Deferred[Any]:
+        """
+        Report the write C{result} stands for, to C{key}, once it is
+        answered: the file C{stored} makes of its answer, if it was the
+        only write to C{key} from its start to its end (S3 keeps the write
+        it received last, and the replies of writes at once may come back
+        in any order); else a change.
+        """
+        if key in self._writing:
+            self._overlapped.add(key)
+        self._writing[key] = self._writing.get(key, 0) + 1
+
+        def answered(value: object) -> object:
+            alone = key not in self._overlapped
+            self._writing[key] -= 1
+            if not self._writing[key]:
+                del self._writing[key]
+                self._overlapped.discard(key)
+            info = stored(value) if alone else None
+            if info is None:
+                self.cache.changed(key)
+            else:
+                self.cache.stored(info)
             return value
 
-        return result.addBoth(changed)
+        return result.addBoth(answered)
 
     def headObject(self, key: str) -> Deferred[ObjectInfo | None]:
         return self.store.headObject(key)
@@ -64,19 +95,16 @@ class CachingStore:
         exclusive: bool = False,
         ifMatch: str | None = None,
     ) -> Deferred[StoredObject]:
-        listed = self.cache.seconds()
-        result: Deferred[StoredObject] = self.store.putObject(
-            key, data, metadata, settings, exclusive, ifMatch
-        )
+        started, size = self.cache.seconds(), len(data)
 
-        def stored(value: object) -> object:
+        def stored(value: object) -> ObjectInfo | None:
             if isinstance(value, StoredObject) and not key.endswith("/"):
-                self.cache.stored(ObjectInfo(key, len(data), int(listed), value.etag))
-            else:
-                self.cache.changed(key)
-            return value
+                return ObjectInfo(key, size, int(started), value.etag)
+            return None
 
-        return result.addBoth(stored)
+        return self._changing(
+            key, self.store.putObject(key, data, metadata, settings, exclusive, ifMatch), stored
+        )
 
     def createMultipartUpload(
         self, key: str, settings: ObjectSettings | None = None

@@ -106,12 +106,13 @@ class DirectoryCache:
     )
     _changed: int = field(default=0, init=False, repr=False)
 
-    def mark(self) -> int:
+    def mark(self) -> tuple[int, float]:
         """
         @return: a mark to give L{listed} for a listing about to be asked
-            for: the changes made after it are applied to that listing.
+            for: the changes made after it are applied to that listing,
+            and its age counts from it.
         """
-        return self._changed
+        return self._changed, self.seconds()
 
     def lookup(self, key: str) -> ObjectInfo | object | None:
         """
@@ -134,7 +135,7 @@ class DirectoryCache:
             return DIRECTORY
         return None
 
-    def listed(self, prefix: str, listing: ObjectListing, mark: int) -> None:
+    def listed(self, prefix: str, listing: ObjectListing, mark: tuple[int, float]) -> None:
         """
         Cache the first page of the listing of C{prefix}: the whole
         directory if the page is all of it, else the fact that it is too
@@ -145,11 +146,12 @@ class DirectoryCache:
             marked unknown.
         """
         self._drop(prefix)
-        since = [key for number, key in self._changes if number > mark]
-        if not self.ttl or len(since) < self._changed - mark:
+        changed, asked = mark
+        since = [key for number, key in self._changes if number > changed]
+        if not self.ttl or len(since) < self._changed - changed:
             # (Changes made while it was listed were forgotten.)
             return
-        entry = _Listing(self.seconds())
+        entry = _Listing(asked)
         if listing.token is not None:
             entry.tooLarge = True
         else:
