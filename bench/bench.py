@@ -15,7 +15,8 @@ For each it reports MB/s (median of the runs, MB = 10^6 bytes), the ratio of
 (a) to it, the server's CPU seconds per GiB, SeaweedFS's CPU seconds per
 GiB, the server's peak RSS and the bytes the server wrote to disk, and it
 checks that every upload landed intact.  For (a) and (b) it also runs many
-concurrent clients and many small files in one session.  It prints a
+concurrent clients, many small files in one session, and as many in each of
+several sessions at once.  It prints a
 markdown table and the versions of everything involved.
 
 Everything binds to 127.0.0.1.  This is not part of the tests: run it by
@@ -1096,6 +1097,73 @@ class Bench:
         )
         return result
 
+    def manySmallFiles(self, server: Server) -> dict[str, Any]:
+        """
+        Upload many small files in several sessions at once, each into a
+        directory of its own (as several partners' batch jobs do).
+
+        @return: the figures, over all the sessions.
+        """
+        sessions, count, size = self.options.sessions, self.options.files, self.options.file_size
+        source = self.smallSource
+        batches = [
+            self.writeBatch(
+                f"many-{server.path}-{session}",
+                [
+                    f"mkdir /many-{session:02d}",
+                    *(f"put {source} /many-{session:02d}/f-{i:04d}" for i in range(count)),
+                ],
+            )
+            for session in range(sessions)
+        ]
+        meter = ProcessMeter(server.pid).start()
+        started = time.monotonic()
+        clients = [
+            subprocess.Popen(
+                self.sftpCommand(server, batch),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for batch in batches
+        ]
+        errors = []
+        for client in clients:
+            try:
+                _, error = client.communicate(timeout=120 + count)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                client.communicate()
+                error = "timed out"
+            if client.returncode != 0:
+                errors.append(error.strip())
+        seconds = time.monotonic() - started
+        usage = meter.stop()
+        if errors:
+            self.noteServerErrors(server, f"{sessions} sessions of small files")
+        stored = self.storedUnder(server, "many-")
+        intact = sum(1 for key, s in stored.items() if s == size and not key.endswith("/"))
+        self.removeUnder(server, "many-")
+        files = sessions * count
+        result = {
+            "sessions": sessions,
+            "files": files,
+            "ok": sessions - len(errors),
+            "intact": intact,
+            "seconds": seconds,
+            "filesPerSecond": files / seconds,
+            "cpuPerFile": usage.cpu / files,
+            "rss": server.peakRSS(),
+            "error": errors[0] if errors else "",
+        }
+        say(
+            f"  {server.path}: {files} files in {sessions} sessions in {seconds:.1f} s,"
+            f" {result['filesPerSecond']:.0f} files/s, {result['ok']} sessions exited 0,"
+            f" {intact} intact" + (f"; FAILED: {errors[0][-300:]}" if errors else "")
+        )
+        return result
+
     def noteServerErrors(self, server: Server, test: str) -> None:
         """
         Note the last error lines of a server's log, for a test that failed
@@ -1250,6 +1318,7 @@ def report(
     rss: dict[str, int | None],
     conc: dict[str, dict[str, Any]],
     small: dict[str, dict[str, Any]],
+    many: dict[str, dict[str, Any]],
     profiled: dict[str, Any] | None,
 ) -> None:
     """
@@ -1315,6 +1384,23 @@ def report(
             lines.append(
                 f"| {PATHS[path]} | {r['filesPerSecond']:.0f} | {r['seconds']:.1f} "
                 f"| {'yes' if r['ok'] else 'NO'} | {r['intact']}/{r['files']} "
+                f"| {r['cpuPerFile'] * 1000:.1f} | {formatBytes(r['rss'])} |"
+            )
+    if many:
+        first = next(iter(many.values()))
+        lines += [
+            "",
+            f"### {first['sessions']} sftp sessions at once, {first['files'] // first['sessions']}"
+            f" files of {formatBytes(options.file_size)} each, a directory per session",
+            "",
+            "| path | files/s (all sessions) | wall s | sessions exited 0 | objects intact"
+            " | server CPU-ms/file | server peak RSS |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for path, r in many.items():
+            lines.append(
+                f"| {PATHS[path]} | {r['filesPerSecond']:.0f} | {r['seconds']:.1f} "
+                f"| {r['ok']}/{r['sessions']} | {r['intact']}/{r['files']} "
                 f"| {r['cpuPerFile'] * 1000:.1f} | {formatBytes(r['rss'])} |"
             )
     lines += ["", "Negotiated by the OpenSSH client (cipher / MAC):"]
@@ -1471,6 +1557,13 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--file-size", type=parseSize, default=4 * KiB, help="each small file (default 4KiB)"
     )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=10,
+        help="sessions at once for the many-sessions small-files test, each uploading "
+        "--files files (default 10)",
+    )
     options = parser.parse_args(argv)
     options.only = [p.strip() for p in options.only.split(",") if p.strip()]
     unknown = set(options.only) - set(PATHS)
@@ -1478,8 +1571,8 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         parser.error(
             f"--only takes a comma-separated subset of {','.join(PATHS)}, not {sorted(unknown)}"
         )
-    if options.runs < 1 or options.clients < 1 or options.files < 1:
-        parser.error("--runs, --clients and --files must be at least 1")
+    if options.runs < 1 or options.clients < 1 or options.files < 1 or options.sessions < 1:
+        parser.error("--runs, --clients, --files and --sessions must be at least 1")
     return options
 
 
@@ -1524,6 +1617,7 @@ def main(argv: list[str]) -> int:
     rss: dict[str, int | None] = {}
     conc: dict[str, dict[str, Any]] = {}
     small: dict[str, dict[str, Any]] = {}
+    many: dict[str, dict[str, Any]] = {}
     profiled = None
     try:
         bench.setUp()
@@ -1552,6 +1646,10 @@ def main(argv: list[str]) -> int:
                 say(f"{options.files} small files: {path}")
                 server = bench.startServer(path, "small")
                 small[path] = bench.smallFiles(server)
+                server.stop()
+                say(f"{options.sessions} sessions of {options.files} small files: {path}")
+                server = bench.startServer(path, "many")
+                many[path] = bench.manySmallFiles(server)
                 server.stop()
         again = next((p for p in options.only if p in GATEWAY_PATHS), None)
         if options.profile and again:
@@ -1592,7 +1690,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(s3dir, ignore_errors=True)
     bench.notes.append(f"the whole benchmark took {time.monotonic() - started:.0f} s")
-    report(bench, big, rss, conc, small, profiled)
+    report(bench, big, rss, conc, small, many, profiled)
     if profiled and options.profile.exists():
         printProfile(options.profile)
     if options.py_spy and options.py_spy.exists():
@@ -1601,6 +1699,7 @@ def main(argv: list[str]) -> int:
         any(not r["ok"] for runs in big.values() for r in runs)
         or any(r["succeeded"] != r["clients"] or r["intact"] != r["clients"] for r in conc.values())
         or any(not r["ok"] or r["intact"] != r["files"] for r in small.values())
+        or any(r["ok"] != r["sessions"] or r["intact"] != r["files"] for r in many.values())
     )
     return 1 if failed else 0
 
