@@ -153,8 +153,10 @@ def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Pa
     key = gateway.addUser("dora")
     # Stored before the uploads' clients look their targets up: a file
     # another writer stores in a directory this server listed is seen only
-    # after --dir-cache-ttl (README, Directory cache).
-    download = os.urandom(12 * 1024 * 1024)
+    # after --dir-cache-ttl (README, Directory cache).  Larger than the
+    # uploads, so that it is still being read when they are done, which is
+    # when the drain turns to the downloads.
+    download = os.urandom(20 * 1024 * 1024)
     s3.put_object(Bucket=bucket, Key="dora/down.bin", Body=download)
     sources, clients = {}, []
     for number in range(3):
