@@ -387,3 +387,25 @@ class CachingStoreTests(SynchronousTestCase):
         self.assertIsNone(self.cache.lookup("u/big"))
         self.successResultOf(self.store.completeMultipartUpload("u/big", uploadId, [part]))
         self.assertIs(self.cache.lookup("u/big"), UNLISTED)
+
+    def test_listingsCached(self) -> None:
+        """
+        The first page of a directory's listing goes into the cache, whole
+        or, having run to a full page, as too large; a page cut short by a
+        small limit, a later page and a listing of a name prefix do not.
+        """
+        for n in range(3):
+            self.successResultOf(self.memory.putObject(f"d/{n}", b"x"))
+        self.successResultOf(self.store.listDirectory("d/", 2))
+        self.assertIs(self.cache.lookup("d/0"), UNLISTED)
+        self.successResultOf(self.store.listDirectory("d/", 2, "token"))
+        self.assertIs(self.cache.lookup("d/0"), UNLISTED)
+        self.successResultOf(self.store.listDirectory("d/0", 1000))
+        self.assertIs(self.cache.lookup("d/0"), UNLISTED)
+        self.successResultOf(self.store.listDirectory("d/", 1000))
+        self.assertEqual(self.cache.lookup("d/2").size, 1)  # type: ignore[union-attr]
+        self.assertIsNone(self.cache.lookup("d/3"))
+        for n in range(3, 1001):
+            self.successResultOf(self.memory.putObject(f"d/{n}", b"x"))
+        self.successResultOf(self.store.listDirectory("d/", 1000))
+        self.assertIs(self.cache.lookup("d/3"), UNKNOWN)

@@ -38,7 +38,6 @@ from twisted.internet.defer import (
 from twisted.logger import Logger
 
 from ..errors import EndOfFile, GatewayError
-from ..store.cached import CachingStore
 from ..store.interfaces import IObjectStore, ObjectInfo
 from .attributes import directoryEntries, longName, modificationTime
 from .status import sftpOperation
@@ -198,14 +197,7 @@ class DirectoryListing:
 
         @return: whether the page had any key in it.
         """
-        store = self.store
-        cache = store.cache if isinstance(store, CachingStore) and self._token is None else None
-        mark = cache.mark() if cache is not None else None
-        listing = await store.listDirectory(self.prefix, PAGE, self._token)
-        if cache is not None and mark is not None:
-            # The freshest listing there is: what C{ls} shows, C{stat}
-            # then finds (L{twisted_s3sftp.store.dircache}).
-            cache.listed(self.prefix, listing, mark)
+        listing = await self.store.listDirectory(self.prefix, PAGE, self._token)
         self._token = listing.token
         self._done = listing.token is None
         for name, attrs in directoryEntries(self.prefix, listing, self.now()):

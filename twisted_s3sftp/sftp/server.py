@@ -74,7 +74,7 @@ from ..errors import (
 )
 from ..ops.audit import audit
 from ..store.cached import CachingStore
-from ..store.dircache import DIRECTORY, UNKNOWN, UNLISTED, parentOf
+from ..store.dircache import DIRECTORY, PAGE, UNKNOWN, UNLISTED, parentOf
 from ..store.hashes import storedDigests
 from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings
 from ..store.leases import Busy
@@ -810,9 +810,8 @@ class S3SFTPServer:
             return UNKNOWN
         cached = store.cache.lookup(key)
         if cached is UNLISTED:
-            parent, mark = parentOf(key), store.cache.mark()
-            listing = await store.listDirectory(parent, LOOKUP_PAGE)
-            store.cache.listed(parent, listing, mark)
+            # The store gives the listing to the cache.
+            await store.listDirectory(parentOf(key), PAGE)
             cached = store.cache.lookup(key)
         return UNKNOWN if cached is UNLISTED else cached
 

@@ -1,7 +1,8 @@
 """
 An L{IObjectStore} that tells a L{DirectoryCache} of every change made
 through it, so that the cache never answers from before this server's own
-writes, copies and deletions.
+writes, copies and deletions, and gives it every directory listing's first
+page (the lookups' own, and C{ls}'s).
 """
 
 from __future__ import annotations
@@ -13,8 +14,15 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from .dircache import DirectoryCache
-from .interfaces import IObjectStore, ObjectInfo, ObjectSettings, StoredObject, StoredPart
+from .dircache import PAGE, DirectoryCache
+from .interfaces import (
+    IObjectStore,
+    ObjectInfo,
+    ObjectListing,
+    ObjectSettings,
+    StoredObject,
+    StoredPart,
+)
 
 
 @implementer(IObjectStore)
@@ -81,7 +89,21 @@ class CachingStore:
         return self.store.headObject(key)
 
     def listDirectory(self, prefix: str, limit: int, token: str | None = None) -> Deferred[Any]:
-        return self.store.listDirectory(prefix, limit, token)
+        """
+        List as the store does; the first page of a directory's listing
+        (C{prefix} empty or ending in C{/}) goes into the cache, when it
+        is all of the directory or ran to a full L{PAGE}.
+        """
+        if token is not None or not (prefix == "" or prefix.endswith("/")):
+            return self.store.listDirectory(prefix, limit, token)
+        mark = self.cache.mark()
+
+        def listed(listing: ObjectListing) -> ObjectListing:
+            if listing.token is None or limit >= PAGE:
+                self.cache.listed(prefix, listing, mark)
+            return listing
+
+        return self.store.listDirectory(prefix, limit, token).addCallback(listed)
 
     def getObject(self, key: str, start: int, length: int, etag: str) -> Deferred[bytes]:
         return self.store.getObject(key, start, length, etag)

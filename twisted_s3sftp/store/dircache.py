@@ -4,8 +4,8 @@ an OPEN's existence check) in a directory listed moments ago needs no S3
 request.
 
 A directory is cached only whole: a listing of its first page that had no
-continuation (at most L{twisted_s3sftp.sftp.server.LOOKUP_PAGE} entries).
-A name it does not hold is then known not to exist; a larger directory is
+continuation.  A name it does not hold is then known not to exist; a
+directory whose first L{PAGE} entries did not end the listing is
 remembered as too large, so that its lookups go to S3 at once rather than
 listing it again.  Entries last L{DirectoryCache.ttl} seconds from the
 listing.
@@ -30,6 +30,10 @@ from collections.abc import Callable
 from attrs import define, field
 
 from .interfaces import ObjectInfo, ObjectListing
+
+#: A directory whose listing goes on after this many entries is too large
+#: to cache (S3's own page size).
+PAGE = 1000
 
 #: The most changes remembered for listings under way (L{DirectoryCache.listed}):
 #: a listing that took longer than this many changes is not cached.
