@@ -390,10 +390,14 @@ class CachingStoreTests(SynchronousTestCase):
 
     def test_listingsCached(self) -> None:
         """
-        The first page of a directory's listing goes into the cache, whole
-        or, having run to a full page, as too large; a page cut short by a
-        small limit, a later page and a listing of a name prefix do not.
+        The first page of a directory's listing asked for a full page goes
+        into the cache, whole or as too large; a shorter listing (a probe,
+        even when it is all of the directory), a later page and a listing
+        of a name prefix do not.
         """
+        self.successResultOf(self.memory.putObject("e/only", b"x"))
+        self.successResultOf(self.store.listDirectory("e/", 2))
+        self.assertIs(self.cache.lookup("e/only"), UNLISTED)
         for n in range(3):
             self.successResultOf(self.memory.putObject(f"d/{n}", b"x"))
         self.successResultOf(self.store.listDirectory("d/", 2))

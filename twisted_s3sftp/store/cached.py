@@ -91,16 +91,16 @@ class CachingStore:
     def listDirectory(self, prefix: str, limit: int, token: str | None = None) -> Deferred[Any]:
         """
         List as the store does; the first page of a directory's listing
-        (C{prefix} empty or ending in C{/}) goes into the cache, when it
-        is all of the directory or ran to a full L{PAGE}.
+        (C{prefix} empty or ending in C{/}) asked for a full L{PAGE} (the
+        lookups' own, C{ls}'s) goes into the cache.  Shorter listings are
+        probes (is a directory empty, its marker's time), left out.
         """
-        if token is not None or not (prefix == "" or prefix.endswith("/")):
+        if token is not None or limit < PAGE or not (prefix == "" or prefix.endswith("/")):
             return self.store.listDirectory(prefix, limit, token)
         mark = self.cache.mark()
 
         def listed(listing: ObjectListing) -> ObjectListing:
-            if listing.token is None or limit >= PAGE:
-                self.cache.listed(prefix, listing, mark)
+            self.cache.listed(prefix, listing, mark)
             return listing
 
         return self.store.listDirectory(prefix, limit, token).addCallback(listed)
