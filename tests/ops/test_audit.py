@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import formatEvent, LogLevel, globalLogPublisher
 from twisted.python.usage import Options as UsageOptions
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -152,6 +152,21 @@ class FormatTests(SynchronousTestCase):
         self.assertIn(
             "odd", jsonRecord({"log_format": "{x}", "x": object(), "odd": {1, 2}, "log_time": 0})
         )
+
+    def test_missingFact(self) -> None:
+        """
+        An audit event missing a fact its message names is still logged,
+        with every fact it has, and no exception reaches the caller.
+        """
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            audit("remove", user="alice", path="/x", bucket="b")
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        (event,) = [e for e in events if e.get("audit") == "remove"]
+        self.assertEqual((event["user"], event["path"]), ("alice", "/x"))
+        self.assertIn("Unable to format event", formatEvent(event))
 
     def test_debugDropped(self) -> None:
         """
