@@ -222,6 +222,16 @@ def peakRSS(pid: int) -> int:
     return 0
 
 
+def currentRSS(pid: int) -> int:
+    """
+    @return: a process's resident set now (C{VmRSS}) in bytes.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * KiB
+    return 0
+
+
 def writeBytes(pid: int) -> int:
     """
     @return: the bytes a process caused to be written to storage
@@ -557,7 +567,9 @@ class Bench:
 
     # Starting servers
 
-    def startServer(self, path: str, tag: str, profile: Path | None = None) -> Server:
+    def startServer(
+        self, path: str, tag: str, profile: Path | None = None, extra: Sequence[str] = ()
+    ) -> Server:
         """
         Start a fresh server for one configuration.
 
@@ -565,10 +577,12 @@ class Bench:
         @param tag: names its log.
         @param profile: for one of L{GATEWAY_PATHS}, run it under twistd's
             cProfile, saving the stats to this file.
+        @param extra: for one of L{GATEWAY_PATHS}, more C{twistd s3sftp}
+            options.
         """
         starter: dict[str, Callable[[str], Server]] = {
             **{
-                gateway: partial(self.startGateway, profile=profile, path=gateway)
+                gateway: partial(self.startGateway, profile=profile, path=gateway, extra=extra)
                 for gateway in GATEWAY_PATHS
             },
             "b": self.startRclone,
@@ -581,7 +595,9 @@ class Bench:
             self.ciphers[path] = self.negotiatedCipher(server)
         return server
 
-    def startGateway(self, tag: str, profile: Path | None, path: str = "a") -> Server:
+    def startGateway(
+        self, tag: str, profile: Path | None, path: str = "a", extra: Sequence[str] = ()
+    ) -> Server:
         """
         Start C{twistd -n s3sftp} on a kernel-chosen port, reading the port
         back from its log.
@@ -608,6 +624,7 @@ class Bench:
             f"--host-key={self.hostKey}",
             *self.serverArgs,
             *GATEWAY_OPTIONS.get(path, []),
+            *extra,
         ]
         pythonPath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, **self.credentials, PYTHONPATH=pythonPath)
@@ -1164,6 +1181,128 @@ class Bench:
         )
         return result
 
+    def held(self, sessions: int, uploadBytes: int) -> dict[str, Any]:
+        """
+        Measure the gateway's memory with many sessions held open at once
+        (L{holdChild}, AsyncSSH in a child process): C{sessions} logged-in
+        SFTP sessions, idle, or each with an upload of C{uploadBytes}
+        written and not yet closed.
+
+        The server is a fresh (a) with room for them all: C{--max-user-connections}
+        above C{sessions}, and for uploads a C{--memory-limit} that gives
+        every upload its full reservation.  Its resident set is read once
+        one session has come and gone (the baseline) and again with all of
+        them held; the memory its uploads reserved is read from its
+        C{/metrics}.
+
+        @return: the figures.
+        """
+        metricsPort = freePort()
+        kind = "uploads" if uploadBytes else "idle"
+        extra = [
+            f"--max-user-connections={sessions + 10}",
+            f"--metrics=tcp:{metricsPort}:interface=127.0.0.1",
+        ]
+        if uploadBytes:
+            extra.append(f"--memory-limit={(sessions + 2) * 64}MiB")
+        server = self.startServer("a", f"held-{kind}", extra=extra)
+        request = {"port": server.port, "key": str(self.userKey), "user": USER}
+        result: dict[str, Any] = {"sessions": sessions, "uploadBytes": uploadBytes}
+        try:
+            # The baseline: one session (and, for uploads, one upload) has
+            # been served, so that what every session shares is loaded.
+            warm = self._hold(dict(request, sessions=1, uploadBytes=uploadBytes, prefix="warm-"))
+            time.sleep(2)
+            before = currentRSS(server.pid)
+            started = time.monotonic()
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--hold-child",
+                    json.dumps(
+                        dict(request, sessions=sessions, uploadBytes=uploadBytes, prefix="held-")
+                    ),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert child.stdin is not None and child.stdout is not None
+            holding = json.loads(child.stdout.readline() or "{}")
+            held = holding.get("held", 0)
+            result["openSeconds"] = time.monotonic() - started
+            # Let parts in flight reach S3 and the server settle.
+            time.sleep(3)
+            during = currentRSS(server.pid)
+            metrics = self._metrics(metricsPort)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            closing = json.loads(child.stdout.readline() or "{}")
+            child.wait(timeout=300)
+            errors = [
+                *warm.get("errors", []),
+                *holding.get("errors", []),
+                *closing.get("errors", []),
+            ]
+            result.update(
+                held=held,
+                closed=closing.get("closed", 0),
+                rssBefore=before,
+                rssDuring=during,
+                perSession=(during - before) / held if held else None,
+                sessionsGauge=metrics.get("s3sftp_sessions"),
+                reserved=metrics.get("s3sftp_buffered_bytes"),
+                peak=server.peakRSS(),
+                error=errors[0] if errors else "",
+            )
+            if uploadBytes:
+                stored = self.storedUnder(server, "held-")
+                result["intact"] = sum(1 for size in stored.values() if size == uploadBytes)
+                self.removeUnder(server, "held-")
+                self.removeUnder(server, "warm-")
+        finally:
+            server.stop()
+        say(
+            f"  {held}/{sessions} sessions held ({kind}): RSS {formatBytes(before)} ->"
+            f" {formatBytes(during)}"
+            + (f", {formatBytes(result['perSession'])} per session" if held else "")
+            + (f"; FAILED: {result['error'][-300:]}" if result.get("error") else "")
+        )
+        return result
+
+    def _hold(self, request: dict[str, Any]) -> dict[str, Any]:
+        """
+        Run L{holdChild} through at once (no pause while held).
+
+        @return: its last JSON line.
+        """
+        done = subprocess.run(
+            [sys.executable, __file__, "--hold-child", json.dumps(request)],
+            input="go\n",
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        lines = done.stdout.strip().splitlines()
+        return json.loads(lines[-1]) if lines else {"errors": [done.stderr[-300:]]}
+
+    @staticmethod
+    def _metrics(port: int) -> dict[str, float]:
+        """
+        @return: the gateway's unlabelled metrics, by name.
+        """
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if line and not line.startswith("#") and "{" not in name:
+                values[name] = float(value)
+        return values
+
     def noteServerErrors(self, server: Server, test: str) -> None:
         """
         Note the last error lines of a server's log, for a test that failed
@@ -1262,6 +1401,74 @@ def boto3Child(requestJSON: str) -> int:
     return 0
 
 
+def holdChild(requestJSON: str) -> int:
+    """
+    Hold SFTP sessions open to a gateway with AsyncSSH (one process, one
+    event loop: a thousand sessions cost it no thread each), for
+    L{Bench.held}.
+
+    Logs in C{sessions} connections, 50 at a time, each starting an SFTP
+    session; with C{uploadBytes}, each then opens C{PREFIXNNNN} and writes
+    that many bytes without closing it.  Prints a JSON line (C{held},
+    C{errors}) once all are held, waits for a line on standard input, then
+    closes each file (AsyncSSH raises on a CLOSE whose status is not OK,
+    so C{closed} counts uploads the server confirmed stored) and each
+    connection, and prints a second line (C{closed}, C{errors}).
+
+    @param requestJSON: C{port}, C{key}, C{user}, C{sessions},
+        C{uploadBytes} and C{prefix}.
+    @return: the exit status.
+    """
+    import asyncio
+
+    import asyncssh
+
+    request = json.loads(requestJSON)
+    data = os.urandom(request["uploadBytes"]) if request["uploadBytes"] else b""
+
+    async def hold() -> None:
+        gate = asyncio.Semaphore(50)
+        errors: list[str] = []
+
+        async def one(index: int) -> tuple[Any, Any]:
+            async with gate:
+                connection = await asyncssh.connect(
+                    "127.0.0.1",
+                    request["port"],
+                    username=request["user"],
+                    client_keys=[request["key"]],
+                    known_hosts=None,
+                )
+                sftp = await connection.start_sftp_client()
+                upload = None
+                if data:
+                    upload = await sftp.open(f"/{request['prefix']}{index:04d}", "wb")
+                    await upload.write(data)
+                return connection, upload
+
+        results = await asyncio.gather(
+            *(one(i) for i in range(request["sessions"])), return_exceptions=True
+        )
+        held = [r for r in results if not isinstance(r, BaseException)]
+        errors += [repr(r) for r in results if isinstance(r, BaseException)]
+        print(json.dumps({"held": len(held), "errors": errors[:3]}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        closed = 0
+        for connection, upload in held:
+            if upload is not None:
+                try:
+                    await upload.close()
+                    closed += 1
+                except Exception as e:
+                    errors.append(repr(e))
+            connection.close()
+        await asyncio.gather(*(c.wait_closed() for c, _ in held), return_exceptions=True)
+        print(json.dumps({"closed": closed, "errors": errors[:3]}), flush=True)
+
+    asyncio.run(hold())
+    return 0
+
+
 # Versions and the report
 
 
@@ -1319,6 +1526,7 @@ def report(
     conc: dict[str, dict[str, Any]],
     small: dict[str, dict[str, Any]],
     many: dict[str, dict[str, Any]],
+    held: dict[str, dict[str, Any]],
     profiled: dict[str, Any] | None,
 ) -> None:
     """
@@ -1402,6 +1610,37 @@ def report(
                 f"| {PATHS[path]} | {r['filesPerSecond']:.0f} | {r['seconds']:.1f} "
                 f"| {r['ok']}/{r['sessions']} | {r['intact']}/{r['files']} "
                 f"| {r['cpuPerFile'] * 1000:.1f} | {formatBytes(r['rss'])} |"
+            )
+    if held:
+        lines += [
+            "",
+            "### The gateway's memory with sessions held open (AsyncSSH, one client process)",
+            "",
+            "| held | held at once | s to hold them all | uploads closed OK | objects intact"
+            " | server RSS before → during | RSS growth per session"
+            " | reserved per upload (`/metrics`) | server peak RSS |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in held.values():
+            uploads = r["uploadBytes"]
+            what = (
+                f"{r['sessions']} uploads, {formatBytes(uploads)} written each"
+                if uploads
+                else f"{r['sessions']} idle logged-in sessions"
+            )
+            reserved = r.get("reserved")
+            perUpload = (
+                formatBytes(reserved / r["held"]) if uploads and reserved and r.get("held") else "—"
+            )
+            lines.append(
+                f"| {what} | {r.get('held', 0)}/{r['sessions']} "
+                f"| {formatNumber(r.get('openSeconds'))} "
+                f"| {str(r.get('closed', 0)) + '/' + str(r['sessions']) if uploads else '—'} "
+                f"| {str(r.get('intact', 0)) + '/' + str(r['sessions']) if uploads else '—'} "
+                f"| {formatBytes(r.get('rssBefore'))} → {formatBytes(r.get('rssDuring'))} "
+                f"| {formatBytes(r.get('perSession'))} "
+                f"| {perUpload} "
+                f"| {formatBytes(r.get('peak'))} |"
             )
     lines += ["", "Negotiated by the OpenSSH client (cipher / MAC):"]
     lines += [f"- {PATHS[path]}: {cipher}" for path, cipher in sorted(bench.ciphers.items())]
@@ -1564,6 +1803,25 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         help="sessions at once for the many-sessions small-files test, each uploading "
         "--files files (default 10)",
     )
+    parser.add_argument(
+        "--held-sessions",
+        type=int,
+        default=1000,
+        help="idle logged-in sessions held at once for the memory rows (default 1000; 0 skips)",
+    )
+    parser.add_argument(
+        "--held-uploads",
+        type=int,
+        default=100,
+        help="uploads held open at once for the memory rows (default 100; 0 skips)",
+    )
+    parser.add_argument(
+        "--held-upload-size",
+        type=parseSize,
+        default=12 * MiB,
+        help="bytes each held upload writes before it waits (default 12MiB: a part sent, "
+        "a part filling)",
+    )
     options = parser.parse_args(argv)
     options.only = [p.strip() for p in options.only.split(",") if p.strip()]
     unknown = set(options.only) - set(PATHS)
@@ -1604,6 +1862,8 @@ def main(argv: list[str]) -> int:
     """
     if argv[:1] == ["--boto3-child"]:
         return boto3Child(argv[1])
+    if argv[:1] == ["--hold-child"]:
+        return holdChild(argv[1])
     options = parseArguments(argv)
     missing = missingTools(options)
     if missing:
@@ -1618,6 +1878,7 @@ def main(argv: list[str]) -> int:
     conc: dict[str, dict[str, Any]] = {}
     small: dict[str, dict[str, Any]] = {}
     many: dict[str, dict[str, Any]] = {}
+    held: dict[str, dict[str, Any]] = {}
     profiled = None
     try:
         bench.setUp()
@@ -1651,6 +1912,13 @@ def main(argv: list[str]) -> int:
                 server = bench.startServer(path, "many")
                 many[path] = bench.manySmallFiles(server)
                 server.stop()
+        if "a" in options.only and not options.skip_concurrency:
+            if options.held_sessions:
+                say(f"{options.held_sessions} idle sessions held: a")
+                held["idle"] = bench.held(options.held_sessions, 0)
+            if options.held_uploads:
+                say(f"{options.held_uploads} uploads held open: a")
+                held["uploads"] = bench.held(options.held_uploads, options.held_upload_size)
         again = next((p for p in options.only if p in GATEWAY_PATHS), None)
         if options.profile and again:
             say(f"({again}) once more under cProfile")
@@ -1690,7 +1958,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(s3dir, ignore_errors=True)
     bench.notes.append(f"the whole benchmark took {time.monotonic() - started:.0f} s")
-    report(bench, big, rss, conc, small, many, profiled)
+    report(bench, big, rss, conc, small, many, held, profiled)
     if profiled and options.profile.exists():
         printProfile(options.profile)
     if options.py_spy and options.py_spy.exists():
@@ -1700,6 +1968,11 @@ def main(argv: list[str]) -> int:
         or any(r["succeeded"] != r["clients"] or r["intact"] != r["clients"] for r in conc.values())
         or any(not r["ok"] or r["intact"] != r["files"] for r in small.values())
         or any(r["ok"] != r["sessions"] or r["intact"] != r["files"] for r in many.values())
+        or any(
+            r.get("held") != r["sessions"]
+            or (r["uploadBytes"] and r.get("intact") != r["sessions"])
+            for r in held.values()
+        )
     )
     return 1 if failed else 0
 
