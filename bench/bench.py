@@ -1190,7 +1190,8 @@ class Bench:
 
         The server is a fresh (a) with room for them all: C{--max-user-connections}
         above C{sessions}, and for uploads a C{--memory-limit} that gives
-        every upload its full reservation.  Its resident set is read once
+        every upload its full reservation (unless C{--server-args} sets
+        C{--memory-limit}).  Its resident set is read once
         one session has come and gone (the baseline) and again with all of
         them held; the memory its uploads reserved is read from its
         C{/metrics}.
@@ -1203,7 +1204,7 @@ class Bench:
             f"--max-user-connections={sessions + 10}",
             f"--metrics=tcp:{metricsPort}:interface=127.0.0.1",
         ]
-        if uploadBytes:
+        if uploadBytes and not any(a.startswith("--memory-limit") for a in self.serverArgs):
             extra.append(f"--memory-limit={(sessions + 2) * 64}MiB")
         server = self.startServer("a", f"held-{kind}", extra=extra)
         request = {"port": server.port, "key": str(self.userKey), "user": USER}
