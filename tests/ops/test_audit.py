@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.usage import Options as UsageOptions
 from twisted.trial.unittest import SynchronousTestCase
 

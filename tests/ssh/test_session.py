@@ -65,6 +65,78 @@ class SessionTests(SynchronousTestCase):
         session.addWindowBytes(1000)
         self.assertEqual((sent, seen), ([b"held"], [b""]))
 
+    def queuedSession(self, window: int) -> tuple[SFTPSession, list[Any]]:
+        """
+        @return: a session with C{window} bytes of the client's window and
+            32-byte packets, and the events its connection records.
+        """
+        events: list[Any] = []
+
+        class Connection:
+            def sendData(self, channel: object, data: bytes) -> None:
+                events.append(bytes(data))
+
+            def sendRequest(self, channel: object, kind: bytes, data: bytes) -> None:
+                events.append(("request", kind))
+
+            def sendClose(self, channel: object) -> None:
+                events.append(("close",))
+
+        session = SFTPSession(conn=Connection())
+        session.remoteMaxPacket = 32
+        session.remoteWindowLeft = window
+        session.client = None
+        return session, events
+
+    def test_writeBeyondWindow(self) -> None:
+        """
+        What does not fit the client's window is queued (and counted in
+        C{queued} and C{buf}); each window adjustment sends what it allows,
+        in packets of at most the client's maximum, in order.
+        """
+        session, sent = self.queuedSession(40)
+        session.write(b"a" * 50)
+        session.write(b"b" * 10)
+        self.assertEqual(sent, [b"a" * 32, b"a" * 8])
+        self.assertEqual((session.queued, session.buf), (20, b"a" * 10 + b"b" * 10))
+        session.addWindowBytes(15)
+        self.assertEqual(sent[2:], [b"a" * 10 + b"b" * 5])
+        session.addWindowBytes(100)
+        self.assertEqual(sent[3:], [b"b" * 5])
+        self.assertEqual((session.queued, session.remoteWindowLeft), (0, 95))
+
+    def test_closeWaitsForQueue(self) -> None:
+        """
+        A close asked for while data is queued is sent once the data is
+        out, not before.
+        """
+        session, events = self.queuedSession(0)
+        session.write(b"reply")
+        session.loseConnection()
+        self.assertEqual(events, [])
+        session.addWindowBytes(100)
+        self.assertEqual(events, [b"reply", ("close",)])
+
+    def test_eofWaitsForQueue(self) -> None:
+        """
+        The client's EOF while replies are queued reports the exit status
+        and closes the channel only after the replies went out.
+        """
+        session, events = self.queuedSession(0)
+
+        class Client:
+            class transport:
+                @staticmethod
+                def loseConnection() -> None:
+                    events.append(("protocol ended",))
+
+        session.client = Client()
+        session.write(b"reply")
+        session.eofReceived()
+        self.assertEqual(events, [("request", b"exit-status"), ("protocol ended",)])
+        session.addWindowBytes(100)
+        self.assertEqual(events[2:], [b"reply", ("protocol ended",), ("close",)])
+
     def test_exitStatusAtEOF(self) -> None:
         """
         When the client ends the SFTP subsystem (EOF), the channel reports

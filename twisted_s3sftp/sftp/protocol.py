@@ -187,7 +187,10 @@ class S3FileTransferServer(FileTransferServer):
             self._process()
 
     def _congested(self) -> bool:
-        backlog = len(getattr(self._session, "buf", b""))
+        session = self._session
+        backlog = getattr(session, "queued", None)
+        if backlog is None:
+            backlog = len(getattr(session, "buf", b""))
         return self._pending >= MAX_PENDING or self._readingBytes + backlog >= MAX_OUTGOING
 
     def _dispatch(self, kind: int, buf: bytes, start: int, end: int) -> None:

@@ -60,6 +60,7 @@ from ..store.parts import UploadPolicy
 from .commands import parseCommand
 from .hashexec import HashRun
 from .keys import Login
+from .outgoing import OutgoingQueue
 
 if TYPE_CHECKING:
     from .transport import S3ServerTransport
@@ -135,6 +136,12 @@ class SFTPSession(SSHSession):
     Its window starts at L{BASE_WINDOW} and is managed by L{window}
     (see L{S3Connection}): each upload widens it by the memory it reserved.
 
+    What it sends beyond the client's window waits in an
+    L{OutgoingQueue}, chunk by chunk, not in Conch's C{buf} (which copies
+    the whole backlog at every write and every window adjustment); the
+    SFTP protocol bounds it (C{MAX_OUTGOING}) by L{queued}.  C{buf} still
+    reads as the backlog, for Conch's C{loseConnection}.
+
     @ivar window: the channel's flow control.
     @ivar onWritable: called when the client's window lets held-back data
         go out again (set by the SFTP protocol).
@@ -144,10 +151,55 @@ class SFTPSession(SSHSession):
     onWritable: Callable[[], None] | None = None
     command: HashRun | None = None
 
+    _outgoing: OutgoingQueue
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.localWindowSize = self.localWindowLeft = BASE_WINDOW
         self.window = ChannelWindow(BASE_WINDOW, onGrant=self._grant)
+
+    @property
+    def buf(self) -> bytes:
+        """
+        The data held back, joined (Conch's attribute; a copy).
+        """
+        return self._outgoing.contents()
+
+    @buf.setter
+    def buf(self, data: bytes) -> None:
+        self._outgoing = OutgoingQueue()
+        self._outgoing.append(data)
+
+    @property
+    def queued(self) -> int:
+        """
+        The bytes held back until the client's window opens.
+        """
+        return len(self._outgoing)
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data} as the client's window allows, in packets of at most
+        its maximum packet size; queue the rest.
+        """
+        self._outgoing.append(data)
+        self._sendQueued()
+
+    def _sendQueued(self) -> None:
+        outgoing = self._outgoing
+        conn = self.conn
+        if outgoing and self.remoteWindowLeft > 0 and conn is not None:
+            for packet in outgoing.take(self.remoteWindowLeft, self.remoteMaxPacket):
+                self.remoteWindowLeft -= len(packet)
+                conn.sendData(self, packet)
+        if outgoing:
+            # As Conch does: the producer pauses until the window opens.
+            if self.areWriting:
+                self.areWriting = False
+                self.stopWriting()
+        elif self.closing:
+            # A close asked for while data waited.
+            self.loseConnection()
 
     def _grant(self, amount: int) -> None:
         conn = self.conn
@@ -189,12 +241,25 @@ class SFTPSession(SSHSession):
         # sftp-server ends.
         if self.session is None and self.client is not None and self.conn is not None:
             self.conn.sendRequest(self, b"exit-status", struct.pack(">L", 0))
+            if self.queued:
+                # Replies still wait for window: the channel closes once
+                # they are out (Conch's close would drop them).
+                self.loseConnection()
+                return
         super().eofReceived()
 
     def addWindowBytes(self, data: int) -> None:
-        # Notified after the held-back data went out, not before (as
-        # startWriting would be).
-        super().addWindowBytes(data)
+        # Conch's, with the queue: notified after the held-back data went
+        # out, not before (as startWriting would be).
+        self.remoteWindowLeft += data
+        if not self.areWriting and not self.closing:
+            self.areWriting = True
+            self.startWriting()
+        self._sendQueued()
+        if self.extBuf:
+            extended, self.extBuf = self.extBuf, []
+            for dataType, chunk in extended:
+                self.writeExtended(dataType, chunk)
         if self.onWritable is not None:
             self.onWritable()
 
