@@ -32,6 +32,7 @@ See C{bench/README.md}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import hashlib
 import importlib.metadata
@@ -67,6 +68,12 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: The SFTP user on every server.
 USER = "bench"
+
+#: The name of the big file the download rows fetch.
+DOWNLOAD = "download.bin"
+
+#: The paths the download rows run: (j) and (k) download as (g) does.
+DOWNLOAD_PATHS = "aghibcd"
 
 #: The OpenSSH client options that make C{sftp} non-interactive.
 SFTP_OPTIONS = [
@@ -962,21 +969,99 @@ class Bench:
         )
         return result
 
+    def placeDownload(self, server: Server) -> None:
+        """
+        Put the big source where C{server} serves it as L{DOWNLOAD}
+        (straight into its bucket, or its directory for (c)), unless it is
+        there already.
+        """
+        if server.localDir is not None:
+            target = server.localDir / DOWNLOAD
+            if not target.exists():
+                shutil.copyfile(self.source, target)
+            return
+        assert server.bucket is not None
+        key = server.keyPrefix + DOWNLOAD
+        try:
+            self.s3.head_object(Bucket=server.bucket, Key=key)
+        except Exception:
+            self.s3.upload_file(str(self.source), server.bucket, key)
+
+    def bigDownload(self, server: Server, run: int) -> dict[str, Any]:
+        """
+        Download the big source once (placed by L{placeDownload}) with
+        OpenSSH C{sftp}'s C{get} (or boto3's C{download_file} for (d)) into
+        the tmpfs work directory, and measure it.
+
+        @return: the run's figures: the server's peak RSS is read from a
+            fresh high-water mark (C{/proc/PID/clear_refs}), so its growth
+            over the resident set before the run is the download's.
+        """
+        size = self.options.size
+        out = self.workdir / "downloaded.bin"
+        out.unlink(missing_ok=True)
+        timeout = 120 + size / (2 * MB)
+        weed = ProcessMeter(self.weedPid).start()
+        if server.path == "d":
+            ok, seconds, error, usage, rss = self.boto3Upload(DOWNLOAD, timeout, download=out)
+            before = None
+        else:
+            # (c) forks a process per connection: its listener says nothing.
+            before = currentRSS(server.pid) if server.path != "c" else None
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{server.pid}/clear_refs").write_text("5")
+            meter = ProcessMeter(server.pid).start()
+            batch = self.writeBatch(
+                f"download-{server.path}", [f"get {server.remoteDir}{DOWNLOAD} {out}"]
+            )
+            ok, seconds, error = self.timedSftp(server, batch, timeout)
+            usage = meter.stop()
+            rss = max(peakRSS(server.pid), usage.childPeakRSS)
+        weedUsage = weed.stop(settle=0)
+        problem = error if not ok else None
+        if ok and (not out.exists() or out.stat().st_size != size):
+            problem = "downloaded file missing or of the wrong size"
+        elif ok and fileHash(out) != self.sourceHash:
+            problem = "SHA-256 of the downloaded file differs"
+        out.unlink(missing_ok=True)
+        gib = size / GiB
+        result = {
+            "ok": problem is None,
+            "problem": problem,
+            "seconds": seconds,
+            "mbps": size / MB / seconds if problem is None else None,
+            "cpu": usage.cpu / gib if usage else None,
+            "weedCpu": weedUsage.cpu / gib,
+            "rss": rss,
+            "growth": rss - before if rss and before else None,
+        }
+        say(
+            f"  {server.path} download {run + 1}: "
+            + (
+                f"{result['mbps']:.1f} MB/s in {seconds:.1f} s"
+                if problem is None
+                else f"FAILED: {problem}"
+            )
+            + (f", CPU {result['cpu']:.2f} s/GiB" if result["cpu"] is not None else "")
+        )
+        return result
+
     def boto3Upload(
-        self, name: str, timeout: float
+        self, name: str, timeout: float, download: Path | None = None
     ) -> tuple[bool, float, str, Usage | None, int | None]:
         """
         Upload the big source with boto3 in a child process that measures
-        itself.
+        itself (or download C{name} into C{download}).
 
         @return: success, seconds, error, the child's usage and its peak
             RSS.
         """
         request = {
-            "source": str(self.source),
+            "source": str(download or self.source),
             "bucket": "bench-d",
             "key": name,
             "endpoint": self.localS3.endpointURL,
+            "download": download is not None,
         }
         env = dict(os.environ, **self.credentials)
         try:
@@ -1353,7 +1438,8 @@ def say(message: str) -> None:
 
 def boto3Child(requestJSON: str) -> int:
     """
-    Upload one file with boto3's C{upload_file} and print, as JSON, the
+    Upload one file with boto3's C{upload_file} (or, with C{download},
+    fetch it into C{source} with C{download_file}) and print, as JSON, the
     seconds, CPU seconds, disk writes and peak RSS of this process over the
     transfer alone.
 
@@ -1387,7 +1473,10 @@ def boto3Child(requestJSON: str) -> int:
     )
     pid = os.getpid()
     cpu0, written0, start = sum(cpuSeconds(pid)), writeBytes(pid), time.monotonic()
-    client.upload_file(request["source"], request["bucket"], request["key"], Config=transfer)
+    if request.get("download"):
+        client.download_file(request["bucket"], request["key"], request["source"], Config=transfer)
+    else:
+        client.upload_file(request["source"], request["bucket"], request["key"], Config=transfer)
     seconds = time.monotonic() - start
     print(
         json.dumps(
@@ -1524,6 +1613,7 @@ def report(
     bench: Bench,
     big: dict[str, list[dict[str, Any]]],
     rss: dict[str, int | None],
+    downloads: dict[str, list[dict[str, Any]]],
     conc: dict[str, dict[str, Any]],
     small: dict[str, dict[str, Any]],
     many: dict[str, dict[str, Any]],
@@ -1561,6 +1651,34 @@ def report(
             f"| {formatBytes(rss.get(path))} "
             f"| {formatBytes(max(written)) if written else '—'} | {intact} |"
         )
+    if downloads:
+        lines += [
+            "",
+            f"### One {formatBytes(options.size)} file downloaded (OpenSSH `sftp` `get`;"
+            f" (d): boto3 `download_file`), median of {options.runs} run(s)",
+            "",
+            "| path | MB/s (median) | runs | (a) ÷ this | server CPU-s/GiB"
+            " | SeaweedFS CPU-s/GiB | server peak RSS | peak RSS growth | intact |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        down = {path: median(r["mbps"] for r in runs) for path, runs in downloads.items()}
+        for path, runs in downloads.items():
+            ratio = (
+                down["a"] / down[path]
+                if "a" in down and down["a"] is not None and down[path]
+                else None
+            )
+            good = sum(1 for r in runs if r["ok"])
+            lines.append(
+                f"| {PATHS[path]} | {formatNumber(down[path])} "
+                f"| {', '.join(formatNumber(r['mbps'], 0) for r in runs)} "
+                f"| {formatNumber(ratio, 2)} "
+                f"| {formatNumber(median(r['cpu'] for r in runs), 2)} "
+                f"| {formatNumber(median(r['weedCpu'] for r in runs), 2)} "
+                f"| {formatBytes(max((r['rss'] for r in runs if r['rss']), default=None))} "
+                f"| {formatBytes(max((r['growth'] for r in runs if r['growth']), default=None))} "
+                f"| {good}/{len(runs)}, SHA-256 |"
+            )
     if conc:
         clients = next(iter(conc.values()))["clients"]
         lines += [
@@ -1757,6 +1875,11 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="skip the concurrent-clients and small-files tests",
     )
+    parser.add_argument(
+        "--skip-downloads",
+        action="store_true",
+        help="skip the download rows (the big file fetched back with sftp get)",
+    )
     parser.add_argument("--server-args", default="", help="extra twistd s3sftp options for (a)")
     parser.add_argument(
         "--sftp-args", default="", help='extra OpenSSH sftp options, e.g. "-R 1024"'
@@ -1880,6 +2003,7 @@ def main(argv: list[str]) -> int:
     small: dict[str, dict[str, Any]] = {}
     many: dict[str, dict[str, Any]] = {}
     held: dict[str, dict[str, Any]] = {}
+    downloads: dict[str, list[dict[str, Any]]] = {}
     profiled = None
     try:
         bench.setUp()
@@ -1898,6 +2022,20 @@ def main(argv: list[str]) -> int:
                 rss[path] = max((r["rss"] for r in big[path] if r["rss"]), default=None)
             else:
                 rss[path] = server.peakRSS()
+                server.stop()
+        if not options.skip_downloads:
+            paths = [p for p in options.only if p in DOWNLOAD_PATHS]
+            servers = {path: bench.startServer(path, "download") for path in paths}
+            for server in servers.values():
+                bench.placeDownload(server)
+            say(
+                f"downloading one {formatBytes(options.size)} file × {options.runs} run(s):"
+                f" {', '.join(paths)}"
+            )
+            for run in range(options.runs):
+                for path, server in servers.items():
+                    downloads.setdefault(path, []).append(bench.bigDownload(server, run))
+            for server in servers.values():
                 server.stop()
         if not options.skip_concurrency:
             for path in [p for p in "ab" if p in options.only]:
@@ -1959,13 +2097,14 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(s3dir, ignore_errors=True)
     bench.notes.append(f"the whole benchmark took {time.monotonic() - started:.0f} s")
-    report(bench, big, rss, conc, small, many, held, profiled)
+    report(bench, big, rss, downloads, conc, small, many, held, profiled)
     if profiled and options.profile.exists():
         printProfile(options.profile)
     if options.py_spy and options.py_spy.exists():
         printSpy(options.py_spy)
     failed = (
         any(not r["ok"] for runs in big.values() for r in runs)
+        or any(not r["ok"] for runs in downloads.values() for r in runs)
         or any(r["succeeded"] != r["clients"] or r["intact"] != r["clients"] for r in conc.values())
         or any(not r["ok"] or r["intact"] != r["files"] for r in small.values())
         or any(r["ok"] != r["sessions"] or r["intact"] != r["files"] for r in many.values())
