@@ -1,6 +1,7 @@
 """
 Downloads (L{twisted_s3sftp.sftp.download.DownloadFile}) over an in-memory
-store: exact bytes and EOF, bounded read-ahead, ranged reads for random
+store: exact bytes and EOF, read-ahead in growing spans within the
+memory reserved, ranged reads for random
 access, and a file replaced mid-download.
 """
 
@@ -18,7 +19,7 @@ from twisted.conch.ssh.filetransfer import (
 from twisted.internet.defer import Deferred
 
 from tests.sftp.test_server import SFTPTestCase, makeServer
-from twisted_s3sftp.sftp.download import BLOCK_SIZE, READ_AHEAD, downloadReservation
+from twisted_s3sftp.sftp.download import BLOCK_SIZE, MAX_SPAN, downloadReservation
 from twisted_s3sftp.sftp.extensions import MAX_READ
 from twisted_s3sftp.sftp.flow import MemoryLimit
 from twisted_s3sftp.store.memory import MemoryObjectStore
@@ -82,33 +83,78 @@ class DownloadTests(SFTPTestCase):
         f = self.successResultOf(server.openFile(b"f", FXF_READ, {}))
         self.assertEqual(len(self.successResultOf(f.readChunk(0, 10 * MiB))), MAX_READ)
 
-    def test_readAheadBounded(self) -> None:
+    def readAll(self, f: Any, store: RecordingStore, data: bytes, pipelined: int = 64) -> list[int]:
         """
-        A sequential reader gets blocks fetched ahead of it, never more
-        than L{READ_AHEAD} past its latest READ, and blocks it has passed
-        are dropped: memory per download stays bounded however far the
-        client pipelines.
+        Read C{f} to its end in 32 KiB READs, C{pipelined} at a time,
+        releasing the store's held GETs after each batch, checking every
+        reply and that the spans held never exceed the reservation.
+
+        @return: the most bytes the download's spans held at any time.
+        """
+        most = []
+        for batch in range(0, len(data), pipelined * 32768):
+            reads = [
+                (offset, f.readChunk(offset, 32768))
+                for offset in range(batch, min(len(data), batch + pipelined * 32768), 32768)
+            ]
+            most.append(f.held)
+            self.assertLessEqual(f.held, f.budget.reserved)
+            while store.held:
+                store.release()
+            for offset, read in reads:
+                self.assertEqual(self.successResultOf(read), data[offset : offset + 32768])
+        return most
+
+    def test_readAheadGrows(self) -> None:
+        """
+        A sequential reader gets the file fetched ahead of it in spans
+        that double from one block to L{MAX_SPAN} blocks, each byte
+        fetched once, the spans held never more than the download
+        reserved; blocks it has passed are dropped.
         """
         store = makeStore()
         server, _ = makeServer(store)
-        data = random.Random(2).randbytes(20 * BLOCK_SIZE)
+        data = random.Random(2).randbytes(24 * BLOCK_SIZE + 999)
         store.objects["alice/f"] = (data, 0)
         store.holding.add("getObject")
         f = self.successResultOf(server.openFile(b"f", FXF_READ, {}))
-        reads = [f.readChunk(offset, 32768) for offset in range(0, 64 * 32768, 32768)]
-        self.assertEqual(len(store.held), READ_AHEAD + 2)
-        while store.held:
-            store.release()
-        self.assertEqual(b"".join(self.successResultOf(r) for r in reads), data[: 64 * 32768])
-        for offset in range(64 * 32768, len(data), 32768):
-            self.assertEqual(
-                self.successResultOf(f.readChunk(offset, 32768)), data[offset : offset + 32768]
-            )
-            self.assertLessEqual(len(f._data), READ_AHEAD + 2)
-            while store.held:
-                store.release()
-        self.assertTrue(all(length == BLOCK_SIZE for _, length in store.ranges))
-        self.assertEqual(len(store.ranges), 20)
+        self.assertEqual(f.budget.reserved, downloadReservation()[1])
+        self.readAll(f, store, data)
+        spans = [length // BLOCK_SIZE for _, length in store.ranges]
+        self.assertEqual(spans[:5], [1, 2, 4, 8, 8])
+        self.assertTrue(all(span <= MAX_SPAN for span in spans))
+        self.assertEqual(sum(length for _, length in store.ranges), len(data))
+        self.assertLessEqual(len(f._data), 3 * MAX_SPAN)
+
+    def test_readAheadWithinMinimum(self) -> None:
+        """
+        A download that got only its minimum reservation (memory is
+        short) reads ahead in spans of at most a third of it, and holds no
+        more than it.
+        """
+        store = makeStore()
+        minimum, _ = downloadReservation()
+        server, _ = makeServer(store, memory=MemoryLimit(minimum))
+        data = random.Random(4).randbytes(20 * BLOCK_SIZE)
+        store.objects["alice/f"] = (data, 0)
+        store.holding.add("getObject")
+        f = self.successResultOf(server.openFile(b"f", FXF_READ, {}))
+        self.assertEqual(f.budget.reserved, minimum)
+        self.assertLessEqual(max(self.readAll(f, store, data, pipelined=8)), minimum)
+        self.assertTrue(all(length <= 2 * BLOCK_SIZE for _, length in store.ranges))
+        self.assertEqual(sum(length for _, length in store.ranges), len(data))
+
+    def test_firstReadSmall(self) -> None:
+        """
+        The first READ of a file starts with small GETs: a client that
+        reads only a file's head does not fetch the rest.
+        """
+        store = makeStore()
+        server, _ = makeServer(store)
+        store.objects["alice/f"] = (b"h" * (64 * BLOCK_SIZE), 0)
+        f = self.successResultOf(server.openFile(b"f", FXF_READ, {}))
+        self.successResultOf(f.readChunk(0, 32768))
+        self.assertEqual([length // BLOCK_SIZE for _, length in store.ranges], [1, 2, 4])
 
     def test_randomAccess(self) -> None:
         """
@@ -132,11 +178,7 @@ class DownloadTests(SFTPTestCase):
         )
         self.assertEqual(
             store.ranges[1:],
-            [
-                (5 * BLOCK_SIZE, BLOCK_SIZE),
-                (6 * BLOCK_SIZE, BLOCK_SIZE),
-                (7 * BLOCK_SIZE, BLOCK_SIZE),
-            ],
+            [(5 * BLOCK_SIZE, BLOCK_SIZE), (6 * BLOCK_SIZE, 2 * BLOCK_SIZE)],
         )
 
     def test_changedDuringDownload(self) -> None:
@@ -161,7 +203,7 @@ class DownloadTests(SFTPTestCase):
         server, store = makeServer(memory=memory)
         store.objects["alice/f"] = (b"abc", 7)
         f = self.successResultOf(server.openFile(b"f", FXF_READ, {}))
-        self.assertEqual(memory.available, 1024 * MiB - downloadReservation())
+        self.assertEqual(memory.available, 1024 * MiB - downloadReservation()[1])
         attrs = self.successResultOf(f.getAttrs())
         self.assertEqual((attrs["size"], attrs["mtime"]), (3, 7))
         self.assertStatus(f.writeChunk(0, b"x"), FX_OP_UNSUPPORTED)

@@ -2,14 +2,23 @@
 Downloads: an object read back with ranged GETs and a bounded read-ahead.
 
 A client reading a file sequentially (each READ starting where an earlier
-one ended, as every client's pipelined download does) gets blocks of
-L{BLOCK_SIZE} fetched ahead of it, up to L{READ_AHEAD} blocks past its
-latest READ; blocks it has passed are dropped.  Any other READ (a
-C{reget}, a client seeking about) is answered with a ranged GET of exactly
-the bytes asked for.  A download therefore holds at most
-C{(READ_AHEAD + 2) * BLOCK_SIZE} bytes of blocks, which it reserves from
-the server's memory limit when it is opened, plus the READ replies not
-yet sent, which the SFTP protocol bounds per session
+one ended, as every client's pipelined download does) gets the object
+fetched ahead of it in spans of whole L{BLOCK_SIZE} blocks: the first span
+is one block and each next one twice the last, up to L{MAX_SPAN} blocks
+(8 MiB, the default part size) or a third of the download's memory
+reservation, whichever is less, so a small or briefly read file costs one
+small GET and a long download few large ones (1 MiB GETs cost about 1
+CPU-s per GiB in botocore alone).  Spans are fetched while they start
+within L{READ_AHEAD} blocks, or the last span's size, of the latest READ,
+and only while the spans held fit the reservation; blocks the reader has
+passed are dropped, and a span's memory goes once all its blocks have.
+Any other READ (a C{reget}, a client seeking about) is answered with a
+ranged GET of exactly the bytes asked for.
+
+A download reserves L{downloadReservation} from the server's memory limit
+when it is opened: what three of the largest spans take, or, when memory
+is short, at least what one-block spans need; the READ replies not yet
+sent are bounded per session by the SFTP protocol
 (L{twisted_s3sftp.sftp.extensions.MAX_OUTGOING}).
 
 Every GET names the ETag the object had when the file was opened: a file
@@ -35,19 +44,39 @@ from .extensions import MAX_READ
 from .status import sftpOperation
 from .upload import MemoryBudget
 
-#: Bytes fetched by one read-ahead GET.
+#: The unit of read-ahead: spans are whole blocks, aligned to blocks.
 BLOCK_SIZE = 1024 * 1024
 
-#: How many blocks past the latest READ are fetched ahead.
+#: How many blocks past the latest READ a span may start, at least.
 READ_AHEAD = 4
 
+#: The most blocks one read-ahead GET fetches.
+MAX_SPAN = 8
 
-def downloadReservation() -> int:
+
+def downloadReservation() -> tuple[int, int]:
     """
-    @return: the memory a download reserves: its read-ahead blocks, the
-        block being read and the one before it.
+    @return: C{(minimum, wanted)}, the memory a download reserves: at
+        least its read-ahead in single blocks, the block being read and
+        the one before it; at best three spans of L{MAX_SPAN} blocks (the
+        one being read, and two ahead).
     """
-    return (READ_AHEAD + 2) * BLOCK_SIZE
+    return (READ_AHEAD + 2) * BLOCK_SIZE, 3 * MAX_SPAN * BLOCK_SIZE
+
+
+@define(eq=False)
+class _Span:
+    """
+    Blocks fetched by one GET, held until the reader has passed them all.
+
+    @ivar start: its first block.
+    @ivar end: the block after its last.
+    @ivar size: its bytes.
+    """
+
+    start: int
+    end: int
+    size: int
 
 
 @implementer(ISFTPFile)
@@ -70,10 +99,15 @@ class DownloadFile:
     owner: str = ""
     path: str = ""
     now: Callable[[], float] = lambda: 0.0
-    _data: dict[int, bytes] = field(factory=dict, init=False)
-    _waiters: dict[int, list[Deferred[bytes]]] = field(factory=dict, init=False)
+    _data: dict[int, bytes | memoryview] = field(factory=dict, init=False)
+    _waiters: dict[int, list[Deferred[bytes | memoryview]]] = field(factory=dict, init=False)
+    _spans: list[_Span] = field(factory=list, init=False)
     _floor: int = field(default=0, init=False)
     _next: int = field(default=0, init=False)
+    # The next block a span fetches, and that span's size in blocks.
+    _ahead: int = field(default=0, init=False)
+    _span: int = field(default=1, init=False)
+    _lastSpan: int = field(default=0, init=False)
     _sent: int = field(default=0, init=False)
     _ended: bool = field(default=False, init=False)
     _started: float = field(init=False)
@@ -105,15 +139,22 @@ class DownloadFile:
             self._sent += len(data)
             return data
         self._next = max(self._next, end)
-        self._readAhead(first)
+        self._readAhead(first, last)
         blocks = await gatherResults(
             [self._block(index) for index in range(first, last + 1)],
             consumeErrors=True,
         ).addErrback(_firstFailure)
-        data = b"".join(blocks)
-        start = offset - first * BLOCK_SIZE
-        self._sent += min(length, len(data) - start)
-        return data[start : start + length]
+        # The reply is copied once, from the blocks' views.
+        pieces = []
+        start, wanted = offset - first * BLOCK_SIZE, length
+        for block in blocks:
+            piece = memoryview(block)[start : start + wanted]
+            pieces.append(piece)
+            wanted -= len(piece)
+            start = 0
+        data = b"".join(pieces)
+        self._sent += len(data)
+        return data
 
     def writeChunk(self, offset: int, data: bytes) -> Deferred[None]:
         return self._refuseWrite()
@@ -154,59 +195,104 @@ class DownloadFile:
                 seconds=self.now() - self._started,
             )
         self._data.clear()
+        self._spans.clear()
         self._floor = -(-self.info.size // BLOCK_SIZE)
         self.budget.close()
 
-    def _block(self, index: int) -> Deferred[bytes]:
+    @property
+    def held(self) -> int:
         """
-        @return: a Deferred firing with block C{index}, fetched if need be.
+        The bytes of the spans held (fetched or being fetched).
+        """
+        return sum(span.size for span in self._spans)
+
+    def _block(self, index: int) -> Deferred[bytes | memoryview]:
+        """
+        @return: a Deferred firing with block C{index}: held, on its way,
+            or (a block behind the read-ahead, after the reader went back)
+            fetched alone and not kept.
         """
         data = self._data.get(index)
         if data is not None:
             return succeed(data)
-        result: Deferred[bytes] = Deferred()
-        self._start(index).append(result)
-        return result
-
-    def _start(self, index: int) -> list[Deferred[bytes]]:
-        """
-        Fetch block C{index} unless it is being fetched.
-
-        @return: the Deferreds waiting for it.
-        """
+        result: Deferred[bytes | memoryview] = Deferred()
         waiters = self._waiters.get(index)
         if waiters is None:
-            waiters = self._waiters[index] = []
-            Deferred.fromCoroutine(self._fetch(index))
-        return waiters
+            self._fetch(_Span(index, index + 1, self._blockBytes(index, 1)), held=False)
+            waiters = self._waiters[index]
+        waiters.append(result)
+        return result
 
-    async def _fetch(self, index: int) -> None:
+    def _blockBytes(self, index: int, count: int) -> int:
+        """
+        @return: the bytes of C{count} blocks from block C{index}.
+        """
         start = index * BLOCK_SIZE
-        length = min(BLOCK_SIZE, self.info.size - start)
+        return min(count * BLOCK_SIZE, self.info.size - start)
+
+    def _fetch(self, span: _Span, held: bool = True) -> None:
+        """
+        Start the GET of C{span}'s blocks; with C{held}, keep them (and
+        count them) until the reader has passed them.
+        """
+        for index in range(span.start, span.end):
+            self._waiters[index] = []
+        if held:
+            self._spans.append(span)
+        Deferred.fromCoroutine(self._get(span, held))
+
+    async def _get(self, span: _Span, held: bool) -> None:
+        start = span.start * BLOCK_SIZE
         try:
-            data = await self.store.getObject(self.key, start, length, self.info.etag)
+            data = await self.store.getObject(self.key, start, span.size, self.info.etag)
         except Exception:
             failure = Failure()
-            for waiter in self._waiters.pop(index):
-                waiter.errback(failure)
+            if span in self._spans:
+                self._spans.remove(span)
+            for index in range(span.start, span.end):
+                for waiter in self._waiters.pop(index, []):
+                    waiter.errback(failure)
             return
-        if index >= self._floor:
-            self._data[index] = data
-        for waiter in self._waiters.pop(index):
-            waiter.callback(data)
+        view = memoryview(data)
+        keep = held and span in self._spans
+        for index in range(span.start, span.end):
+            at = (index - span.start) * BLOCK_SIZE
+            block = view[at : at + BLOCK_SIZE]
+            if keep and index >= self._floor:
+                self._data[index] = block
+            for waiter in self._waiters.pop(index, []):
+                waiter.callback(block)
 
-    def _readAhead(self, first: int) -> None:
+    def _readAhead(self, first: int, last: int) -> None:
         """
-        Drop the blocks before C{first - 1}; fetch up to L{READ_AHEAD}
-        blocks after C{first}.
+        Drop what lies before block C{first - 1}; fetch the spans the
+        READ of blocks C{first} to C{last} needs, and those that start
+        close enough ahead of it and fit the reservation.
         """
-        self._floor = max(self._floor, first - 1)
-        for index in [index for index in self._data if index < self._floor]:
+        floor = self._floor = max(self._floor, first - 1)
+        for index in [index for index in self._data if index < floor]:
             del self._data[index]
+        self._spans = [span for span in self._spans if span.end > floor]
+        if self._ahead < first and first not in self._waiters:
+            # The reader moved past the read-ahead: start again from it,
+            # small.
+            self._ahead, self._span, self._lastSpan = first, 1, 0
         blocks = -(-self.info.size // BLOCK_SIZE)
-        for index in range(first, min(blocks, first + READ_AHEAD + 1)):
-            if index not in self._data:
-                self._start(index)
+        largest = max(1, min(MAX_SPAN, self.budget.reserved // (3 * BLOCK_SIZE)))
+        held = self.held
+        while self._ahead < blocks:
+            needed = self._ahead <= last
+            if not needed and self._ahead > first + max(READ_AHEAD, self._lastSpan):
+                break
+            count = min(self._span, largest, blocks - self._ahead)
+            size = self._blockBytes(self._ahead, count)
+            if not needed and held + size > self.budget.reserved:
+                break
+            self._fetch(_Span(self._ahead, self._ahead + count, size))
+            held += size
+            self._ahead += count
+            self._lastSpan = count
+            self._span = min(count * 2, largest)
 
 
 def _firstFailure(failure: Failure) -> Failure:

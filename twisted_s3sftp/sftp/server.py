@@ -577,7 +577,7 @@ class S3SFTPServer:
             self.avatar.clock,
             self.avatar.policy.memoryWait,
         )
-        await budget.reserve(downloadReservation(), downloadReservation())
+        await budget.reserve(*downloadReservation())
         log.info("Download of {key} for {owner} opened", key=key, owner=self.avatar.username)
         return DownloadFile(
             self._store,
