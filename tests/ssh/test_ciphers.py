@@ -307,6 +307,28 @@ class PacketCiphersTests(SynchronousTestCase):
         self.assertIsNone(ciphers.inProtection)
         self.assertEqual(ciphers.verifyDigestSize, 32)
 
+    def test_keyedMACsAsConch(self) -> None:
+        """
+        Encrypt-and-MAC's MACs, computed from a keyed prototype, equal
+        Conch's own for each of its MACs, packet after packet, and a MAC
+        that differs in one bit, or is for another sequence number, is
+        refused.
+        """
+        from twisted.conch.ssh.transport import SSHCiphers
+
+        for name in (b"hmac-sha2-256", b"hmac-sha2-512", b"hmac-sha1"):
+            ours = self.setKeys(PacketCiphers(b"aes128-ctr", b"aes128-ctr", name, name))
+            conch = SSHCiphers(b"aes128-ctr", b"aes128-ctr", name, name)
+            iv, key, integrity = self.KEYS[0], self.KEYS[1], self.KEYS[2]
+            conch.setKeys(iv, key, iv, key, integrity, integrity)
+            for seqid, packet in enumerate([b"", b"x" * 33, bytes(range(256)) * 130]):
+                mac = ours.makeMAC(seqid, packet)
+                self.assertEqual(mac, conch.makeMAC(seqid, packet))
+                self.assertTrue(ours.verify(seqid, packet, mac))
+                self.assertFalse(ours.verify(seqid + 1, packet, mac))
+                flipped = bytes([mac[0] ^ 1]) + mac[1:]
+                self.assertFalse(ours.verify(seqid, packet, flipped))
+
     def test_conch(self) -> None:
         """
         AES-CTR with C{hmac-sha2-*} is left to Conch in both directions.

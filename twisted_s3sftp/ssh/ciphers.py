@@ -22,7 +22,10 @@ Packet protection that Twisted Conch lacks, written from the specifications:
 Each direction of a connection gets one L{PacketProtection}.  Conch's own
 encrypt-and-MAC (AES-CTR with C{hmac-sha2-*}) stays with Conch:
 L{PacketCiphers} builds a protection only where one of the names above was
-negotiated, and leaves C{SSHCiphers} as it is for the rest.
+negotiated, and leaves C{SSHCiphers} as it is for the rest, but for its
+MACs: each is computed from a copy of an HMAC keyed once per key exchange,
+fed the sequence number and the packet, where Conch keys a new HMAC for
+every packet and copies the packet behind the sequence number first.
 
 Every protection seals a whole plaintext packet (C{uint32 packet_length ||
 byte padding_length || payload || padding}) into what goes on the wire, and
@@ -247,6 +250,8 @@ class PacketCiphers(SSHCiphers):
 
     outProtection: IPacketProtection | None = None
     inProtection: IPacketProtection | None = None
+    _outHMAC: Any = None
+    _inHMAC: Any = None
 
     def setKeys(
         self,
@@ -265,6 +270,7 @@ class PacketCiphers(SSHCiphers):
             self.encBlockSize = o.algorithm.block_size // 8
             # As Conch's own setKeys does; its annotation is narrower.
             self.outMAC = self._getMAC(self.outMACType, outInteg)  # type: ignore[assignment]
+            self._outHMAC = _keyedMAC(self.outMAC)
         else:
             self.outProtection = out
             self.encBlockSize = out.blockSize
@@ -273,11 +279,30 @@ class PacketCiphers(SSHCiphers):
             self.decryptor = o.decryptor()
             self.decBlockSize = o.algorithm.block_size // 8
             self.inMAC = self._getMAC(self.inMACType, inInteg)  # type: ignore[assignment]
+            self._inHMAC = _keyedMAC(self.inMAC)
             if self.inMAC:
                 self.verifyDigestSize = self.inMAC[3]
         else:
             self.inProtection = into
             self.decBlockSize = into.blockSize
+
+    def makeMAC(self, seqid: int, data: bytes) -> bytes:
+        keyed = self._outHMAC
+        if keyed is None:
+            return bytes(super().makeMAC(seqid, data))
+        mac = keyed.copy()
+        mac.update(_UINT32.pack(seqid))
+        mac.update(data)
+        return bytes(mac.digest())
+
+    def verify(self, seqid: int, data: bytes, mac: bytes) -> bool:
+        keyed = self._inHMAC
+        if keyed is None:
+            return bool(super().verify(seqid, data, mac))
+        expected = keyed.copy()
+        expected.update(_UINT32.pack(seqid))
+        expected.update(data)
+        return hmac.compare_digest(mac, expected.digest())
 
     def _protection(
         self, cipher: bytes, mac: bytes, iv: bytes, key: bytes, integrity: bytes, outgoing: bool
@@ -296,3 +321,15 @@ class PacketCiphers(SSHCiphers):
             crypt = context.encryptor() if outgoing else context.decryptor()
             return EncryptThenMAC(crypt.update, context.algorithm.block_size // 8, mac, integrity)
         return None
+
+
+def _keyedMAC(params: Any) -> Any:
+    """
+    @param params: Conch's MAC parameters for one direction (from
+        C{SSHCiphers._getMAC}).
+    @return: an HMAC keyed with their key, to be copied for each packet,
+        or L{None} for no MAC.
+    """
+    if not params or not params[0]:
+        return None
+    return hmac.new(params.key, digestmod=params[0])
