@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.ssh.test_transport import Disconnects, Harness
 from twisted_s3sftp.ssh.ciphers import IMPLICIT_MAC, PacketCiphers
-from twisted_s3sftp.ssh.packets import STRICT_KEX_CLIENT, PacketTransport
+from twisted_s3sftp.ssh.packets import STRICT_KEX_CLIENT, PacketTransport, RandomPadding
 
 #: A client's name-lists: what OpenSSH offers, cut to what matters here.
 LISTS = [
@@ -516,3 +516,29 @@ class FramingTests(SynchronousTestCase):
             sender, receiver = self.pair(b"aes128-gcm@openssh.com", IMPLICIT_MAC)
             receiver.transport.dataReceived(struct.pack(">L", length) + bytes(64))
             self.assertEqual(receiver.disconnects.reasons, [DISCONNECT_PROTOCOL_ERROR])
+
+
+class RandomPaddingTests(SynchronousTestCase):
+    """
+    L{RandomPadding} hands out random bytes from a pool it refills.
+    """
+
+    def test_eachByteOnce(self) -> None:
+        """
+        Consecutive takes are consecutive slices of what the operating
+        system gave, never the same bytes twice; a take that the pool
+        cannot cover refills it.
+        """
+        reads: list[int] = []
+        padding = RandomPadding(size=16)
+
+        def urandom(count: int) -> bytes:
+            reads.append(count)
+            return bytes(range(len(reads) * 16, len(reads) * 16 + count))
+
+        self.patch(__import__("os"), "urandom", urandom)
+        first, second = padding.take(10), padding.take(6)
+        self.assertEqual(first + second, bytes(range(16, 32)))
+        third = padding.take(4)
+        self.assertEqual(third, bytes(range(32, 36)))
+        self.assertEqual(len(reads), 2)

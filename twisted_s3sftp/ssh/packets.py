@@ -36,12 +36,16 @@ L{PacketTransport} is Conch's server transport with:
   - Received packets are taken from the buffer by position, not by copying
     the rest of it for each packet (as Conch's own code does); after each
     read, only a partial packet is kept.
+  - The random padding of packets sent under these protections comes from
+    L{RandomPadding}: the operating system's CSPRNG read 64 KiB at a time,
+    each byte used once, rather than a system call per packet.
 
 Written from the specifications, not from another implementation.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 
 from twisted.conch.ssh import _kex
@@ -59,7 +63,6 @@ from twisted.conch.ssh.transport import (
 )
 from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
-from twisted.python import randbytes
 
 from .ciphers import AEAD_CIPHERS, IMPLICIT_MAC, IPacketProtection, PacketCiphers
 
@@ -87,6 +90,36 @@ MAX_PACKETS_PER_KEY = 2**31
 MSG_KEXDH_INIT = 30
 MSG_KEX_DH_GEX_REQUEST = 34
 MSG_KEX_DH_GEX_INIT = 32
+
+
+class RandomPadding:
+    """
+    Random bytes for packet padding (RFC 4253, section 6), from
+    C{os.urandom} read L{size} bytes at a time; every byte is handed out
+    once.  One system call per packet was 2 % of a download's samples.
+
+    @ivar size: the bytes read from the operating system at a time.
+    """
+
+    def __init__(self, size: int = 64 * 1024) -> None:
+        self.size = size
+        self._pool = b""
+        self._at = 0
+
+    def take(self, count: int) -> bytes:
+        """
+        @return: C{count} random bytes (at most L{size}).
+        """
+        at = self._at
+        if at + count > len(self._pool):
+            self._pool = os.urandom(self.size)
+            at = 0
+        self._at = at + count
+        return self._pool[at : at + count]
+
+
+#: The padding of every connection's packets (the reactor thread's only).
+_padding = RandomPadding()
 
 
 def _keyExchangeMessage(messageNum: int) -> bool:
@@ -300,9 +333,7 @@ class PacketTransport(SSHServerTransport):
             if padding < 4:
                 padding += size
             packet = (
-                struct.pack("!LB", 1 + len(body) + padding, padding)
-                + body
-                + randbytes.secureRandom(padding)
+                struct.pack("!LB", 1 + len(body) + padding, padding) + body + _padding.take(padding)
             )
             sequence = self.outgoingPacketSequence & _SEQUENCE_MASK
             self.transport.write(protection.seal(sequence, packet))
