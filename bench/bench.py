@@ -973,19 +973,27 @@ class Bench:
         """
         Put the big source where C{server} serves it as L{DOWNLOAD}
         (straight into its bucket, or its directory for (c)), unless it is
-        there already.
+        there already, and download it once, untimed.
         """
         if server.localDir is not None:
             target = server.localDir / DOWNLOAD
             if not target.exists():
                 shutil.copyfile(self.source, target)
-            return
-        assert server.bucket is not None
-        key = server.keyPrefix + DOWNLOAD
-        try:
-            self.s3.head_object(Bucket=server.bucket, Key=key)
-        except Exception:
-            self.s3.upload_file(str(self.source), server.bucket, key)
+        else:
+            assert server.bucket is not None
+            key = server.keyPrefix + DOWNLOAD
+            try:
+                self.s3.head_object(Bucket=server.bucket, Key=key)
+            except Exception:
+                self.s3.upload_file(str(self.source), server.bucket, key)
+        # One download, untimed and thrown away, before the runs: what a
+        # server allocates once (its first GET, its first session) is not
+        # counted in the first run's memory growth.
+        out = self.workdir / "warm.bin"
+        batch = self.writeBatch(f"warm-{server.path}", [f"get {server.remoteDir}{DOWNLOAD} {out}"])
+        if server.path != "d":
+            self.timedSftp(server, batch, 120 + self.options.size / (2 * MB))
+        out.unlink(missing_ok=True)
 
     def bigDownload(self, server: Server, run: int) -> dict[str, Any]:
         """
