@@ -1662,6 +1662,23 @@ def report(
     Print the markdown report.
     """
     options = bench.options
+
+    def runColumns(path: str, runs: list[dict[str, Any]], medians: dict[str, Any]) -> str:
+        # The columns a big file's rows share, uploads and downloads: MB/s
+        # (median, each run), (a) against this, server and SeaweedFS CPU.
+        ratio = (
+            medians["a"] / medians[path]
+            if "a" in medians and medians["a"] is not None and medians[path]
+            else None
+        )
+        return (
+            f"| {formatNumber(medians[path])} "
+            f"| {', '.join(formatNumber(r['mbps'], 0) for r in runs)} "
+            f"| {formatNumber(ratio, 2)} "
+            f"| {formatNumber(median(r['cpu'] for r in runs), 2)} "
+            f"| {formatNumber(median(r['weedCpu'] for r in runs), 2)} "
+        )
+
     lines = [
         "",
         f"### One {formatBytes(options.size)} file, median of {options.runs} run(s)",
@@ -1672,20 +1689,11 @@ def report(
     ]
     medians = {path: median(r["mbps"] for r in runs) for path, runs in big.items()}
     for path, runs in big.items():
-        ratio = (
-            medians["a"] / medians[path]
-            if "a" in medians and medians["a"] is not None and medians[path]
-            else None
-        )
         written = [r["written"] for r in runs if r["written"] is not None]
         good = sum(1 for r in runs if r["ok"])
         intact = f"{good}/{len(runs)}" + (", SHA-256" if any(r["hashed"] for r in runs) else "")
         lines.append(
-            f"| {PATHS[path]} | {formatNumber(medians[path])} "
-            f"| {', '.join(formatNumber(r['mbps'], 0) for r in runs)} "
-            f"| {formatNumber(ratio, 2)} "
-            f"| {formatNumber(median(r['cpu'] for r in runs), 2)} "
-            f"| {formatNumber(median(r['weedCpu'] for r in runs), 2)} "
+            f"| {PATHS[path]} {runColumns(path, runs, medians)}"
             f"| {formatBytes(rss.get(path))} "
             f"| {formatBytes(max(written)) if written else '—'} | {intact} |"
         )
@@ -1701,19 +1709,10 @@ def report(
         ]
         down = {path: median(r["mbps"] for r in runs) for path, runs in downloads.items()}
         for path, runs in downloads.items():
-            ratio = (
-                down["a"] / down[path]
-                if "a" in down and down["a"] is not None and down[path]
-                else None
-            )
             good = sum(1 for r in runs if r["ok"])
             label = "(a) with paramiko's `getfo`" if path == "a-paramiko" else PATHS[path]
             lines.append(
-                f"| {label} | {formatNumber(down[path])} "
-                f"| {', '.join(formatNumber(r['mbps'], 0) for r in runs)} "
-                f"| {formatNumber(ratio, 2)} "
-                f"| {formatNumber(median(r['cpu'] for r in runs), 2)} "
-                f"| {formatNumber(median(r['weedCpu'] for r in runs), 2)} "
+                f"| {label} {runColumns(path, runs, down)}"
                 f"| {formatBytes(max((r['rss'] for r in runs if r['rss']), default=None))} "
                 f"| {formatBytes(max((r['growth'] for r in runs if r['growth']), default=None))} "
                 f"| {good}/{len(runs)}, SHA-256 |"

@@ -104,9 +104,9 @@ class DownloadFile:
     _spans: list[_Span] = field(factory=list, init=False)
     _floor: int = field(default=0, init=False)
     _next: int = field(default=0, init=False)
-    # The next block a span fetches, and that span's size in blocks.
+    # The next block a span fetches, and the size in blocks of the span
+    # before it (0 at the start of a sequential run).
     _ahead: int = field(default=0, init=False)
-    _span: int = field(default=1, init=False)
     _lastSpan: int = field(default=0, init=False)
     _sent: int = field(default=0, init=False)
     _ended: bool = field(default=False, init=False)
@@ -276,7 +276,7 @@ class DownloadFile:
         if self._ahead < first and first not in self._waiters:
             # The reader moved past the read-ahead: start again from it,
             # small.
-            self._ahead, self._span, self._lastSpan = first, 1, 0
+            self._ahead, self._lastSpan = first, 0
         blocks = -(-self.info.size // BLOCK_SIZE)
         largest = max(1, min(MAX_SPAN, self.budget.reserved // (3 * BLOCK_SIZE)))
         held = self.held
@@ -284,7 +284,7 @@ class DownloadFile:
             needed = self._ahead <= last
             if not needed and self._ahead > first + max(READ_AHEAD, self._lastSpan):
                 break
-            count = min(self._span, largest, blocks - self._ahead)
+            count = min(max(1, 2 * self._lastSpan), largest, blocks - self._ahead)
             size = self._blockBytes(self._ahead, count)
             if not needed and held + size > self.budget.reserved:
                 break
@@ -292,7 +292,6 @@ class DownloadFile:
             held += size
             self._ahead += count
             self._lastSpan = count
-            self._span = min(count * 2, largest)
 
 
 def _firstFailure(failure: Failure) -> Failure:
