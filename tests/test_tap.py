@@ -411,6 +411,71 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn("not negative", self.error("--bucket", "b-1", "--dir-cache-ttl", bad))
         self.assertIn("--dir-cache-ttl", self.error("--bucket", "b-1", "--dir-cache-ttl", "soon"))
 
+    def test_workers(self) -> None:
+        """
+        C{--workers N} makes the parent: one L{Workers} service given the
+        arguments as parsed, and the gathered metrics with C{--metrics};
+        C{auto} is one per CPU; 0, more than the most or a word is refused.
+        """
+        import os
+
+        from twisted_s3sftp.ops.gathered import GatheredMetricsService
+        from twisted_s3sftp.ops.workers import Workers
+
+        options = self.parse("--bucket", "ok-bucket", "--workers", "2", "--metrics", "tcp:0")
+        self.assertEqual(options.config.workers, 2)
+        self.assertIn("--workers", options.arguments)
+        services = list(IServiceCollection(makeService(options, reactor=Clock())))
+        self.assertEqual([type(s) for s in services], [Workers, GatheredMetricsService])
+        self.assertEqual(services[0].arguments, options.arguments)
+        self.assertEqual(services[0].count, 2)
+        auto = self.parse("--bucket", "ok-bucket", "--workers", "auto").config.workers
+        self.assertEqual(auto, len(os.sched_getaffinity(0)))
+        one = self.parse("--bucket", "ok-bucket", "--metrics", "tcp:0")
+        self.assertNotIn(Workers, [type(s) for s in IServiceCollection(makeService(one, Clock()))])
+        for bad in ("0", "257", "many"):
+            self.assertIn("--workers", self.error("--bucket", "b-1", "--workers", bad))
+
+    def test_worker(self) -> None:
+        """
+        A worker (C{--worker-channel}) serves alone, whatever C{--workers}
+        says: no listener of its own, but the connections of its channel;
+        only worker 1 sweeps orphans.
+        """
+        import socket
+
+        from twisted.application.internet import StreamServerEndpointService
+
+        from twisted_s3sftp.ops.handoff import InletService
+        from twisted_s3sftp.store.leases import SweepService
+
+        parentEnd, workerEnd = socket.socketpair()
+        self.addCleanup(parentEnd.close)
+        self.addCleanup(workerEnd.close)
+        kinds = {}
+        for index in ("1", "2"):
+            options = self.parse(
+                "--bucket",
+                "ok-bucket",
+                "--workers",
+                "2",
+                "--worker-channel",
+                str(workerEnd.fileno()),
+                "--worker-index",
+                index,
+            )
+            self.assertEqual(options.config.workers, 1)
+            service = makeService(options, reactor=Clock())
+            kinds[index] = [type(s) for s in IServiceCollection(service)]
+            inlet = [s for s in IServiceCollection(service) if isinstance(s, InletService)]
+            # The channel's socket object must not close the test's.
+            inlet[0].inlet.socket.detach()
+        for found in kinds.values():
+            self.assertIn(InletService, found)
+            self.assertNotIn(StreamServerEndpointService, found)
+        self.assertIn(SweepService, kinds["1"])
+        self.assertNotIn(SweepService, kinds["2"])
+
     def test_unavailable(self) -> None:
         """
         When the saved SHA-256 state fails its self-test, the server says

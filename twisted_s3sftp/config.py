@@ -135,6 +135,25 @@ def _nonEmpty(instance: object, attribute: object, value: tuple[str, ...]) -> No
         raise ValueError("at least one --listen endpoint is needed")
 
 
+#: The most worker processes C{--workers} runs.
+MAX_WORKERS = 256
+
+
+def parseWorkers(text: str, cpus: int) -> int:
+    """
+    @param text: C{--workers}: a number, or C{auto}.
+    @param cpus: the CPUs this process may run on.
+    @return: how many workers to run (C{auto}: one per CPU).
+    @raise ValueError: if C{text} is neither.
+    """
+    if text.strip().lower() == "auto":
+        return max(1, cpus)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a number or auto") from None
+
+
 @frozen
 class ServerConfig:
     """
@@ -173,6 +192,8 @@ class ServerConfig:
     @ivar hashes: the whole-file hashes kept with each object.
     @ivar dirCacheTtl: seconds a directory listing answers lookups of the
         names in it; 0 for no directory cache.
+    @ivar workers: how many worker processes serve (C{--workers}); 1 for
+        one process serving alone.
     """
 
     bucket: str = field(validator=_call(checkBucketName))
@@ -202,6 +223,12 @@ class ServerConfig:
     resumeMaxBytes: int = 1024**4
     hashes: tuple[str, ...] = DEFAULT_HASHES
     dirCacheTtl: float = field(default=DEFAULT_DIR_CACHE_TTL)
+    workers: int = field(default=1)
+
+    @workers.validator
+    def _checkWorkers(self, attribute: object, value: int) -> None:
+        if not 1 <= value <= MAX_WORKERS:
+            raise ValueError(f"workers must be from 1 to {MAX_WORKERS}")
 
     @dirCacheTtl.validator
     def _checkDirCacheTtl(self, attribute: object, value: float) -> None:

@@ -35,13 +35,18 @@ from .config import (
     DEFAULT_RESUME_TTL,
     DEFAULT_STATE_PREFIX,
     DEFAULT_UPLOAD_CONCURRENCY,
+    MAX_WORKERS,
     ServerConfig,
+    parseWorkers,
 )
 from .ops.descriptors import connectionBudget, raiseOpenFileLimit
 from .ops.drain import DrainService
+from .ops.gathered import GatheredMetricsService
+from .ops.handoff import InletService, listenerFactory
 from .ops.listener import listeningService
-from .ops.logformat import FORMATS, configure
+from .ops.logformat import FORMATS, RELAY, configure
 from .ops.metrics import Health, Metrics, MetricsService
+from .ops.workers import Workers
 from .sftp.flow import MemoryLimit
 from .sftp.parked import ResumeCaps
 from .ssh.admission import Limits, parsePenalties, parseStartups
@@ -296,6 +301,20 @@ class Options(usage.Options):
             None,
             "Narrow the policy's host key algorithms, as --kex-algorithms.",
         ],
+        [
+            "workers",
+            None,
+            "1",
+            "Worker processes serving the listeners (auto: one per CPU); the "
+            "parent accepts and hands connections out in turn (see the README).",
+        ],
+        [
+            "worker-channel",
+            None,
+            None,
+            "Internal, set by the parent of --workers: this worker's channel's descriptor.",
+        ],
+        ["worker-index", None, None, "Internal, set by the parent of --workers: its number."],
     ]
 
     #: Build the boto3 client (replaced in tests).
@@ -306,6 +325,8 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        #: The arguments as given, which C{--workers} passes on to each worker.
+        self.arguments: list[str] = []
         self["listen"] = []
         self["host-key"] = []
         self["penalty-exempt"] = []
@@ -341,6 +362,10 @@ class Options(usage.Options):
             raise usage.UsageError(f"--object-tag {tag!r} is not KEY=VALUE")
         self["object-tag"].append((key, value))
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        self.arguments = list(options) if options is not None else []
+        super().parseOptions(options)
+
     def postOptions(self) -> None:
         try:
             self._validate()
@@ -349,7 +374,10 @@ class Options(usage.Options):
         # twistd reads its log observer from its own options after parsing
         # them all: give it ours, unless the operator chose one (--logger).
         parent = self.parent
-        if parent is not None and not parent.get("logger"):
+        if self["worker-channel"] is not None and parent is not None:
+            # A worker's log goes to its parent, which writes it.
+            parent["logger"] = configure(RELAY, "-", True)
+        elif parent is not None and not parent.get("logger"):
             parent["logger"] = configure(
                 self["log-format"], parent.get("logfile"), bool(parent.get("nodaemon"))
             )
@@ -375,6 +403,21 @@ class Options(usage.Options):
             algorithms = parseAlgorithms(self["hashes"])
         except ValueError as e:
             raise ValueError(f"--hashes: {e}") from None
+        try:
+            workers = parseWorkers(self["workers"], len(os.sched_getaffinity(0)))
+        except ValueError as e:
+            raise ValueError(f"--workers: {e}") from None
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"--workers: from 1 to {MAX_WORKERS}")
+        self.workerChannel: int | None = None
+        self.workerIndex: int | None = None
+        if self["worker-channel"] is not None:
+            try:
+                self.workerChannel = int(self["worker-channel"])
+                self.workerIndex = int(self["worker-index"] or "1")
+            except ValueError:
+                raise ValueError("--worker-channel and --worker-index: not numbers") from None
+            workers = 1
         if self["log-format"] not in FORMATS:
             raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}")
         limits = self._limits()
@@ -417,6 +460,7 @@ class Options(usage.Options):
             resumeMaxBytes=sizes["resume-max-bytes"],
             hashes=algorithms,
             dirCacheTtl=seconds["dir-cache-ttl"],
+            workers=workers,
         )
         for description in self.config.listen + (
             (self.config.metrics,) if self.config.metrics else ()
@@ -566,6 +610,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
         reactor = globalReactor
     config = options.config
+    if config.workers > 1:
+        return _parentService(options, reactor)
+    workerChannel = getattr(options, "workerChannel", None)
     pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
     objects = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     store: IObjectStore = objects
@@ -636,7 +683,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         realm.uploads, reactor, config.drainTimeout, pool, factory.closeConnections
     )
     drain.setServiceParent(top)
-    if leases is not None:
+    # Every server on the bucket sweeps; of one server's workers, the
+    # first.
+    if leases is not None and getattr(options, "workerIndex", None) in (None, 1):
         SweepService(leases).setServiceParent(top)
     if config.metrics is not None:
         metrics = Metrics(factory.admission, realm.uploads, memory)
@@ -647,13 +696,49 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             reactor,
             accepting=lambda: not realm.uploads.draining,
         )
-        MetricsService(reactor, config.metrics, metrics, health, drain.drained).setServiceParent(
-            top
-        )
+        MetricsService(
+            reactor,
+            config.metrics,
+            metrics,
+            health,
+            drain.drained,
+            accessLog=workerChannel is None,
+        ).setServiceParent(top)
     proxied = factory.behindProxy()
-    for description in config.listen:
+    factories = [
         # "haproxy:..." listeners read a PROXY header first: their clients'
         # addresses come from it (twisted.protocols.haproxy).
-        which = proxied if description.startswith("haproxy:") else factory
+        proxied if description.startswith("haproxy:") else factory
+        for description in config.listen
+    ]
+    if workerChannel is not None:
+        # A worker of --workers: its parent listens, and hands it
+        # connections.
+        wrapped = [listenerFactory(d, f) for d, f in zip(config.listen, factories, strict=True)]
+        InletService(reactor, workerChannel, wrapped, factory).setServiceParent(top)
+        return top
+    for description, which in zip(config.listen, factories, strict=True):
         listeningService(reactor, description, which, "s3sftp").setServiceParent(top)
+    return top
+
+
+def _parentService(options: Options, reactor: Any) -> IService:
+    """
+    @return: the parent of C{--workers N}: it listens, hands connections
+        to N workers running the same options, and serves C{--metrics}
+        for all of them (L{twisted_s3sftp.ops.workers}).
+    """
+    config = options.config
+    top = MultiService()
+    workers = Workers(
+        reactor,
+        config.workers,
+        options.arguments,
+        config.listen,
+        config.drainTimeout,
+        withMetrics=config.metrics is not None,
+    )
+    workers.setServiceParent(top)
+    if config.metrics is not None:
+        GatheredMetricsService(reactor, config.metrics, workers).setServiceParent(top)
     return top

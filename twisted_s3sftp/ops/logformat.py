@@ -44,12 +44,18 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     formatEvent,
     globalLogPublisher,
+    jsonFileLogObserver,
     textFileLogObserver,
 )
 from zope.interface import provider
 
 #: The log formats C{--log-format} accepts.
 FORMATS = ("text", "json")
+
+#: The format of a worker of C{--workers} (not an option): Twisted's own
+#: JSON events, one per line, which the parent reads back and writes as
+#: its own (L{twisted_s3sftp.ops.workers}).
+RELAY = "relay"
 
 # Conch logs every SFTP packet at info level; a log event per packet costs
 # a large share of upload throughput (testbed.md).  Keep its warnings only.
@@ -96,7 +102,7 @@ def observerFactory(
     logFormat: str, logfile: str | None, nodaemon: bool
 ) -> Callable[[], ILogObserver]:
     """
-    @param logFormat: C{"text"} or C{"json"}.
+    @param logFormat: C{"text"}, C{"json"} or L{RELAY}.
     @param logfile: twistd's C{--logfile}.
     @param nodaemon: twistd's C{--nodaemon}.
     @return: a factory for twistd's C{--logger}.
@@ -107,7 +113,13 @@ def observerFactory(
             out: IO[str] = sys.stdout
         else:
             out = open(logfile or "twistd.log", "a", encoding="utf-8")
-        observer = jsonFileObserver(out) if logFormat == "json" else textFileLogObserver(out)
+        observer: ILogObserver
+        if logFormat == RELAY:
+            observer = jsonFileLogObserver(out, recordSeparator="")
+        elif logFormat == "json":
+            observer = jsonFileObserver(out)
+        else:
+            observer = textFileLogObserver(out)
         return FilteringLogObserver(
             observer, [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]
         )

@@ -36,9 +36,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.twisted import MetricsResource
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -234,6 +239,24 @@ class _HealthResource(Resource):
         return why.encode("utf-8") + b"\n"
 
 
+class _MetricsResource(Resource):
+    """
+    C{/metrics}, rendered in the reactor thread (prometheus_client's own
+    resource goes through WSGI, which wants a client with an IP address:
+    a worker's parent asks over a Unix socket).
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self.registry)
+
+
 class MetricsService(Service):
     """
     The HTTP endpoint for C{/metrics} and C{/healthz}, and the periodic S3
@@ -247,12 +270,16 @@ class MetricsService(Service):
         metrics: Metrics,
         health: Health,
         drained: Callable[[], Deferred[None]] | None = None,
+        accessLog: bool = True,
     ) -> None:
         root = Resource()
-        root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
+        root.putChild(b"metrics", _MetricsResource(metrics.registry))
         root.putChild(b"healthz", _HealthResource(health))
         self.site = Site(root)
         self.site.noisy = False
+        if not accessLog:
+            # A worker's, asked by its parent at each of its requests.
+            self.site.log = lambda request: None  # type: ignore[method-assign]
         self.health = health
         self.metrics = metrics
         self.drained = drained

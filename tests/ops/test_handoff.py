@@ -1,0 +1,134 @@
+"""
+Tests for L{twisted_s3sftp.ops.handoff}: connections handed from the
+parent to its workers in turn, and adopted by a worker.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_s3sftp.ops.handoff import DRAINING, READY, Channel, Distributor, Inlet, channelPair
+
+
+class FakeChannel:
+    """
+    A channel recording what it was sent.
+    """
+
+    def __init__(self, ready: bool = True, works: bool = True) -> None:
+        self.ready = ready
+        self.works = works
+        self.sent: list[int] = []
+
+    def send(self, listener: int, connection: Any) -> bool:
+        if self.works:
+            self.sent.append(listener)
+        return self.works
+
+
+class DistributorTests(SynchronousTestCase):
+    """
+    L{Distributor.handOut}.
+    """
+
+    def test_inTurn(self) -> None:
+        """
+        Connections go to the workers in turn, skipping one that is not
+        ready and one whose channel refuses; with none able, the
+        connection is refused.
+        """
+        distributor = Distributor(MemoryReactorClock())
+        channels = [FakeChannel(), FakeChannel(ready=False), FakeChannel(), FakeChannel()]
+        distributor.channels = channels  # type: ignore[assignment]
+        for _ in range(6):
+            self.assertTrue(distributor.handOut(0, None))  # type: ignore[arg-type]
+        self.assertEqual([len(c.sent) for c in channels], [2, 0, 2, 2])
+        channels[2].works = False
+        for _ in range(4):
+            distributor.handOut(1, None)  # type: ignore[arg-type]
+        self.assertEqual([len(c.sent) for c in channels], [4, 0, 2, 4])
+        for channel in channels:
+            channel.works = False
+        self.assertFalse(distributor.handOut(0, None))  # type: ignore[arg-type]
+
+
+class AdoptingReactor(MemoryReactorClock):
+    """
+    Records adopted connections.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adopted: list[tuple[int, Any]] = []
+        self.stopped = False
+
+    def adoptStreamConnection(self, fd: int, family: int, factory: Any) -> None:
+        self.adopted.append((family, factory))
+
+
+class ChannelTests(SynchronousTestCase):
+    """
+    A L{Channel} and an L{Inlet} at its two ends.
+    """
+
+    def setUp(self) -> None:
+        self.parentEnd, self.workerEnd = channelPair()
+        self.gone: list[str] = []
+        self.channel = Channel(1, self.parentEnd, lambda: self.gone.append("worker"))
+        self.reactor = AdoptingReactor()
+        self.inlet = Inlet(
+            self.reactor, self.workerEnd, ["plain", "proxied"], lambda: self.gone.append("parent")
+        )
+        self.addCleanup(self.parentEnd.close)
+        self.addCleanup(self.workerEnd.close)
+
+    def test_readyAndDraining(self) -> None:
+        """
+        The worker's inlet says it is ready when it starts and draining
+        when it stops; the parent's channel follows.
+        """
+        self.inlet.start()
+        self.assertIn(self.inlet, self.reactor.readers)
+        self.channel.doRead()
+        self.assertTrue(self.channel.ready)
+        self.inlet.stop()
+        self.assertNotIn(self.inlet, self.reactor.readers)
+        self.channel.doRead()
+        self.assertFalse(self.channel.ready)
+        self.assertEqual((READY, DRAINING), (b"R", b"D"))
+
+    def test_handedOver(self) -> None:
+        """
+        A connection sent down the channel is adopted by the worker with
+        the factory of the listener it came in on; the parent's copy may
+        be closed at once.
+        """
+        client, server = socket.socketpair()
+        self.addCleanup(client.close)
+        self.assertTrue(self.channel.send(1, server))
+        server.close()
+        self.inlet.doRead()
+        self.assertEqual(self.reactor.adopted, [(socket.AF_UNIX, "proxied")])
+
+    def test_ends(self) -> None:
+        """
+        Each end sees the other close: the worker stops, the parent
+        forgets the worker.
+        """
+        self.parentEnd.close()
+        self.inlet.doRead()
+        self.assertEqual(self.gone, ["parent"])
+        self.assertFalse(self.inlet.connected)
+
+    def test_workerGone(self) -> None:
+        """
+        The parent sees a worker's end close.
+        """
+        self.workerEnd.close()
+        self.channel.doRead()
+        self.assertEqual(self.gone, ["worker"])
+        self.assertFalse(self.channel.ready)

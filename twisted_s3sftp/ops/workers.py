@@ -1,0 +1,402 @@
+"""
+C{--workers N}: one parent process and N worker processes serving the
+same listening endpoints, so that every core serves.
+
+The parent (L{Workers}):
+
+  - binds every C{--listen} endpoint, and accepts the connections itself,
+    handing each to the next worker that is up
+    (L{twisted_s3sftp.ops.handoff}, which says why);
+  - starts the workers, each a C{twistd s3sftp} with the same options and
+    a channel to the parent (C{--worker-channel}), and starts again one
+    that dies, after a back-off (L{restartDelay}) that grows while
+    workers die young;
+  - relays their logs: each worker writes Twisted's JSON log events to
+    the parent, which publishes them as its own, with C{worker} (its
+    number) added and C{worker N} at the head of their system; the
+    parent's C{--log-format} and C{--logfile} then apply to every line;
+  - on SIGTERM stops accepting and passes SIGTERM on to every worker,
+    each of which drains as one server does (C{--drain-timeout}), and
+    exits when the last has; one that outlives its drain by
+    L{STOP_GRACE} seconds is killed;
+  - serves C{/metrics} and C{/healthz} for all of them on the one
+    C{--metrics} endpoint (L{twisted_s3sftp.ops.gathered}); the workers
+    serve theirs to the parent only, on Unix sockets in a private
+    directory.
+
+A worker killed with SIGKILL loses its connections; its uploads are left
+as a crashed server leaves them: no object is created, and each upload is
+resumable from its lease's last checkpoint once the lease is stale
+(three C{--lease-interval}s), or aborted by the sweep after
+C{--orphan-age}.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from attrs import define
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.python.failure import Failure
+
+from .drain import ABORT_TIMEOUT, CLOSE_TIMEOUT
+from .handoff import Channel, Distributor, channelPair
+from .listener import AnnouncedEndpoint
+
+log = Logger()
+
+#: The worker's descriptor for its channel to the parent.
+CHANNEL_FD = 3
+
+#: Seconds a worker must have run for its death not to count as young.
+STABLE_AFTER = 30.0
+
+#: The longest wait before starting a worker again.
+MAX_RESTART_DELAY = 30.0
+
+#: Seconds a worker is given beyond its drain before it is killed.
+STOP_GRACE = 15.0
+
+#: The longest log line relayed whole from a worker.
+MAX_LINE = 1 << 20
+
+
+def restartDelay(youngDeaths: int) -> float:
+    """
+    @param youngDeaths: how many workers in that place in a row died
+        within L{STABLE_AFTER} seconds of starting (this one included).
+    @return: seconds to wait before starting it again: none after a
+        worker that had run a while, then 1, 2, 4 ... up to
+        L{MAX_RESTART_DELAY}.
+    """
+    if youngDeaths <= 0:
+        return 0.0
+    return float(min(MAX_RESTART_DELAY, 2 ** (youngDeaths - 1)))
+
+
+def workerCommand(arguments: Sequence[str], index: int, metricsSocket: str | None) -> list[str]:
+    """
+    @param arguments: the parent's own C{s3sftp} arguments.
+    @param index: the worker's number.
+    @param metricsSocket: where the worker serves its metrics to the
+        parent, or L{None} without C{--metrics}.
+    @return: the command line of a worker: this Python, running twistd in
+        the foreground, with the same options and its channel.
+    """
+    command = [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "--nodaemon",
+        "--pidfile=",
+        "s3sftp",
+        *arguments,
+        f"--worker-index={index}",
+        f"--worker-channel={CHANNEL_FD}",
+    ]
+    if metricsSocket is not None:
+        command.append(f"--metrics=unix:{metricsSocket}:mode=600")
+    return command
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """
+    One worker process: its log lines are relayed, its end reported.
+    """
+
+    def __init__(self, workers: Workers, index: int) -> None:
+        self.workers = workers
+        self.index = index
+        self._pending = {1: b"", 2: b""}
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        pending = self._pending.get(childFD, b"") + data
+        *lines, rest = pending.split(b"\n")
+        if len(rest) > MAX_LINE:
+            lines.append(rest)
+            rest = b""
+        self._pending[childFD] = rest
+        for line in lines:
+            self._relay(childFD, line)
+
+    def _relay(self, childFD: int, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").strip().lstrip("\x1e")
+        if not text:
+            return
+        event: dict[str, Any] | None = None
+        if childFD == 1:
+            try:
+                event = eventFromJSON(text)
+            except ValueError:
+                event = None
+        if not isinstance(event, dict):
+            # Written before its log began (an import error, say).
+            log.warn("{line}", line=text, worker=self.index, log_system=f"worker {self.index}")
+            return
+        system = event.get("log_system")
+        event["worker"] = self.index
+        event["log_system"] = f"worker {self.index}" + (
+            f" {system}" if system and system != "-" else ""
+        )
+        globalLogPublisher(event)
+
+    def processEnded(self, reason: Failure) -> None:
+        for childFD in (1, 2):
+            if self._pending[childFD]:
+                self._relay(childFD, self._pending[childFD])
+        self.workers.ended(self.index, reason)
+
+
+@define(eq=False)
+class Worker:
+    """
+    A worker process the parent runs.
+
+    @ivar index: its number, from 1.
+    @ivar process: its process transport.
+    @ivar channel: the parent's end of its channel.
+    @ivar startedAt: when it started.
+    @ivar pid: its process id.
+    @ivar metricsSocket: where it serves its metrics, or L{None}.
+    @ivar lastMetrics: its metrics when the parent last asked.
+    """
+
+    index: int
+    process: Any
+    channel: Channel
+    startedAt: float
+    pid: int
+    metricsSocket: str | None = None
+    lastMetrics: str = ""
+
+    @property
+    def ready(self) -> bool:
+        """
+        Whether it takes connections.
+        """
+        return self.channel.ready
+
+
+class Workers(Service):
+    """
+    The parent of C{--workers N}.
+
+    @ivar reactor: spawns the processes, reads the sockets, times the
+        restarts.
+    @ivar count: how many workers to run.
+    @ivar arguments: the C{s3sftp} arguments each worker is given.
+    @ivar listen: the C{--listen} endpoints.
+    @ivar drainTimeout: the workers' C{--drain-timeout}.
+    @ivar withMetrics: whether the workers serve metrics to the parent.
+    @ivar commandFor: makes a worker's command line (L{workerCommand}).
+    @ivar onWorkerGone: called with each worker that has ended.
+    @ivar workers: the workers running, by number.
+    @ivar restarts: how many workers were started again after dying.
+    @ivar stopping: whether the shutdown has begun.
+    @ivar distributor: hands the connections out.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        count: int,
+        arguments: Sequence[str],
+        listen: Sequence[str],
+        drainTimeout: float,
+        withMetrics: bool = False,
+        commandFor: Callable[[Sequence[str], int, str | None], list[str]] = workerCommand,
+    ) -> None:
+        self.reactor = reactor
+        self.count = count
+        self.arguments = arguments
+        self.listen = listen
+        self.drainTimeout = drainTimeout
+        self.withMetrics = withMetrics
+        self.commandFor = commandFor
+        self.onWorkerGone: Callable[[Worker], None] = lambda worker: None
+        self.workers: dict[int, Worker] = {}
+        self.restarts = 0
+        self.stopping = False
+        self.distributor = Distributor(reactor)
+        self._youngDeaths: dict[int, int] = {}
+        self._pendingStarts: dict[int, IDelayedCall] = {}
+        self._allEnded: list[Deferred[None]] = []
+        self._directory: str | None = None
+        self._ports: list[Any] = []
+
+    def startService(self) -> None:
+        super().startService()
+        self._ports = [self._bind(description) for description in self.listen]
+        self.distributor.listen(self._ports)
+        if self.withMetrics:
+            self._directory = tempfile.mkdtemp(prefix="s3sftp-workers-")
+        log.info("Starting {count} workers", count=self.count)
+        for index in range(1, self.count + 1):
+            self._start(index)
+
+    def _bind(self, description: str) -> Any:
+        """
+        @return: the port listening on C{description}, bound now (an
+            address in use stops the start).
+        """
+        endpoint = AnnouncedEndpoint(
+            serverFromString(self.reactor, description), description, "s3sftp"
+        )
+        outcome: list[Any] = []
+        # Never used: the distributor takes the port's socket at once.
+        unused = Factory.forProtocol(Protocol)
+        unused.noisy = False
+        endpoint.listen(unused).addBoth(outcome.append)
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        return outcome[0]
+
+    def _start(self, index: int) -> None:
+        self._pendingStarts.pop(index, None)
+        metricsSocket = None
+        if self._directory is not None:
+            metricsSocket = os.path.join(self._directory, f"worker-{index}.sock")
+            if os.path.exists(metricsSocket):
+                # Left by a worker that was killed.
+                os.unlink(metricsSocket)
+        parentEnd, workerEnd = channelPair()
+        channel = Channel(index, parentEnd, lambda: self.distributor.remove(channel))
+        command = self.commandFor(self.arguments, index, metricsSocket)
+        try:
+            process = self.reactor.spawnProcess(
+                _WorkerProtocol(self, index),
+                command[0],
+                command,
+                env=dict(os.environ),
+                path=os.getcwd(),
+                childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: workerEnd.fileno()},
+            )
+        except OSError as e:
+            parentEnd.close()
+            log.error("Worker {index} could not be started: {error}", index=index, error=e)
+            self._restartLater(index)
+            return
+        finally:
+            workerEnd.close()
+        process.closeStdin()
+        self.workers[index] = Worker(
+            index, process, channel, self.reactor.seconds(), process.pid, metricsSocket
+        )
+        self.distributor.add(channel)
+        log.info("Worker {index} started (pid {pid})", index=index, pid=process.pid)
+
+    def ended(self, index: int, reason: Failure) -> None:
+        """
+        Worker C{index}'s process has ended.
+        """
+        worker = self.workers.pop(index, None)
+        if worker is None:
+            return
+        self.distributor.remove(worker.channel)
+        worker.channel.close()
+        self.onWorkerGone(worker)
+        status = getattr(reason.value, "exitCode", None)
+        if self.stopping:
+            log.info("Worker {index} (pid {pid}) has stopped", index=index, pid=worker.pid)
+            if not self.workers:
+                waiting, self._allEnded = self._allEnded, []
+                for waiter in waiting:
+                    waiter.callback(None)
+            return
+        lived = self.reactor.seconds() - worker.startedAt
+        young = self._youngDeaths.get(index, 0) + 1 if lived < STABLE_AFTER else 0
+        self._youngDeaths[index] = young
+        delay = restartDelay(young)
+        log.error(
+            "Worker {index} (pid {pid}) ended after {lived:.1f} s ({why}); "
+            "starting it again in {delay:g} s",
+            index=index,
+            pid=worker.pid,
+            lived=lived,
+            why=_describe(status, getattr(reason.value, "signal", None)),
+            delay=delay,
+        )
+        self.restarts += 1
+        self._restartLater(index, delay)
+
+    def _restartLater(self, index: int, delay: float = MAX_RESTART_DELAY) -> None:
+        if self.stopping:
+            return
+        self._pendingStarts[index] = self.reactor.callLater(delay, self._start, index)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.stopping = True
+        for pending in self._pendingStarts.values():
+            pending.cancel()
+        self._pendingStarts.clear()
+        for port in self.distributor.stop():
+            port.stopListening()
+        return Deferred.fromCoroutine(self._stopWorkers())
+
+    async def _stopWorkers(self) -> None:
+        if self.workers:
+            log.info("Shutting down: {count} workers drain their uploads", count=len(self.workers))
+            allEnded = self.whenStopped()
+            for worker in list(self.workers.values()):
+                self._signal(worker, "TERM")
+            limit = self.drainTimeout + ABORT_TIMEOUT + CLOSE_TIMEOUT + STOP_GRACE
+            later = self.reactor.callLater(limit, self._killRemaining)
+            await allEnded
+            if later.active():
+                later.cancel()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+    def _killRemaining(self) -> None:
+        for worker in list(self.workers.values()):
+            log.error(
+                "Shutting down: worker {index} (pid {pid}) is still running; killed",
+                index=worker.index,
+                pid=worker.pid,
+            )
+            self._signal(worker, "KILL")
+
+    def _signal(self, worker: Worker, name: str) -> None:
+        try:
+            worker.process.signalProcess(name)
+        except ProcessExitedAlready:
+            pass
+
+    def ready(self) -> list[Worker]:
+        """
+        @return: the workers taking connections, by number.
+        """
+        return [w for _, w in sorted(self.workers.items()) if w.ready]
+
+    def whenStopped(self) -> Deferred[None]:
+        """
+        @return: a Deferred firing once every worker has ended at a
+            shutdown.
+        """
+        if self.stopping and not self.workers:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._allEnded.append(waiter)
+        return waiter
+
+
+def _describe(status: int | None, signalNumber: int | None) -> str:
+    if signalNumber is not None:
+        try:
+            return f"killed by {signal.Signals(signalNumber).name}"
+        except ValueError:
+            return f"killed by signal {signalNumber}"
+    return f"exit status {status}"
