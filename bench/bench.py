@@ -229,6 +229,20 @@ def peakRSS(pid: int) -> int:
     return 0
 
 
+def treePeakRSS(server: Server) -> int:
+    """
+    @return: the largest peak RSS of a server and its processes (the
+        workers of C{--workers}).
+    """
+    peaks = [server.peakRSS()]
+    for child in descendantPids(server.pid):
+        try:
+            peaks.append(peakRSS(child))
+        except OSError:
+            pass
+    return max(peaks)
+
+
 def currentRSS(pid: int) -> int:
     """
     @return: a process's resident set now (C{VmRSS}) in bytes.
@@ -339,6 +353,14 @@ class ProcessMeter:
         """
         self._existing = set(descendantPids(self.pid))
         self._cpu0 = sum(cpuSeconds(self.pid))
+        # Children running throughout (the workers of --workers): their
+        # CPU reaches the parent's only when they end.
+        self._running0 = {}
+        for child in self._existing:
+            try:
+                self._running0[child] = sum(cpuSeconds(child))
+            except OSError:
+                pass
         self._written0 = writeBytes(self.pid)
         self._thread.start()
         return self
@@ -373,6 +395,11 @@ class ProcessMeter:
         self._stop.set()
         self._thread.join()
         cpu = sum(cpuSeconds(self.pid)) - self._cpu0
+        for child, before in self._running0.items():
+            try:
+                cpu += sum(cpuSeconds(child)) - before
+            except OSError:
+                pass
         written = writeBytes(self.pid) - self._written0
         written += sum(w for w, _ in self._children.values())
         childPeak = max((r for _, r in self._children.values()), default=0)
@@ -1124,13 +1151,24 @@ class Bench:
             report["rss"],
         )
 
-    def concurrent(self, server: Server) -> dict[str, Any]:
+    def concurrent(
+        self,
+        server: Server,
+        clients: int | None = None,
+        size: int | None = None,
+        source: Path | None = None,
+    ) -> dict[str, Any]:
         """
         Upload from many clients at once, each its own file.
 
+        @param clients: how many (default C{--clients}).
+        @param size: the size of C{source}, each client's file (default
+            C{--client-size}).
         @return: the figures.
         """
-        clients, size = self.options.clients, self.options.client_size
+        clients = clients or self.options.clients
+        size = size or self.options.client_size
+        source = source or self.clientSource
         meter = ProcessMeter(server.pid).start()
         weed = ProcessMeter(self.weedPid).start()
         processes = []
@@ -1141,7 +1179,7 @@ class Bench:
             # login time is that less the moment the client started.
             batch = self.writeBatch(
                 f"conc-{server.path}-{i}",
-                ["!date +%s.%N", f"put {self.clientSource} /conc-{i:03d}.bin"],
+                ["!date +%s.%N", f"put {source} /conc-{i:03d}.bin"],
             )
             started.append(time.time())
             processes.append(
@@ -1184,7 +1222,7 @@ class Bench:
             "mbps": total / MB / seconds,
             "cpu": usage.cpu / (total / GiB),
             "weedCpu": weedUsage.cpu / (total / GiB),
-            "rss": server.peakRSS(),
+            "rss": treePeakRSS(server),
             "errors": errors,
             "loginP50": percentile(logins, 50),
             "loginP99": percentile(logins, 99),
@@ -1656,6 +1694,7 @@ def report(
     small: dict[str, dict[str, Any]],
     many: dict[str, dict[str, Any]],
     held: dict[str, dict[str, Any]],
+    workers: dict[int, dict[str, Any]],
     profiled: dict[str, Any] | None,
 ) -> None:
     """
@@ -1733,6 +1772,23 @@ def report(
                 f"| {PATHS[path]} | {r['mbps']:.1f} | {r['seconds']:.1f} "
                 f"| {r['succeeded']}/{r['clients']} | {r['intact']}/{r['clients']} "
                 f"| {formatNumber(r['loginP50'], 2)} | {formatNumber(r['loginP99'], 2)} "
+                f"| {r['cpu']:.2f} | {r['weedCpu']:.2f} | {formatBytes(r['rss'])} |"
+            )
+    if workers:
+        lines += [
+            "",
+            f"### {options.workers_clients} uploads of {formatBytes(options.workers_size)} at once"
+            " through (a), by --workers",
+            "",
+            "| --workers | aggregate MB/s | wall s | exited 0 | objects intact "
+            "| server CPU-s/GiB (parent and workers) | SeaweedFS CPU-s/GiB "
+            "| largest process peak RSS |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for count, r in workers.items():
+            lines.append(
+                f"| {count} | {r['mbps']:.1f} | {r['seconds']:.1f} "
+                f"| {r['succeeded']}/{r['clients']} | {r['intact']}/{r['clients']} "
                 f"| {r['cpu']:.2f} | {r['weedCpu']:.2f} | {formatBytes(r['rss'])} |"
             )
     if small:
@@ -1984,6 +2040,25 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         help="bytes each held upload writes before it waits (default 12MiB: a part sent, "
         "a part filling)",
     )
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",") if n.strip()],
+        default=[1, 2],
+        help="the --workers settings of the many-large-uploads rows, comma-separated "
+        "(default 1,2; an empty string skips them)",
+    )
+    parser.add_argument(
+        "--workers-clients",
+        type=int,
+        default=8,
+        help="uploads at once in the --workers rows (default 8)",
+    )
+    parser.add_argument(
+        "--workers-size",
+        type=parseSize,
+        default=256 * MiB,
+        help="each upload of the --workers rows (default 256MiB)",
+    )
     options = parser.parse_args(argv)
     options.only = [p.strip() for p in options.only.split(",") if p.strip()]
     unknown = set(options.only) - set(PATHS)
@@ -2041,6 +2116,7 @@ def main(argv: list[str]) -> int:
     small: dict[str, dict[str, Any]] = {}
     many: dict[str, dict[str, Any]] = {}
     held: dict[str, dict[str, Any]] = {}
+    workers: dict[int, dict[str, Any]] = {}
     downloads: dict[str, list[dict[str, Any]]] = {}
     profiled = None
     try:
@@ -2093,6 +2169,19 @@ def main(argv: list[str]) -> int:
                 server = bench.startServer(path, "many")
                 many[path] = bench.manySmallFiles(server)
                 server.stop()
+        if "a" in options.only and options.workers:
+            source, _ = bench.makeSource("workers.bin", options.workers_size)
+            for count in options.workers:
+                say(
+                    f"{options.workers_clients} uploads of {formatBytes(options.workers_size)}"
+                    f" at once: a with --workers {count}"
+                )
+                server = bench.startServer("a", f"workers{count}", extra=[f"--workers={count}"])
+                workers[count] = bench.concurrent(
+                    server, options.workers_clients, options.workers_size, source
+                )
+                server.stop()
+            source.unlink()
         if "a" in options.only and not options.skip_concurrency:
             if options.held_sessions:
                 say(f"{options.held_sessions} idle sessions held: a")
@@ -2139,7 +2228,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(s3dir, ignore_errors=True)
     bench.notes.append(f"the whole benchmark took {time.monotonic() - started:.0f} s")
-    report(bench, big, rss, downloads, conc, small, many, held, profiled)
+    report(bench, big, rss, downloads, conc, small, many, held, workers, profiled)
     if profiled and options.profile.exists():
         printProfile(options.profile)
     if options.py_spy and options.py_spy.exists():
@@ -2147,7 +2236,10 @@ def main(argv: list[str]) -> int:
     failed = (
         any(not r["ok"] for runs in big.values() for r in runs)
         or any(not r["ok"] for runs in downloads.values() for r in runs)
-        or any(r["succeeded"] != r["clients"] or r["intact"] != r["clients"] for r in conc.values())
+        or any(
+            r["succeeded"] != r["clients"] or r["intact"] != r["clients"]
+            for r in [*conc.values(), *workers.values()]
+        )
         or any(not r["ok"] or r["intact"] != r["files"] for r in small.values())
         or any(r["ok"] != r["sessions"] or r["intact"] != r["files"] for r in many.values())
         or any(

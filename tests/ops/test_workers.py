@@ -19,6 +19,7 @@ from twisted_s3sftp.ops.workers import (
     CHANNEL_FD,
     MAX_RESTART_DELAY,
     STABLE_AFTER,
+    STARTUP_WAIT,
     Workers,
     restartDelay,
     workerCommand,
@@ -139,6 +140,27 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual(sorted(self.workers.workers), [1, 2])
         # None has said it is ready yet.
         self.assertEqual(self.workers.ready(), [])
+
+    def test_heldUntilReady(self) -> None:
+        """
+        At start-up connections are held in the backlog until every worker
+        is ready, so that the first one up does not take a burst whole; or
+        until L{STARTUP_WAIT} seconds have passed, with those ready.
+        """
+        channels = [worker.channel for worker in self.workers.workers.values()]
+        channels[0].ready = True
+        channels[0].onReady()
+        self.assertTrue(self.workers.distributor._holding)
+        channels[1].ready = True
+        channels[1].onReady()
+        self.assertFalse(self.workers.distributor._holding)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        late = Workers(self.reactor, 2, [], [], drainTimeout=10)
+        late.startService()
+        self.addCleanup(lambda: [w.channel.close() for w in late.workers.values()])
+        self.assertTrue(late.distributor._holding)
+        self.reactor.advance(STARTUP_WAIT)
+        self.assertFalse(late.distributor._holding)
 
     def test_restartAfterYoungDeath(self) -> None:
         """

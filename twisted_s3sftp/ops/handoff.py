@@ -172,6 +172,7 @@ class Distributor:
         self._next = 0
         self._reading = False
         self._stopped = False
+        self._holding = False
         self._outOfDescriptors = False
         self._backoff: IDelayedCall | None = None
         self.refused = 0
@@ -211,6 +212,7 @@ class Distributor:
         """
         wanted = (
             not self._stopped
+            and not self._holding
             and not self._outOfDescriptors
             and any(channel.ready for channel in self.channels)
         )
@@ -222,6 +224,13 @@ class Distributor:
                 self.reactor.addReader(listening)
             else:
                 self.reactor.removeReader(listening)
+
+    def hold(self, holding: bool) -> None:
+        """
+        Hold connections in the backlog, or hand them out again.
+        """
+        self._holding = holding
+        self.update()
 
     def acceptFrom(self, listening: _Listening) -> None:
         """

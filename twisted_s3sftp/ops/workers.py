@@ -6,7 +6,9 @@ The parent (L{Workers}):
 
   - binds every C{--listen} endpoint, and accepts the connections itself,
     handing each to the next worker that is up
-    (L{twisted_s3sftp.ops.handoff}, which says why);
+    (L{twisted_s3sftp.ops.handoff}, which says why); it begins once every
+    worker is ready (or after L{STARTUP_WAIT} seconds), so that a burst
+    at start-up is spread too;
   - starts the workers, each a C{twistd s3sftp} with the same options and
     a channel to the parent (C{--worker-channel}), and starts again one
     that dies, after a back-off (L{restartDelay}) that grows while
@@ -68,6 +70,10 @@ MAX_RESTART_DELAY = 30.0
 
 #: Seconds a worker is given beyond its drain before it is killed.
 STOP_GRACE = 15.0
+
+#: The longest the parent holds connections back at start-up, waiting for
+#: every worker to be ready.
+STARTUP_WAIT = 15.0
 
 #: The longest log line relayed whole from a worker.
 MAX_LINE = 1 << 20
@@ -235,10 +241,16 @@ class Workers(Service):
         self._allEnded: list[Deferred[None]] = []
         self._directory: str | None = None
         self._ports: list[Any] = []
+        self._startupWait: IDelayedCall | None = None
 
     def startService(self) -> None:
         super().startService()
         self._ports = [self._bind(description) for description in self.listen]
+        # Until every worker is ready (or STARTUP_WAIT), connections wait
+        # in the backlog: the first worker up would otherwise take a burst
+        # that comes in at start-up whole.
+        self.distributor.hold(True)
+        self._startupWait = self.reactor.callLater(STARTUP_WAIT, self._allReady)
         self.distributor.listen(self._ports)
         if self.withMetrics:
             self._directory = tempfile.mkdtemp(prefix="s3sftp-workers-")
@@ -295,7 +307,23 @@ class Workers(Service):
             index, process, channel, self.reactor.seconds(), process.pid, metricsSocket
         )
         self.distributor.add(channel)
+        channel.onReady = self._readyChanged
         log.info("Worker {index} started (pid {pid})", index=index, pid=process.pid)
+
+    def _readyChanged(self) -> None:
+        if self._startupWait is not None and len(self.ready()) == self.count:
+            self._startupWait.cancel()
+            self._allReady()
+        self.distributor.update()
+
+    def _allReady(self) -> None:
+        self._startupWait = None
+        log.info(
+            "{ready} of {count} workers ready: accepting connections",
+            ready=len(self.ready()),
+            count=self.count,
+        )
+        self.distributor.hold(False)
 
     def ended(self, index: int, reason: Failure) -> None:
         """
@@ -339,6 +367,9 @@ class Workers(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.stopping = True
+        if self._startupWait is not None:
+            self._startupWait.cancel()
+            self._startupWait = None
         for pending in self._pendingStarts.values():
             pending.cancel()
         self._pendingStarts.clear()
