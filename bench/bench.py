@@ -1906,6 +1906,54 @@ SPY_GROUPS = [
 ]
 
 
+def startSpy(pid: int, path: Path) -> subprocess.Popen[bytes]:
+    """
+    @return: py-spy recording every thread of C{pid} at 250 Hz, raw stacks
+        to C{path}, once it has had a second to attach.
+    """
+    spy = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--threads",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "-o",
+            str(path.resolve()),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)
+    return spy
+
+
+def printLeaves(path: Path, count: int = 15) -> None:
+    """
+    Print the functions a py-spy recording (raw format) saw running most
+    (their own time, all threads, idle waits left out).
+    """
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        leaf = stack.split(";")[-1]
+        if any(wait in leaf for wait in ("(threading.py)", "poll (", "epoll", "select (")):
+            continue
+        total += int(number)
+        counts[leaf] = counts.get(leaf, 0) + int(number)
+    print("\n#### Where the gateway's small-files run spends its time (py-spy, own time)\n")
+    print("| function | share of busy samples |\n|---|---|")
+    for leaf, samples in sorted(counts.items(), key=lambda item: -item[1])[:count]:
+        print(f"| `{leaf}` | {100 * samples / max(1, total):.1f} % |")
+    print(f"\n{total} busy samples at 250 Hz; raw stacks in {path}", flush=True)
+
+
 def printSpy(path: Path) -> None:
     """
     Print where a py-spy recording (raw format, C{--threads}) of the
@@ -1988,6 +2036,12 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         type=Path,
         help="run the first gateway path of --only once more under py-spy (pip install py-spy), "
         "saving raw stacks here, and print where the time goes",
+    )
+    parser.add_argument(
+        "--small-py-spy",
+        type=Path,
+        help="record (a)'s small-files row under py-spy, saving raw stacks here, and print "
+        "the functions it ran most",
     )
     parser.add_argument(
         "--workdir",
@@ -2163,7 +2217,12 @@ def main(argv: list[str]) -> int:
                 server.stop()
                 say(f"{options.files} small files: {path}")
                 server = bench.startServer(path, "small")
+                spying = options.small_py_spy if path == "a" else None
+                spy = startSpy(server.pid, spying) if spying else None
                 small[path] = bench.smallFiles(server)
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
                 server.stop()
                 say(f"{options.sessions} sessions of {options.files} small files: {path}")
                 server = bench.startServer(path, "many")
@@ -2199,25 +2258,7 @@ def main(argv: list[str]) -> int:
         if options.py_spy and again:
             say(f"({again}) once more under py-spy")
             server = bench.startServer(again, "py-spy")
-            spy = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "--pid",
-                    str(server.pid),
-                    "--threads",
-                    "--nonblocking",
-                    "--format",
-                    "raw",
-                    "--rate",
-                    "250",
-                    "-o",
-                    str(options.py_spy.resolve()),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1)
+            spy = startSpy(server.pid, options.py_spy)
             bench.bigUpload(server, options.runs, "under py-spy")
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
@@ -2233,6 +2274,8 @@ def main(argv: list[str]) -> int:
         printProfile(options.profile)
     if options.py_spy and options.py_spy.exists():
         printSpy(options.py_spy)
+    if options.small_py_spy and options.small_py_spy.exists():
+        printLeaves(options.small_py_spy)
     failed = (
         any(not r["ok"] for runs in big.values() for r in runs)
         or any(not r["ok"] for runs in downloads.values() for r in runs)

