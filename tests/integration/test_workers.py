@@ -186,7 +186,8 @@ def test_killedWorkerAndDrain(startGateway: Any, bucket: str, s3: Any) -> None:
     worker goes on and is stored (CLOSE answered OK); the parent starts a
     new worker (its restart counted in C{/metrics}), and new connections
     are served.  Then SIGTERM to the parent: an upload open at the signal
-    finishes and is stored, and the parent and both workers exit.
+    finishes and is stored, and the parent and both workers exit, cleanly
+    though each worker got SIGTERM twice (its own, and the parent's).
     """
     gateway = startGateway(
         None, "--workers=2", "--metrics=tcp:0:interface=127.0.0.1", "--drain-timeout=20"
@@ -248,6 +249,10 @@ def test_killedWorkerAndDrain(startGateway: Any, bucket: str, s3: Any) -> None:
                 upload = await sftp.open("drained.bin", "wb")
                 await upload.write(first)
                 gateway.process.send_signal(signal.SIGTERM)
+                # As systemd's KillMode=control-group does: the workers get
+                # it too, then the parent's.
+                for pid in pids:
+                    os.kill(pid, signal.SIGTERM)
                 await asyncio.sleep(1)
                 await upload.write(rest, len(first))
                 await upload.close()

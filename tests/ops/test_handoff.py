@@ -11,7 +11,15 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_s3sftp.ops.handoff import DRAINING, READY, Channel, Distributor, Inlet, channelPair
+from twisted_s3sftp.ops.handoff import (
+    DRAINING,
+    READY,
+    Channel,
+    Distributor,
+    Inlet,
+    channelPair,
+    stopSignalsOnce,
+)
 
 
 class FakeChannel:
@@ -132,3 +140,30 @@ class ChannelTests(SynchronousTestCase):
         self.channel.doRead()
         self.assertEqual(self.gone, ["worker"])
         self.assertFalse(self.channel.ready)
+
+
+class StopSignalsOnceTests(SynchronousTestCase):
+    """
+    L{stopSignalsOnce}.
+    """
+
+    def test_once(self) -> None:
+        """
+        The first SIGTERM or SIGINT reaches the handler installed before
+        (the reactor's); both are ignored after it.
+        """
+        import signal
+
+        saved = {n: signal.getsignal(n) for n in (signal.SIGTERM, signal.SIGINT)}
+        for number, handler in saved.items():
+            self.addCleanup(signal.signal, number, handler)
+        seen: list[int] = []
+        signal.signal(signal.SIGTERM, lambda n, f: seen.append(n))
+        signal.signal(signal.SIGINT, lambda n, f: seen.append(n))
+        stopSignalsOnce()
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, None)
+        self.assertEqual(seen, [signal.SIGTERM])
+        self.assertEqual(signal.getsignal(signal.SIGTERM), signal.SIG_IGN)
+        self.assertEqual(signal.getsignal(signal.SIGINT), signal.SIG_IGN)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -326,6 +327,28 @@ def listenerFactory(description: str, factory: Any) -> Any:
     return capture.factory
 
 
+def stopSignalsOnce() -> None:
+    """
+    Make the first SIGTERM or SIGINT stop the worker, and ignore the rest.
+
+    A worker may get the signal twice, from one source and from its parent
+    (systemd's default C{KillMode=control-group} signals every process of
+    the unit, a terminal's ^C the whole process group, and the parent
+    passes its own on); a second stop of the reactor would be an error.
+    """
+    for number in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(number)
+        if not callable(handler):
+            continue
+
+        def once(signum: int, frame: Any, handler: Any = handler) -> None:
+            for other in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(other, signal.SIG_IGN)
+            handler(signum, frame)
+
+        signal.signal(number, once)
+
+
 def _peer(connection: socket.socket) -> str:
     try:
         return str(connection.getpeername())
@@ -457,6 +480,8 @@ class InletService(Service):
         # At the open files cap the factory pauses its "ports": this one.
         self._gate.portListening(self.inlet)
         self.inlet.start()
+        # Once the reactor's own handlers are in place.
+        self.reactor.callWhenRunning(stopSignalsOnce)
 
     def stopService(self) -> None:
         super().stopService()
