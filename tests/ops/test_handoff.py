@@ -115,6 +115,7 @@ class ChannelTests(SynchronousTestCase):
         the factory of the listener it came in on; the parent's copy may
         be closed at once.
         """
+        self.inlet.start()
         client, server = socket.socketpair()
         self.addCleanup(client.close)
         self.assertTrue(self.channel.send(1, server))
@@ -127,6 +128,7 @@ class ChannelTests(SynchronousTestCase):
         Each end sees the other close: the worker stops, the parent
         forgets the worker.
         """
+        self.inlet.start()
         self.parentEnd.close()
         self.inlet.doRead()
         self.assertEqual(self.gone, ["parent"])
@@ -167,3 +169,91 @@ class StopSignalsOnceTests(SynchronousTestCase):
         self.assertEqual(seen, [signal.SIGTERM])
         self.assertEqual(signal.getsignal(signal.SIGTERM), signal.SIG_IGN)
         self.assertEqual(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
+
+
+class FakePort:
+    """
+    A listening port the distributor takes over.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+
+class HandOutRetryTests(SynchronousTestCase):
+    """
+    A connection no worker can take waits in the parent, and the others in
+    the backlog, until one can.
+    """
+
+    def test_heldAndRetried(self) -> None:
+        """
+        When every worker's queue is full, the connection accepted is held
+        and the listener is no longer read; it is handed out once a worker
+        takes it, and reading resumes.
+        """
+        import os
+        import tempfile
+
+        from twisted_s3sftp.ops.handoff import HANDOUT_RETRY
+
+        path = os.path.join(tempfile.mkdtemp(), "listen.sock")
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(path)
+        listening.listen(8)
+        listening.setblocking(False)
+        self.addCleanup(listening.close)
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        self.addCleanup(client.close)
+        reactor = MemoryReactorClock()
+        distributor = Distributor(reactor)
+        full = FakeChannel(works=False)
+        distributor.channels = [full]  # type: ignore[list-item]
+        port = FakePort(listening)
+        distributor.listen([port])
+        self.assertFalse(port.reading)
+        (reader,) = [r for r in reactor.readers if getattr(r, "port", None) is port]
+        reader.doRead()
+        self.assertEqual(full.sent, [])
+        self.assertNotIn(reader, reactor.readers)
+        reactor.advance(HANDOUT_RETRY)
+        self.assertNotIn(reader, reactor.readers)
+        full.works = True
+        reactor.advance(HANDOUT_RETRY)
+        self.assertEqual(full.sent, [0])
+        self.assertIn(reader, reactor.readers)
+        distributor.stop()
+        self.assertNotIn(reader, reactor.readers)
+
+
+class InletPauseTests(SynchronousTestCase):
+    """
+    An L{Inlet} paused by its factory's accept gate tells the parent.
+    """
+
+    def test_pauseResume(self) -> None:
+        """
+        Paused, the worker's channel reads as not ready in the parent;
+        resumed, ready again; once draining, the gate cannot resume it.
+        """
+        parentEnd, workerEnd = channelPair()
+        self.addCleanup(parentEnd.close)
+        self.addCleanup(workerEnd.close)
+        changes: list[bool] = []
+        channel = Channel(1, parentEnd, lambda: None)
+        channel.onReady = lambda: changes.append(channel.ready)
+        reactor = AdoptingReactor()
+        inlet = Inlet(reactor, workerEnd, ["plain"], lambda: None)
+        inlet.start()
+        inlet.stopReading()
+        inlet.startReading()
+        inlet.stop()
+        inlet.startReading()
+        channel.doRead()
+        self.assertEqual(changes, [True, False, True, False])
+        self.assertNotIn(inlet, reactor.readers)

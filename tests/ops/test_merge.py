@@ -92,3 +92,19 @@ class GatheredTests(SynchronousTestCase):
         merged = samples(gathered, [])
         self.assertEqual(merged[("s3sftp_uploads_total", (("outcome", "stored"),))], 5)
         self.assertNotIn(("s3sftp_sessions", ()), merged)
+
+
+class BadPageTests(SynchronousTestCase):
+    """
+    A page that does not parse.
+    """
+
+    def test_leftOut(self) -> None:
+        """
+        One worker's page that does not parse is left out of the sum (and
+        not retired), the others' still count.
+        """
+        gathered = Gathered()
+        gathered.retire("this is { not metrics")
+        merged = samples(gathered, ["this is { not metrics", exposition(2, 1, [])])
+        self.assertEqual(merged[("s3sftp_uploads_total", (("outcome", "stored"),))], 2)

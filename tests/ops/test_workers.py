@@ -213,6 +213,21 @@ class WorkersTests(SynchronousTestCase):
         self.reactor.advance(60)
         self.assertEqual(len(self.reactor.spawned), 2)
 
+    def test_stopWithNoneRunning(self) -> None:
+        """
+        A shutdown while no worker runs (every one waiting to be started
+        again) completes at once, for the stop and for whoever waited for
+        it before it began (the metrics endpoint).
+        """
+        for protocol, _, _, _ in self.reactor.spawned:
+            protocol.processEnded(ended(9))
+        self.assertEqual(self.workers.workers, {})
+        waiting = self.workers.whenStopped()
+        self.successResultOf(self.workers.stopService())
+        self.successResultOf(waiting)
+        self.reactor.advance(60)
+        self.assertEqual(len(self.reactor.spawned), 2)
+
     def test_logRelayed(self) -> None:
         """
         A worker's JSON log events are published in the parent with its

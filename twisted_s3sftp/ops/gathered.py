@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -74,8 +75,11 @@ class _Answer(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         head, _, body = b"".join(self.received).partition(b"\r\n\r\n")
         status = head.split(b"\r\n", 1)[0].split()
-        if self.size > MAX_ANSWER or len(status) < 2 or not status[1].isdigit():
-            self.done.errback(ValueError(f"no HTTP answer to {self.path}"))
+        # Only a whole answer: one cut short (by the timeout, say) would
+        # be a partial page.
+        whole = reason.check(ConnectionDone) is not None
+        if not whole or self.size > MAX_ANSWER or len(status) < 2 or not status[1].isdigit():
+            self.done.errback(ValueError(f"no whole HTTP answer to {self.path}"))
         else:
             self.done.callback((int(status[1]), body.decode("utf-8", "replace")))
 
@@ -150,8 +154,10 @@ class Gatherer:
         texts = []
         for worker, answer in await self._fetchAll("/metrics"):
             if answer is not None and answer[0] == 200:
-                worker.lastMetrics = answer[1]
-                texts.append(answer[1])
+                if self.workers.workers.get(worker.index) is worker:
+                    # Still running: what it would leave if it died now.
+                    worker.lastMetrics = answer[1]
+                    texts.append(answer[1])
         families = self.gathered.merge(texts)
         registry = CollectorRegistry()
         registry.register(_Fixed(families + self._own()))

@@ -37,13 +37,14 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import succeed
 from twisted.internet.interfaces import IDelayedCall, IReadDescriptor, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.haproxy import proxyEndpoint
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 log = Logger()
@@ -55,8 +56,13 @@ DRAINING = b"D"
 #: Connections accepted from one listener per turn of the reactor.
 ACCEPTS_PER_READ = 64
 
-#: Seconds the parent stops accepting after running out of descriptors.
+#: Seconds the parent stops accepting after running out of descriptors
+#: (or after an error of C{accept} it does not know).
 DESCRIPTORS_BACKOFF = 1.0
+
+#: Seconds between two tries to hand out a connection no worker could
+#: take (every worker's queue full); the parent accepts no other meanwhile.
+HANDOUT_RETRY = 0.05
 
 
 def channelPair() -> tuple[socket.socket, socket.socket]:
@@ -77,6 +83,7 @@ class Channel:
     @ivar index: the worker's number.
     @ivar ready: whether the worker takes connections.
     @ivar onGone: called once the worker's end is closed.
+    @ivar onReady: called whenever C{ready} changes.
     """
 
     def __init__(self, index: int, sock: socket.socket, onGone: Callable[[], None]) -> None:
@@ -104,11 +111,9 @@ class Channel:
                 self.ready = False
                 self.onGone()
                 return
-            if message == READY:
-                self.ready = True
+            if message in (READY, DRAINING):
+                self.ready = message == READY
                 self.onReady()
-            elif message == DRAINING:
-                self.ready = False
 
     def connectionLost(self, reason: object) -> None:
         pass
@@ -176,7 +181,8 @@ class Distributor:
         self._holding = False
         self._outOfDescriptors = False
         self._backoff: IDelayedCall | None = None
-        self.refused = 0
+        self._waiting: tuple[int, socket.socket] | None = None
+        self._retry: IDelayedCall | None = None
 
     def listen(self, ports: Sequence[Any]) -> None:
         """
@@ -215,6 +221,7 @@ class Distributor:
             not self._stopped
             and not self._holding
             and not self._outOfDescriptors
+            and self._waiting is None
             and any(channel.ready for channel in self.channels)
         )
         if wanted == self._reading:
@@ -243,25 +250,39 @@ class Distributor:
             except BlockingIOError:
                 return
             except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warn(
-                        "Not accepting connections for {seconds:g} s: {error}",
-                        seconds=DESCRIPTORS_BACKOFF,
-                        error=os.strerror(e.errno),
-                    )
-                    self._pauseFor(DESCRIPTORS_BACKOFF)
-                    return
-                # ECONNABORTED and the like: that connection is gone.
-                continue
-            try:
-                if not self.handOut(listening.index, connection):
-                    self.refused += 1
-                    log.warn(
-                        "No worker could take a connection from {peer}: closed",
-                        peer=_peer(connection),
-                    )
-            finally:
-                connection.close()
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR):
+                    # That connection is gone.
+                    continue
+                log.warn(
+                    "Not accepting connections for {seconds:g} s: {error}",
+                    seconds=DESCRIPTORS_BACKOFF,
+                    error=os.strerror(e.errno or 0),
+                )
+                self._pauseFor(DESCRIPTORS_BACKOFF)
+                return
+            if not self.handOut(listening.index, connection):
+                # Every worker's queue is full: hold this one, and accept
+                # no other (they wait in the backlog) until it is taken.
+                self._waiting = (listening.index, connection)
+                self.update()
+                self._retryLater()
+                return
+            connection.close()
+
+    def _retryLater(self) -> None:
+        self._retry = self.reactor.callLater(HANDOUT_RETRY, self._retryWaiting)
+
+    def _retryWaiting(self) -> None:
+        self._retry = None
+        if self._waiting is None:
+            return
+        listener, connection = self._waiting
+        if self._stopped or self.handOut(listener, connection):
+            self._waiting = None
+            connection.close()
+            self.update()
+        else:
+            self._retryLater()
 
     def handOut(self, listener: int, connection: socket.socket) -> bool:
         """
@@ -278,6 +299,9 @@ class Distributor:
         return False
 
     def _pauseFor(self, seconds: float) -> None:
+        if self._backoff is not None:
+            return
+
         def again() -> None:
             self._backoff = None
             self._outOfDescriptors = False
@@ -297,6 +321,12 @@ class Distributor:
         if self._backoff is not None:
             self._backoff.cancel()
             self._backoff = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._waiting is not None:
+            self._waiting[1].close()
+            self._waiting = None
         self.update()
         return [listening.port for listening in self._listening]
 
@@ -364,11 +394,12 @@ class Inlet:
 
     It stands for a port to the factory's accept gate (it has
     C{stopReading}, C{startReading}, C{connected} and C{disconnecting}),
-    so that a worker at its open files cap stops taking connections; the
-    parent then hands them to the others.
+    so that a worker at its open files cap stops taking connections: it
+    tells the parent, which then hands them to the others.
 
     @ivar factories: the factory for each listener, by its index.
-    @ivar onParentGone: called when the parent's end closes.
+    @ivar onParentGone: called when the parent's end closes, or the inlet
+        fails: the worker must stop (and its parent start another).
     """
 
     def __init__(
@@ -385,6 +416,7 @@ class Inlet:
         self.onParentGone = onParentGone
         self.connected = False
         self.disconnecting = False
+        self._reading = False
 
     def fileno(self) -> int:
         return self.socket.fileno()
@@ -398,21 +430,34 @@ class Inlet:
         """
         self.connected = True
         self.startReading()
-        self._say(READY)
 
     def stop(self) -> None:
         """
         Take no more connections (a drain), and tell the parent so.
         """
-        self.disconnecting = True
         self.stopReading()
-        self._say(DRAINING)
+        self.disconnecting = True
 
     def startReading(self) -> None:
+        """
+        Take connections again (the factory's accept gate, below its cap).
+        """
+        if self.disconnecting or not self.connected:
+            return
+        self._reading = True
         self.reactor.addReader(self)
+        self._say(READY)
 
     def stopReading(self) -> None:
+        """
+        Take no connections for now (the factory's accept gate, at its
+        cap).
+        """
+        if self.disconnecting:
+            return
+        self._reading = False
         self.reactor.removeReader(self)
+        self._say(DRAINING)
 
     def _say(self, message: bytes) -> None:
         try:
@@ -422,6 +467,9 @@ class Inlet:
 
     def doRead(self) -> None:
         for _ in range(ACCEPTS_PER_READ):
+            if not self._reading:
+                # Paused by the last one adopted: the rest wait.
+                return
             try:
                 message, fds, _flags, _address = socket.recv_fds(
                     self.socket, 16, 4, socket.MSG_CMSG_CLOEXEC
@@ -431,7 +479,8 @@ class Inlet:
             except OSError:
                 message, fds = b"", []
             if not message and not fds:
-                self.stopReading()
+                self.reactor.removeReader(self)
+                self._reading = False
                 self.connected = False
                 self.onParentGone()
                 return
@@ -456,7 +505,13 @@ class Inlet:
             connection.close()
 
     def connectionLost(self, reason: object) -> None:
-        pass
+        # Removed by the reactor after an error in doRead: this worker no
+        # longer takes connections, so it must go.
+        log.failure("The connection inlet failed: stopping the worker", cast(Failure, reason))
+        self._reading = False
+        self.connected = False
+        self._say(DRAINING)
+        self.onParentGone()
 
 
 class InletService(Service):
@@ -491,5 +546,5 @@ class InletService(Service):
 
     def _parentGone(self) -> None:
         if self.running:
-            log.warn("The parent process is gone: shutting down")
+            log.warn("No more connections can come (parent gone, or inlet failed): shutting down")
             self.reactor.stop()

@@ -74,7 +74,11 @@ class Gathered:
 
         @param exposition: that scrape, in Prometheus' text format.
         """
-        for family in _parse(exposition):
+        try:
+            parsed = list(_parse(exposition))
+        except ValueError:
+            return
+        for family in parsed:
             if family.kind not in _MONOTONIC:
                 continue
             kept = self.retired.setdefault(
@@ -94,7 +98,13 @@ class Gathered:
         for name, kept in self.retired.items():
             families[name] = _Family(name, kept.documentation, kept.kind, dict(kept.samples))
         for exposition in expositions:
-            for family in _parse(exposition):
+            try:
+                parsed = list(_parse(exposition))
+            except ValueError:
+                # One worker's page that does not parse leaves it out,
+                # not the others.
+                continue
+            for family in parsed:
                 into = families.setdefault(
                     family.name, _Family(family.name, family.documentation, family.kind)
                 )

@@ -46,7 +46,7 @@ from typing import Any
 from attrs import define
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
@@ -103,6 +103,8 @@ def workerCommand(arguments: Sequence[str], index: int, metricsSocket: str | Non
     """
     command = [
         sys.executable,
+        # Not the working directory first on the module path, as -c would.
+        "-P",
         "-c",
         "from twisted.scripts.twistd import run; run()",
         "--nodaemon",
@@ -113,7 +115,7 @@ def workerCommand(arguments: Sequence[str], index: int, metricsSocket: str | Non
         f"--worker-channel={CHANNEL_FD}",
     ]
     if metricsSocket is not None:
-        command.append(f"--metrics=unix:{metricsSocket}:mode=600")
+        command.append(f"--metrics=unix:{quoteStringArgument(metricsSocket)}:mode=600")
     return command
 
 
@@ -243,9 +245,16 @@ class Workers(Service):
         self._ports: list[Any] = []
         self._startupWait: IDelayedCall | None = None
 
+    def privilegedStartService(self) -> None:
+        # Bound before twistd gives up root (--uid), as one server's
+        # listeners are: a port below 1024 works the same.
+        super().privilegedStartService()
+        self._ports = [self._bind(description) for description in self.listen]
+
     def startService(self) -> None:
         super().startService()
-        self._ports = [self._bind(description) for description in self.listen]
+        if not self._ports and self.listen:
+            self._ports = [self._bind(description) for description in self.listen]
         # Until every worker is ready (or STARTUP_WAIT), connections wait
         # in the backlog: the first worker up would otherwise take a burst
         # that comes in at start-up whole.
@@ -300,6 +309,9 @@ class Workers(Service):
             log.error("Worker {index} could not be started: {error}", index=index, error=e)
             self._restartLater(index)
             return
+        except BaseException:
+            parentEnd.close()
+            raise
         finally:
             workerEnd.close()
         process.closeStdin()
@@ -338,10 +350,7 @@ class Workers(Service):
         status = getattr(reason.value, "exitCode", None)
         if self.stopping:
             log.info("Worker {index} (pid {pid}) has stopped", index=index, pid=worker.pid)
-            if not self.workers:
-                waiting, self._allEnded = self._allEnded, []
-                for waiter in waiting:
-                    waiter.callback(None)
+            self._releaseIfStopped()
             return
         lived = self.reactor.seconds() - worker.startedAt
         young = self._youngDeaths.get(index, 0) + 1 if lived < STABLE_AFTER else 0
@@ -375,7 +384,11 @@ class Workers(Service):
         self._pendingStarts.clear()
         for port in self.distributor.stop():
             port.stopListening()
-        return Deferred.fromCoroutine(self._stopWorkers())
+        stopped = Deferred.fromCoroutine(self._stopWorkers())
+        # None running (all waiting to be started again): those waiting
+        # for the stop need not.
+        self._releaseIfStopped()
+        return stopped
 
     async def _stopWorkers(self) -> None:
         if self.workers:
@@ -411,6 +424,12 @@ class Workers(Service):
         @return: the workers taking connections, by number.
         """
         return [w for _, w in sorted(self.workers.items()) if w.ready]
+
+    def _releaseIfStopped(self) -> None:
+        if self.stopping and not self.workers:
+            waiting, self._allEnded = self._allEnded, []
+            for waiter in waiting:
+                waiter.callback(None)
 
     def whenStopped(self) -> Deferred[None]:
         """
