@@ -11,13 +11,14 @@ text, which would bury it).
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -315,6 +316,12 @@ class Options(usage.Options):
             "Internal, set by the parent of --workers: this worker's channel's descriptor.",
         ],
         ["worker-index", None, None, "Internal, set by the parent of --workers: its number."],
+        [
+            "worker-metrics-fd",
+            None,
+            None,
+            "Internal, set by the parent of --workers: the listening socket for its metrics.",
+        ],
     ]
 
     #: Build the boto3 client (replaced in tests).
@@ -411,13 +418,20 @@ class Options(usage.Options):
             raise ValueError(f"--workers: from 1 to {MAX_WORKERS}")
         self.workerChannel: int | None = None
         self.workerIndex: int | None = None
+        self.workerMetricsFD: int | None = None
+        metrics = self["metrics"]
         if self["worker-channel"] is not None:
             try:
                 self.workerChannel = int(self["worker-channel"])
                 self.workerIndex = int(self["worker-index"] or "1")
+                if self["worker-metrics-fd"] is not None:
+                    self.workerMetricsFD = int(self["worker-metrics-fd"])
             except ValueError:
                 raise ValueError("--worker-channel and --worker-index: not numbers") from None
             workers = 1
+            # A worker serves its metrics to its parent only, on the socket
+            # the parent gave it (--worker-metrics-fd).
+            metrics = None
         if self["log-format"] not in FORMATS:
             raise ValueError(f"--log-format must be one of {', '.join(FORMATS)}")
         limits = self._limits()
@@ -448,7 +462,7 @@ class Options(usage.Options):
             uploadConcurrency=concurrency,
             limits=limits,
             drainTimeout=seconds["drain-timeout"],
-            metrics=self["metrics"],
+            metrics=metrics,
             orphanAge=seconds["orphan-age"],
             statePrefix=self["state-prefix"],
             cryptoPolicy=cryptoPolicy,
@@ -687,7 +701,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # first.
     if leases is not None and getattr(options, "workerIndex", None) in (None, 1):
         SweepService(leases).setServiceParent(top)
-    if config.metrics is not None:
+    metricsFD = getattr(options, "workerMetricsFD", None)
+    if config.metrics is not None or metricsFD is not None:
         metrics = Metrics(factory.admission, realm.uploads, memory)
         objects.observe = metrics.observeS3
         health = Health(
@@ -698,11 +713,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         )
         MetricsService(
             reactor,
-            config.metrics,
+            config.metrics or f"descriptor {metricsFD}, for the parent",
             metrics,
             health,
             drain.drained,
             accessLog=workerChannel is None,
+            endpoint=None
+            if metricsFD is None
+            else AdoptedStreamServerEndpoint(reactor, metricsFD, socket.AF_UNIX),
         ).setServiceParent(top)
     proxied = factory.behindProxy()
     factories = [

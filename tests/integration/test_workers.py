@@ -144,6 +144,9 @@ def test_workersShareConnectionsAndMetrics(
     status, body = fetch(gateway, "/healthz")
     assert status == 200, body
     assert "worker 1: ok" in body and "worker 2: ok" in body
+    # The workers' metrics sockets are abstract: no file, and no NUL byte
+    # in the log where Twisted names them.
+    assert "\0" not in gateway.log.read_text()
 
 
 def test_workersServeABurst(startGateway: Any, bucket: str, s3: Any, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from twisted_s3sftp.ops.workers import (
     STABLE_AFTER,
     STARTUP_WAIT,
     Workers,
+    metricsListener,
     restartDelay,
     workerCommand,
 )
@@ -91,9 +92,9 @@ class WorkerCommandTests(SynchronousTestCase):
         """
         A worker runs twistd in the foreground without a pid file, with the
         parent's own arguments, its number and its channel, and its metrics
-        on the Unix socket given.
+        on the descriptor the parent hands it.
         """
-        command = workerCommand(["--bucket=b", "--workers=2"], 3, "/run/w/worker-3.sock")
+        command = workerCommand(["--bucket=b", "--workers=2"], 3, True)
         self.assertIn("--nodaemon", command)
         self.assertIn("--pidfile=", command)
         tail = command[command.index("s3sftp") :]
@@ -105,10 +106,27 @@ class WorkerCommandTests(SynchronousTestCase):
                 "--workers=2",
                 "--worker-index=3",
                 f"--worker-channel={CHANNEL_FD}",
-                "--metrics=unix:/run/w/worker-3.sock:mode=600",
+                "--worker-metrics-fd=4",
             ],
         )
-        self.assertFalse([a for a in workerCommand([], 1, None) if a.startswith("--metrics")])
+        self.assertFalse([a for a in workerCommand([], 1, False) if "metrics" in a])
+
+    def test_metricsListener(self) -> None:
+        """
+        A worker's metrics socket listens in the abstract namespace (no
+        file), under a name of its own each time.
+        """
+        import socket
+
+        first, address = metricsListener(1)
+        self.addCleanup(first.close)
+        second, other = metricsListener(1)
+        self.addCleanup(second.close)
+        self.assertTrue(address.startswith("\0s3sftp-"))
+        self.assertNotEqual(address, other)
+        client = socket.socket(socket.AF_UNIX)
+        self.addCleanup(client.close)
+        client.connect(address)
 
 
 class WorkersTests(SynchronousTestCase):
@@ -251,3 +269,18 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual(formatEvent(relayed[0]), "stored a/b")
         self.assertEqual([formatEvent(e) for e in relayed[1:]], ["not json", "Traceback: boom"])
         json.dumps(relayed[1], default=str)
+
+    def test_nulRelayedReadable(self) -> None:
+        """
+        A NUL in a relayed line (Twisted naming the abstract socket of a
+        worker's metrics) is written as C{@}, not as a NUL byte.
+        """
+        from twisted.logger import formatEvent
+
+        with capturedLogs() as produced:
+            Logger(namespace="w").info("(UNIX Port {name} Closed)", name="\0s3sftp-1")
+        protocol = self.reactor.spawned[0][0]
+        with capturedLogs() as events:
+            protocol.childDataReceived(1, eventAsJSON(produced[0]).encode() + b"\n")
+        (relayed,) = [e for e in events if e.get("worker") == 1]
+        self.assertEqual(formatEvent(relayed), "(UNIX Port @s3sftp-1 Closed)")

@@ -2,9 +2,9 @@
 The parent's C{/metrics} and C{/healthz} with C{--workers N}, gathered
 from its workers at each request.
 
-Each worker serves its own C{/metrics} and C{/healthz} on a Unix socket
-in the parent's private directory; the parent asks every worker that is
-up, each within L{FETCH_TIMEOUT} seconds, and answers:
+Each worker serves its own C{/metrics} and C{/healthz} on the abstract
+Unix socket its parent made for it (L{twisted_s3sftp.ops.workers.metricsListener});
+the parent asks every worker that is up, each within L{FETCH_TIMEOUT} seconds, and answers:
 
   - C{/metrics}: the workers' metrics summed (L{twisted_s3sftp.ops.merge}:
     the same names and labels as one server's), with

@@ -51,14 +51,22 @@ class AnnouncedEndpoint:
 
 
 def listeningService(
-    reactor: Any, description: str, factory: Any, what: str
+    reactor: Any,
+    description: str,
+    factory: Any,
+    what: str,
+    endpoint: IStreamServerEndpoint | None = None,
 ) -> StreamServerEndpointService:
     """
+    @param endpoint: the endpoint, if not the one C{description} names
+        (then only what the log says).
     @return: a service listening on the endpoint C{description} with
         C{factory}, announcing its address, and failing at start-up (e.g.
         address in use) rather than logging and idling.
     """
-    endpoint = AnnouncedEndpoint(serverFromString(reactor, description), description, what)
-    service = StreamServerEndpointService(endpoint, factory)
+    announced = AnnouncedEndpoint(
+        endpoint or serverFromString(reactor, description), description, what
+    )
+    service = StreamServerEndpointService(announced, factory)
     service._raiseSynchronously = True
     return service

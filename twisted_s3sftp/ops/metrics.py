@@ -46,7 +46,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.web.resource import Resource
@@ -271,6 +271,7 @@ class MetricsService(Service):
         health: Health,
         drained: Callable[[], Deferred[None]] | None = None,
         accessLog: bool = True,
+        endpoint: IStreamServerEndpoint | None = None,
     ) -> None:
         root = Resource()
         root.putChild(b"metrics", _MetricsResource(metrics.registry))
@@ -283,7 +284,7 @@ class MetricsService(Service):
         self.health = health
         self.metrics = metrics
         self.drained = drained
-        self._listener = listeningService(reactor, description, self.site, "metrics")
+        self._listener = listeningService(reactor, description, self.site, "metrics", endpoint)
         self._checks = LoopingCall(health.check)
         self._checks.clock = health.clock
 

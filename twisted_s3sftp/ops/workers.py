@@ -22,9 +22,11 @@ The parent (L{Workers}):
     exits when the last has; one that outlives its drain by
     L{STOP_GRACE} seconds is killed;
   - serves C{/metrics} and C{/healthz} for all of them on the one
-    C{--metrics} endpoint (L{twisted_s3sftp.ops.gathered}); the workers
-    serve theirs to the parent only, on Unix sockets in a private
-    directory.
+    C{--metrics} endpoint (L{twisted_s3sftp.ops.gathered}); each worker
+    serves its own to the parent only, on a listening Unix socket the
+    parent made for it and hands it as descriptor L{METRICS_FD}
+    (L{metricsListener}): in Linux's abstract namespace, so no file is
+    made anywhere.
 
 A worker killed with SIGKILL loses its connections; its uploads are left
 as a crashed server leaves them: no object is created, and each upload is
@@ -36,21 +38,21 @@ C{--orphan-age}.
 from __future__ import annotations
 
 import os
-import shutil
+import secrets
 import signal
+import socket
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import define
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.logger import Logger, eventFromJSON, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from .drain import ABORT_TIMEOUT, CLOSE_TIMEOUT
@@ -61,6 +63,10 @@ log = Logger()
 
 #: The worker's descriptor for its channel to the parent.
 CHANNEL_FD = 3
+
+#: The worker's descriptor for the listening socket it serves its metrics
+#: on, to the parent.
+METRICS_FD = 4
 
 #: Seconds a worker must have run for its death not to count as young.
 STABLE_AFTER = 30.0
@@ -92,12 +98,29 @@ def restartDelay(youngDeaths: int) -> float:
     return float(min(MAX_RESTART_DELAY, 2 ** (youngDeaths - 1)))
 
 
-def workerCommand(arguments: Sequence[str], index: int, metricsSocket: str | None) -> list[str]:
+def metricsListener(index: int) -> tuple[socket.socket, str]:
+    """
+    @return: a listening Unix socket for worker C{index}'s metrics, and
+        its address: in Linux's abstract namespace (no file), with a random
+        part so that its name cannot be guessed.
+    """
+    address = f"\0s3sftp-{os.getpid()}-{index}-{secrets.token_hex(8)}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(address)
+        listener.listen(16)
+    except OSError:
+        listener.close()
+        raise
+    return listener, address
+
+
+def workerCommand(arguments: Sequence[str], index: int, withMetrics: bool) -> list[str]:
     """
     @param arguments: the parent's own C{s3sftp} arguments.
     @param index: the worker's number.
-    @param metricsSocket: where the worker serves its metrics to the
-        parent, or L{None} without C{--metrics}.
+    @param withMetrics: whether the worker serves its metrics to the
+        parent, on descriptor L{METRICS_FD}.
     @return: the command line of a worker: this Python, running twistd in
         the foreground, with the same options and its channel.
     """
@@ -114,8 +137,8 @@ def workerCommand(arguments: Sequence[str], index: int, metricsSocket: str | Non
         f"--worker-index={index}",
         f"--worker-channel={CHANNEL_FD}",
     ]
-    if metricsSocket is not None:
-        command.append(f"--metrics=unix:{quoteStringArgument(metricsSocket)}:mode=600")
+    if withMetrics:
+        command.append(f"--worker-metrics-fd={METRICS_FD}")
     return command
 
 
@@ -153,6 +176,13 @@ class _WorkerProtocol(ProcessProtocol):
             # Written before its log began (an import error, say).
             log.warn("{line}", line=text, worker=self.index, log_system=f"worker {self.index}")
             return
+        text = formatEvent(event)
+        if "\0" in text:
+            # Twisted names an abstract Unix socket (the worker's metrics)
+            # raw; written as tools show it (@name), not as a NUL byte.
+            event.pop("log_flattened", None)
+            event["log_format"] = "{_relayed}"
+            event["_relayed"] = text.replace("\0", "@")
         system = event.get("log_system")
         event["worker"] = self.index
         event["log_system"] = f"worker {self.index}" + (
@@ -177,7 +207,7 @@ class Worker:
     @ivar channel: the parent's end of its channel.
     @ivar startedAt: when it started.
     @ivar pid: its process id.
-    @ivar metricsSocket: where it serves its metrics, or L{None}.
+    @ivar metricsSocket: the address it serves its metrics on, or L{None}.
     @ivar lastMetrics: its metrics when the parent last asked.
     """
 
@@ -224,7 +254,7 @@ class Workers(Service):
         listen: Sequence[str],
         drainTimeout: float,
         withMetrics: bool = False,
-        commandFor: Callable[[Sequence[str], int, str | None], list[str]] = workerCommand,
+        commandFor: Callable[[Sequence[str], int, bool], list[str]] = workerCommand,
     ) -> None:
         self.reactor = reactor
         self.count = count
@@ -241,7 +271,6 @@ class Workers(Service):
         self._youngDeaths: dict[int, int] = {}
         self._pendingStarts: dict[int, IDelayedCall] = {}
         self._allEnded: list[Deferred[None]] = []
-        self._directory: str | None = None
         self._ports: list[Any] = []
         self._startupWait: IDelayedCall | None = None
 
@@ -261,8 +290,6 @@ class Workers(Service):
         self.distributor.hold(True)
         self._startupWait = self.reactor.callLater(STARTUP_WAIT, self._allReady)
         self.distributor.listen(self._ports)
-        if self.withMetrics:
-            self._directory = tempfile.mkdtemp(prefix="s3sftp-workers-")
         log.info("Starting {count} workers", count=self.count)
         for index in range(1, self.count + 1):
             self._start(index)
@@ -286,15 +313,15 @@ class Workers(Service):
 
     def _start(self, index: int) -> None:
         self._pendingStarts.pop(index, None)
-        metricsSocket = None
-        if self._directory is not None:
-            metricsSocket = os.path.join(self._directory, f"worker-{index}.sock")
-            if os.path.exists(metricsSocket):
-                # Left by a worker that was killed.
-                os.unlink(metricsSocket)
         parentEnd, workerEnd = channelPair()
+        childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r", CHANNEL_FD: workerEnd.fileno()}
+        listener, metricsSocket = None, None
+        if self.withMetrics:
+            # The worker's copy listens; the parent's is closed below.
+            listener, metricsSocket = metricsListener(index)
+            childFDs[METRICS_FD] = listener.fileno()
         channel = Channel(index, parentEnd, lambda: self.distributor.remove(channel))
-        command = self.commandFor(self.arguments, index, metricsSocket)
+        command = self.commandFor(self.arguments, index, self.withMetrics)
         try:
             process = self.reactor.spawnProcess(
                 _WorkerProtocol(self, index),
@@ -302,7 +329,7 @@ class Workers(Service):
                 command,
                 env=dict(os.environ),
                 path=os.getcwd(),
-                childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: workerEnd.fileno()},
+                childFDs=childFDs,
             )
         except OSError as e:
             parentEnd.close()
@@ -314,6 +341,8 @@ class Workers(Service):
             raise
         finally:
             workerEnd.close()
+            if listener is not None:
+                listener.close()
         process.closeStdin()
         self.workers[index] = Worker(
             index, process, channel, self.reactor.seconds(), process.pid, metricsSocket
@@ -401,8 +430,6 @@ class Workers(Service):
             await allEnded
             if later.active():
                 later.cancel()
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
 
     def _killRemaining(self) -> None:
         for worker in list(self.workers.values()):
