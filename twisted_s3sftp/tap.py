@@ -626,7 +626,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     config = options.config
     if config.workers > 1:
         return _parentService(options, reactor)
-    workerChannel = getattr(options, "workerChannel", None)
+    workerChannel = options.workerChannel
     pool = ThreadPool(minthreads=0, maxthreads=config.s3Threads, name="s3sftp-s3")
     objects = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     store: IObjectStore = objects
@@ -699,9 +699,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     drain.setServiceParent(top)
     # Every server on the bucket sweeps; of one server's workers, the
     # first.
-    if leases is not None and getattr(options, "workerIndex", None) in (None, 1):
+    if leases is not None and options.workerIndex in (None, 1):
         SweepService(leases).setServiceParent(top)
-    metricsFD = getattr(options, "workerMetricsFD", None)
+    metricsFD = options.workerMetricsFD
     if config.metrics is not None or metricsFD is not None:
         metrics = Metrics(factory.admission, realm.uploads, memory)
         objects.observe = metrics.observeS3

@@ -282,8 +282,10 @@ class Workers(Service):
 
     def startService(self) -> None:
         super().startService()
-        if not self._ports and self.listen:
-            self._ports = [self._bind(description) for description in self.listen]
+        if not self._ports:
+            # Started without twistd's privileged step (as a service added
+            # to one already running is).
+            self.privilegedStartService()
         # Until every worker is ready (or STARTUP_WAIT), connections wait
         # in the backlog: the first worker up would otherwise take a burst
         # that comes in at start-up whole.
