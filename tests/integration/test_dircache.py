@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,32 @@ def test_othersWithinTtl(startGateway: Any, s3: Any, bucket: str) -> None:
                 assert time.monotonic() - started < 2.5
                 time.sleep(0.1)
         assert size == 7
+
+
+def test_largeDirectory(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> None:
+    """
+    Thirty files put into a directory of more than a page (1,100 entries
+    already there) cost a handful of listings, not one or more per file:
+    after the directory's first page, the page listed at the first new
+    name runs to the end of the listing and answers for the rest.
+    """
+    source = tmp_path / "small.bin"
+    source.write_bytes(b"report line\n" * 300)
+    gateway = startGateway(None, "--metrics=tcp:0:interface=127.0.0.1")
+    gateway.addUser("lara")
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda n: s3.put_object(Bucket=bucket, Key=f"lara/big/old{n:04d}", Body=b"x"),
+                range(1100),
+            )
+        )
+    before = s3Requests(gateway, "ListObjectsV2")
+    puts = [f"put {source} big/new{n:02d}" for n in range(FILES)]
+    result = gateway.sftp("lara", puts)
+    assert result.returncode == 0, result.stderr
+    listings = s3Requests(gateway, "ListObjectsV2") - before
+    assert listings <= 6, listings
+    assert all(
+        objectBytes(s3, bucket, f"lara/big/new{n:02d}") == source.read_bytes() for n in range(FILES)
+    )

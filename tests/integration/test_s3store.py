@@ -167,6 +167,26 @@ def test_listingPages(localS3: Any, bucket: str, s3: Any) -> None:
     assert all(info.etag for info in whole.objects)
 
 
+def test_listingStartAfter(localS3: Any, bucket: str, s3: Any) -> None:
+    """
+    A listing started after a key (the directory cache's page at a name,
+    L{twisted_s3sftp.store.dircache.startAfter}) holds the entries after
+    it, the name itself first, its sub-directories among them; a name
+    that is both a file and a directory's prefix is found either way.
+    """
+    store = makeStore(localS3, bucket, 5 * MiB)
+    for key in ("p/a0", "p/m5", "p/m6", "p/m7/inner", "p/z", "p/m5/inner"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    page = result(store.listDirectory("p/", 1000, startAfter="p/m"))
+    assert [info.key for info in page.objects] == ["p/m5", "p/m6", "p/z"]
+    assert set(page.prefixes) == {"p/m5/", "p/m7/"}
+    assert page.token is None
+    short = result(store.listDirectory("p/", 2, startAfter="p/m"))
+    assert [info.key for info in short.objects][:1] == ["p/m5"]
+    assert short.token is not None
+    assert result(store.listDirectory("p/", 1000, startAfter="p/")).objects[0].key == "p/a0"
+
+
 def test_rangedReads(localS3: Any, bucket: str, s3: Any) -> None:
     """
     Ranged reads return exactly the bytes asked for, short at the end;

@@ -135,9 +135,13 @@ class RecordingStore(MemoryObjectStore):
         self._record(key)
         return super().headObject(key)
 
-    def listDirectory(self, prefix: str, limit: int, token: str | None = None) -> Any:
+    def listDirectory(
+        self, prefix: str, limit: int, token: str | None = None, startAfter: str | None = None
+    ) -> Any:
         self._record(prefix)
-        return super().listDirectory(prefix, limit, token)
+        if startAfter is not None:
+            self._record(startAfter)
+        return super().listDirectory(prefix, limit, token, startAfter)
 
     def getObject(self, key: str, *args: Any) -> Any:
         self._record(key)

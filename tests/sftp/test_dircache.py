@@ -70,6 +70,46 @@ class CachedLookupTests(SFTPTestCase):
         self.assertEqual(memory.calls.count("putObject"), 20)
         self.assertEqual(memory.calls.count("headObject"), 0)
 
+    def test_largeDirectoryInOrder(self) -> None:
+        """
+        In a directory larger than a page, a batch going through its names
+        in order (each C{stat}ed, then uploaded over), then on to new
+        names past its last, lists it a few times in all, not once per
+        file: the pages at the names beyond the first page grow as the
+        batch goes on, and the one that ends the listing answers for
+        every new name after it.  Every C{stat} is answered as S3 would.
+        """
+        server, memory, _ = cachedServer()
+        for n in range(1200):
+            self.successResultOf(memory.putObject(f"alice/big/f{n:04d}", b"x" * 3))
+        memory.calls.clear()
+        for n in range(1300):
+            path = b"/big/f%04d" % (n,)
+            answer = self.outcome(server, path)
+            if n < 1200:
+                self.assertEqual(answer["size"], 3)  # type: ignore[index]
+            else:
+                self.assertEqual(answer, FX_NO_SUCH_FILE)
+            self.upload(server, path, b"y")
+        self.assertLessEqual(memory.calls.count("listDirectory"), 7)
+        self.assertEqual(memory.calls.count("putObject"), 1300)
+
+    def test_largeDirectoryBackwards(self) -> None:
+        """
+        Names looked up going back through a large directory cost one
+        short page each (L{twisted_s3sftp.store.dircache.RUN} names), and
+        each is answered right.
+        """
+        server, memory, _ = cachedServer()
+        for n in range(1100):
+            self.successResultOf(memory.putObject(f"alice/big/f{n:04d}", b"x" * 3))
+        self.assertEqual(self.outcome(server, b"/big/f0000")["size"], 3)  # type: ignore[index]
+        memory.calls.clear()
+        for n in range(1099, 1000, -20):
+            self.assertEqual(self.outcome(server, b"/big/f%04d" % (n,))["size"], 3)  # type: ignore[index]
+            self.assertEqual(self.outcome(server, b"/big/f%04dx" % (n,)), FX_NO_SUCH_FILE)
+        self.assertEqual(memory.calls.count("listDirectory"), 5)
+
     def test_withoutCache(self) -> None:
         """
         With a TTL of 0 (no L{CachingStore}), each C{stat} lists, as before

@@ -17,10 +17,13 @@ from twisted_s3sftp.store.cached import CachingStore
 from twisted_s3sftp.store.dircache import (
     CHANGES_KEPT,
     DIRECTORY,
-    UNKNOWN,
+    OUTSIDE,
+    PAGE,
+    RUN,
     UNLISTED,
     DirectoryCache,
     parentOf,
+    startAfter,
 )
 from twisted_s3sftp.store.interfaces import IObjectStore, ObjectInfo, ObjectListing
 from twisted_s3sftp.store.memory import MemoryObjectStore
@@ -81,15 +84,19 @@ class LookupTests(SynchronousTestCase):
         self.assertIs(self.cache.lookup("u/d/missing"), UNLISTED)
         self.assertEqual(self.cache.entries, 0)
 
-    def test_tooLarge(self) -> None:
+    def test_firstPage(self) -> None:
         """
-        A directory whose first page is not all of it is remembered as
-        too large: its names are L{UNKNOWN} (ask S3), not L{UNLISTED}
-        (list it again).
+        A first page that is not all of its directory answers for the
+        names up to its last; a name beyond it is L{OUTSIDE} (list the
+        page at it), not L{UNLISTED} (list the directory again).
         """
-        self.cache.listed("u/big/", ObjectListing([info("u/big/a")], token="t"), self.cache.mark())
-        self.assertIs(self.cache.lookup("u/big/a"), UNKNOWN)
-        self.assertIs(self.cache.lookup("u/big/zz"), UNKNOWN)
+        page = ObjectListing([info("u/big/a"), info("u/big/c")], ["u/big/d/"], token="t")
+        self.cache.listed("u/big/", page, self.cache.mark())
+        self.assertEqual(self.cache.lookup("u/big/a"), info("u/big/a"))
+        self.assertIsNone(self.cache.lookup("u/big/b"))
+        self.assertIs(self.cache.lookup("u/big/d"), DIRECTORY)
+        self.assertIs(self.cache.lookup("u/big/da"), OUTSIDE)
+        self.assertIs(self.cache.lookup("u/big/zz"), OUTSIDE)
 
     def test_off(self) -> None:
         """
@@ -137,19 +144,19 @@ class ChangeTests(SynchronousTestCase):
         """
         self.assertIsNone(self.cache.lookup("u/d/e"))
         self.cache.stored(info("u/d/e/f/g"))
-        self.assertIs(self.cache.lookup("u/d/e"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/d/e"), OUTSIDE)
         self.assertEqual(self.cache.lookup("u/d/a"), info("u/d/a"))
 
     def test_changed(self) -> None:
         """
         A name changed (deleted, copied onto, completed from parts) is
-        L{UNLISTED}, and so is every directory above it, which a deletion
-        may have emptied.
+        L{OUTSIDE} (list the page at it), and so is every directory above
+        it, which a deletion may have emptied.
         """
         self.cache.changed("u/d/a")
-        self.assertIs(self.cache.lookup("u/d/a"), UNLISTED)
-        self.assertIs(self.cache.lookup("u/d"), UNLISTED)
-        self.assertIs(self.cache.lookup("u"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/d/a"), OUTSIDE)
+        self.assertIs(self.cache.lookup("u/d"), OUTSIDE)
+        self.assertIs(self.cache.lookup("u"), OUTSIDE)
         self.assertEqual(self.cache.lookup("u/f"), info("u/f"))
 
     def test_directoryMarker(self) -> None:
@@ -158,7 +165,7 @@ class ChangeTests(SynchronousTestCase):
         directory's name unknown in its parent.
         """
         self.cache.changed("u/new/")
-        self.assertIs(self.cache.lookup("u/new"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/new"), OUTSIDE)
         self.assertEqual(self.cache.lookup("u/f"), info("u/f"))
 
     def test_relisted(self) -> None:
@@ -178,7 +185,7 @@ class ChangeTests(SynchronousTestCase):
         mark = self.cache.mark()
         self.cache.stored(info("u/d/late"))
         self.cache.listed("u/d/", ObjectListing([info("u/d/a")]), mark)
-        self.assertIs(self.cache.lookup("u/d/late"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/d/late"), OUTSIDE)
         self.assertEqual(self.cache.lookup("u/d/a"), info("u/d/a"))
 
     def test_manyChangesWhileListing(self) -> None:
@@ -193,6 +200,108 @@ class ChangeTests(SynchronousTestCase):
         self.assertIs(self.cache.lookup("u/d/a"), UNLISTED)
 
 
+class PageTests(SynchronousTestCase):
+    """
+    A directory larger than a page is cached by the pages listed at the
+    names looked up in it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.cache = cacheOf(self.clock)
+        first = ObjectListing([info("u/a0"), info("u/a1")], token="t")
+        self.cache.listed("u/", first, self.cache.mark())
+
+    def test_startAfter(self) -> None:
+        """
+        The page at a name starts after the name less its last character,
+        so that the name itself is in it.
+        """
+        self.assertEqual(startAfter("u/m5"), "u/m")
+        self.assertEqual(startAfter("u/m"), "u/")
+        self.assertEqual(startAfter("m"), "")
+
+    def test_pageAtName(self) -> None:
+        """
+        A page listed at a name answers for the names after where it
+        started up to its last, beside the pages cached before; one that
+        ends the listing answers for every name after where it started.
+        """
+        self.assertIs(self.cache.lookup("u/m5"), OUTSIDE)
+        page = ObjectListing([info("u/m5"), info("u/m7")], ["u/m8/"], token="t")
+        self.cache.listed("u/", page, self.cache.mark(), startAfter("u/m5"))
+        self.assertEqual(self.cache.lookup("u/m5"), info("u/m5"))
+        self.assertIsNone(self.cache.lookup("u/m6"))
+        self.assertIs(self.cache.lookup("u/m8"), DIRECTORY)
+        self.assertIs(self.cache.lookup("u/m9"), OUTSIDE)
+        self.assertIs(self.cache.lookup("u/b"), OUTSIDE)
+        self.assertEqual(self.cache.lookup("u/a1"), info("u/a1"))
+        self.cache.listed("u/", ObjectListing([info("u/x")]), self.cache.mark(), "u/w")
+        self.assertEqual(self.cache.lookup("u/x"), info("u/x"))
+        self.assertIsNone(self.cache.lookup("u/zzz"))
+        self.assertIs(self.cache.lookup("u/w"), OUTSIDE)
+
+    def test_pageReplaces(self) -> None:
+        """
+        A page replaces what was cached in its range: a file another server
+        removed is gone, an unknown name is known again, what lies outside
+        it is kept.
+        """
+        self.cache.changed("u/a1")
+        self.assertIs(self.cache.lookup("u/a1"), OUTSIDE)
+        page = ObjectListing([info("u/a1", 9)])
+        self.cache.listed("u/", page, self.cache.mark(), "u/a0")
+        self.assertEqual(self.cache.lookup("u/a1"), info("u/a1", 9))
+        self.assertEqual(self.cache.lookup("u/a0"), info("u/a0"))
+        self.cache.listed("u/", ObjectListing(), self.cache.mark(), "u/")
+        self.assertIsNone(self.cache.lookup("u/a0"))
+
+    def test_pageChangedWhileListing(self) -> None:
+        """
+        What this server changed while a page was listed is unknown in it.
+        """
+        mark = self.cache.mark()
+        self.cache.changed("u/m5")
+        self.cache.listed("u/", ObjectListing([info("u/m5")]), mark, startAfter("u/m5"))
+        self.assertIs(self.cache.lookup("u/m5"), OUTSIDE)
+        self.assertIsNone(self.cache.lookup("u/m6"))
+
+    def test_expiresWithFirstPage(self) -> None:
+        """
+        A directory's pages expire together, when its first page does.
+        """
+        self.clock.advance(4)
+        self.cache.listed("u/", ObjectListing([info("u/m5")]), self.cache.mark(), "u/m")
+        self.clock.advance(1)
+        self.assertIs(self.cache.lookup("u/m5"), UNLISTED)
+
+    def test_pageFor(self) -> None:
+        """
+        The pages listed at names start at L{RUN} entries and double up to
+        L{PAGE} while the names go up; a name before the last starts again.
+        """
+        sizes = [self.cache.pageFor(f"u/n{n:02d}") for n in range(10)]
+        self.assertEqual(sizes, [RUN, 2 * RUN, 4 * RUN, 8 * RUN, 16 * RUN, 32 * RUN] + [PAGE] * 4)
+        self.assertEqual(self.cache.pageFor("u/b"), RUN)
+        self.assertEqual(self.cache.pageFor("elsewhere/x"), RUN)
+
+    def test_pagesBounded(self) -> None:
+        """
+        A directory whose pages would exceed the bound keeps only its
+        latest page.
+        """
+        cache = cacheOf(self.clock, maxEntries=10)
+        cache.listed(
+            "u/", ObjectListing([info(f"u/a{n}") for n in range(5)], token="t"), cache.mark()
+        )
+        cache.listed(
+            "u/", ObjectListing([info(f"u/m{n}") for n in range(5)], token="t"), cache.mark(), "u/m"
+        )
+        self.assertIs(cache.lookup("u/a0"), OUTSIDE)
+        self.assertEqual(cache.lookup("u/m0"), info("u/m0"))
+        self.assertLessEqual(cache.entries, 10)
+
+
 class BoundTests(SynchronousTestCase):
     """
     The cache holds at most C{maxEntries} names, dropping the directories
@@ -203,7 +312,7 @@ class BoundTests(SynchronousTestCase):
         """
         Listing past the bound drops the directory looked up longest ago.
         """
-        cache = cacheOf(Clock(), maxEntries=25)
+        cache = cacheOf(Clock(), maxEntries=28)
         for name in "abc":
             entries = [info(f"{name}/{n}") for n in range(7)]
             cache.listed(f"{name}/", ObjectListing(entries), cache.mark())
@@ -212,19 +321,20 @@ class BoundTests(SynchronousTestCase):
         self.assertIs(cache.lookup("b/0"), UNLISTED)
         self.assertEqual(cache.lookup("a/0"), info("a/0"))
         self.assertEqual(cache.lookup("d/0"), info("d/0"))
-        self.assertLessEqual(cache.entries, 25)
+        self.assertLessEqual(cache.entries, 28)
 
     def test_storedCounted(self) -> None:
         """
-        Files stored into a cached directory count against the bound, and
-        the directory is dropped once it alone exceeds it.
+        Files stored into a cached directory count against the bound (as
+        does the directory and each page of it), and the directory is
+        dropped once it alone exceeds it.
         """
         cache = cacheOf(Clock(), maxEntries=10)
         cache.listed("u/", ObjectListing(), cache.mark())
-        for n in range(9):
+        for n in range(8):
             cache.stored(info(f"u/{n}"))
         self.assertEqual(cache.entries, 10)
-        cache.stored(info("u/9"))
+        cache.stored(info("u/8"))
         self.assertIs(cache.lookup("u/0"), UNLISTED)
         self.assertEqual(cache.entries, 0)
 
@@ -292,7 +402,7 @@ class OverlapTests(SynchronousTestCase):
         self.store.putObject("u/f", b"b" * 3)
         self.late.answer(1)
         self.late.answer(0)
-        self.assertIs(self.cache.lookup("u/f"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/f"), OUTSIDE)
         self.cache.listed(
             "u/", self.successResultOf(self.memory.listDirectory("u/", 10)), self.cache.mark()
         )
@@ -310,7 +420,7 @@ class OverlapTests(SynchronousTestCase):
         self.store.deleteObject("u/f")
         self.late.answer(1)
         self.late.answer(0)
-        self.assertIs(self.cache.lookup("u/f"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/f"), OUTSIDE)
 
 
 class CachingStoreTests(SynchronousTestCase):
@@ -322,7 +432,7 @@ class CachingStoreTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
-        self.cache = cacheOf(self.clock)
+        self.cache = cacheOf(self.clock, maxEntries=5000)
         self.memory = MemoryObjectStore()
         self.store = CachingStore(self.memory, self.cache)
         self.cache.listed("u/", ObjectListing([info("u/old")]), self.cache.mark())
@@ -348,14 +458,14 @@ class CachingStoreTests(SynchronousTestCase):
         """
         self.memory.failNext("putObject")
         self.failureResultOf(self.store.putObject("u/new", b"12345"))
-        self.assertIs(self.cache.lookup("u/new"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/new"), OUTSIDE)
 
     def test_marker(self) -> None:
         """
         A directory marker stored makes the directory's name unknown.
         """
         self.successResultOf(self.store.putObject("u/dir/", b""))
-        self.assertIs(self.cache.lookup("u/dir"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/dir"), OUTSIDE)
 
     def test_delete(self) -> None:
         """
@@ -363,7 +473,7 @@ class CachingStoreTests(SynchronousTestCase):
         """
         self.successResultOf(self.store.putObject("u/old", b"x"))
         self.successResultOf(self.store.deleteObject("u/old"))
-        self.assertIs(self.cache.lookup("u/old"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/old"), OUTSIDE)
 
     def test_copy(self) -> None:
         """
@@ -374,7 +484,7 @@ class CachingStoreTests(SynchronousTestCase):
         self.successResultOf(
             self.store.copyObject("u/old", "u/copy", found.etag, 1, {}, found.settings)
         )
-        self.assertIs(self.cache.lookup("u/copy"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/copy"), OUTSIDE)
         self.assertEqual(self.cache.lookup("u/old"), ObjectInfo("u/old", 1, 1000, found.etag))
 
     def test_multipart(self) -> None:
@@ -386,14 +496,15 @@ class CachingStoreTests(SynchronousTestCase):
         part = self.successResultOf(self.store.uploadPart("u/big", uploadId, 1, b"data"))
         self.assertIsNone(self.cache.lookup("u/big"))
         self.successResultOf(self.store.completeMultipartUpload("u/big", uploadId, [part]))
-        self.assertIs(self.cache.lookup("u/big"), UNLISTED)
+        self.assertIs(self.cache.lookup("u/big"), OUTSIDE)
 
     def test_listingsCached(self) -> None:
         """
         The first page of a directory's listing asked for a full page goes
-        into the cache, whole or as too large; a shorter listing (a probe,
-        even when it is all of the directory), a later page and a listing
-        of a name prefix do not.
+        into the cache, and so does a page listed at a name (C{startAfter})
+        of any length; a shorter listing from the start (a probe, even when
+        it is all of the directory), a page continued from a token and a
+        listing of a name prefix do not.
         """
         self.successResultOf(self.memory.putObject("e/only", b"x"))
         self.successResultOf(self.store.listDirectory("e/", 2))
@@ -412,4 +523,7 @@ class CachingStoreTests(SynchronousTestCase):
         for n in range(3, 1001):
             self.successResultOf(self.memory.putObject(f"d/{n}", b"x"))
         self.successResultOf(self.store.listDirectory("d/", 1000))
-        self.assertIs(self.cache.lookup("d/3"), UNKNOWN)
+        self.assertEqual(self.cache.lookup("d/3").size, 1)  # type: ignore[union-attr]
+        self.assertIs(self.cache.lookup("d/999"), OUTSIDE)
+        self.successResultOf(self.store.listDirectory("d/", RUN, startAfter=startAfter("d/999")))
+        self.assertEqual(self.cache.lookup("d/999").size, 1)  # type: ignore[union-attr]

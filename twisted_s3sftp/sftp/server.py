@@ -74,7 +74,7 @@ from ..errors import (
 )
 from ..ops.audit import audit
 from ..store.cached import CachingStore
-from ..store.dircache import DIRECTORY, PAGE, UNKNOWN, UNLISTED, parentOf
+from ..store.dircache import DIRECTORY, OUTSIDE, PAGE, UNKNOWN, UNLISTED, parentOf, startAfter
 from ..store.hashes import storedDigests
 from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings
 from ..store.leases import Busy
@@ -802,21 +802,28 @@ class S3SFTPServer:
 
     async def _cachedLookup(self, key: str) -> ObjectInfo | object | None:
         """
-        Look C{key} up in the directory cache, listing its directory first
-        if the cache does not hold it (L{twisted_s3sftp.store.dircache}).
+        Look C{key} up in the directory cache, listing its directory's
+        first page if the cache does not hold the directory, and the page
+        starting at C{key} if it holds the directory but not that name
+        (L{twisted_s3sftp.store.dircache}).
 
         @return: what the cache answers: L{UNKNOWN} when there is no cache
-            or it cannot say (a directory too large to cache).
+            or it still cannot say (the name changed while it was listed).
         """
         store = self._store
         if not isinstance(store, CachingStore):
             return UNKNOWN
+        directory = parentOf(key)
         cached = store.cache.lookup(key)
         if cached is UNLISTED:
             # The store gives the listing to the cache.
-            await store.listDirectory(parentOf(key), PAGE)
+            await store.listDirectory(directory, PAGE)
             cached = store.cache.lookup(key)
-        return UNKNOWN if cached is UNLISTED else cached
+        if cached is OUTSIDE:
+            size = store.cache.pageFor(key)
+            await store.listDirectory(directory, size, startAfter=startAfter(key))
+            cached = store.cache.lookup(key)
+        return UNKNOWN if cached is UNLISTED or cached is OUTSIDE else cached
 
     async def _lookup(self, virtual: str, head: bool = False, headFirst: bool = False) -> Found:
         """

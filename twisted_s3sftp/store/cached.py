@@ -88,22 +88,30 @@ class CachingStore:
     def headObject(self, key: str) -> Deferred[ObjectInfo | None]:
         return self.store.headObject(key)
 
-    def listDirectory(self, prefix: str, limit: int, token: str | None = None) -> Deferred[Any]:
+    def listDirectory(
+        self, prefix: str, limit: int, token: str | None = None, startAfter: str | None = None
+    ) -> Deferred[Any]:
         """
-        List as the store does; the first page of a directory's listing
-        (C{prefix} empty or ending in C{/}) asked for a full L{PAGE} (the
-        lookups' own, C{ls}'s) goes into the cache.  Shorter listings are
-        probes (is a directory empty, its marker's time), left out.
+        List as the store does; a page of a directory's listing (C{prefix}
+        empty or ending in C{/}) asked for a full L{PAGE} from its start
+        (the lookups' own, C{ls}'s), or from a C{startAfter} (a lookup's,
+        beyond the pages cached), goes into the cache.  Shorter listings
+        from the start are probes (is a directory empty, its marker's
+        time), left out.
         """
-        if token is not None or limit < PAGE or not (prefix == "" or prefix.endswith("/")):
-            return self.store.listDirectory(prefix, limit, token)
+        if (
+            token is not None
+            or (limit < PAGE and startAfter is None)
+            or not (prefix == "" or prefix.endswith("/"))
+        ):
+            return self.store.listDirectory(prefix, limit, token, startAfter)
         mark = self.cache.mark()
 
         def listed(listing: ObjectListing) -> ObjectListing:
-            self.cache.listed(prefix, listing, mark)
+            self.cache.listed(prefix, listing, mark, startAfter)
             return listing
 
-        return self.store.listDirectory(prefix, limit, token).addCallback(listed)
+        return self.store.listDirectory(prefix, limit, token, startAfter).addCallback(listed)
 
     def getObject(self, key: str, start: int, length: int, etag: str) -> Deferred[bytes]:
         return self.store.getObject(key, start, length, etag)

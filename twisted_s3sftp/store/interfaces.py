@@ -233,7 +233,7 @@ class IObjectStore(Interface):
             included, or L{None} if there is no such object.
         """
 
-    def listDirectory(prefix, limit, token=None):  # type: ignore[no-untyped-def]
+    def listDirectory(prefix, limit, token=None, startAfter=None):  # type: ignore[no-untyped-def]
         """
         List what is directly under C{prefix}, C{/} being the delimiter, in
         key order, one page at a time.
@@ -243,6 +243,8 @@ class IObjectStore(Interface):
             store may return fewer but never more.
         @param token: the C{token} of the previous page, to continue after
             it; L{None} to start.
+        @param startAfter: without C{token}: start the listing after this
+            key (S3's C{StartAfter}): with the keys greater than it.
         @return: a Deferred firing with a
             L{twisted_s3sftp.sftp.attributes.ObjectListing} whose C{token} is
             L{None} when nothing is left.

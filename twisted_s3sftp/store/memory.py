@@ -124,13 +124,17 @@ class MemoryObjectStore:
 
         return self._call("headObject", run)
 
-    def listDirectory(self, prefix: str, limit: int, token: str | None = None) -> Deferred[object]:
+    def listDirectory(
+        self, prefix: str, limit: int, token: str | None = None, startAfter: str | None = None
+    ) -> Deferred[object]:
         def run() -> ObjectListing:
             objects: list[ObjectInfo] = []
             prefixes: list[str] = []
             last = ""
             for key in sorted(self.objects):
-                if not key.startswith(prefix):
+                if not key.startswith(prefix) or (
+                    token is None and startAfter is not None and key <= startAfter
+                ):
                     continue
                 rest = key[len(prefix) :]
                 isPrefix = "/" in rest

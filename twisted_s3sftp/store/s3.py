@@ -303,7 +303,7 @@ class S3ObjectStore:
         return self._inThread("HeadObject", head)
 
     def listDirectory(
-        self, prefix: str, limit: int, token: str | None = None
+        self, prefix: str, limit: int, token: str | None = None, startAfter: str | None = None
     ) -> Deferred[ObjectListing]:
         def listing() -> ObjectListing:
             # Each request asks for no more than is still wanted, so the
@@ -318,7 +318,13 @@ class S3ObjectStore:
                     Prefix=prefix,
                     Delimiter="/",
                     MaxKeys=min(1000, limit - len(objects) - len(prefixes)),
-                    **({"ContinuationToken": nextToken} if nextToken else {}),
+                    **(
+                        {"ContinuationToken": nextToken}
+                        if nextToken
+                        else {"StartAfter": startAfter}
+                        if startAfter is not None
+                        else {}
+                    ),
                 )
                 for item in page.get("Contents", ()):
                     objects.append(
