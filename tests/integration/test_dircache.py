@@ -8,6 +8,7 @@ puts in a listed directory shows within the TTL.
 from __future__ import annotations
 
 import re
+import stat
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -126,3 +127,22 @@ def test_largeDirectory(startGateway: Any, tmp_path: Path, s3: Any, bucket: str)
     assert all(
         objectBytes(s3, bucket, f"lara/big/new{n:02d}") == source.read_bytes() for n in range(FILES)
     )
+
+
+def test_directoryAmongSiblings(startGateway: Any, s3: Any, bucket: str) -> None:
+    """
+    A sub-directory beside files whose names extend its own with
+    characters before C{/} (C{logs-00} ... beside C{logs/}) stays a
+    directory to C{stat} after a removal in it, with the cache on.
+    """
+    gateway = startGateway(None)
+    gateway.addUser("sibyl")
+    for n in range(20):
+        s3.put_object(Bucket=bucket, Key=f"sibyl/d/logs-{n:02d}", Body=b"x")
+    for name in ("a", "b"):
+        s3.put_object(Bucket=bucket, Key=f"sibyl/d/logs/{name}", Body=b"x")
+    with paramikoSFTP(gateway, "sibyl") as sftp:
+        assert stat.S_ISDIR(sftp.stat("d/logs").st_mode or 0)
+        sftp.remove("d/logs/a")
+        assert stat.S_ISDIR(sftp.stat("d/logs").st_mode or 0)
+        assert sftp.stat("d/logs-19").st_size == 1

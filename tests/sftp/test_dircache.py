@@ -110,6 +110,23 @@ class CachedLookupTests(SFTPTestCase):
             self.assertEqual(self.outcome(server, b"/big/f%04dx" % (n,)), FX_NO_SUCH_FILE)
         self.assertEqual(memory.calls.count("listDirectory"), 5)
 
+    def test_directoryAmongSiblings(self) -> None:
+        """
+        A sub-directory whose name other files extend with characters that
+        sort before C{/} (C{logs-00}, ... beside C{logs/}) is still a
+        directory to C{stat} after a removal in it makes its name unknown
+        and a short page is listed at it, as it is without the cache.
+        """
+        for ttl in (5.0, 0):
+            server, memory, _ = cachedServer(ttl)
+            for n in range(20):
+                self.successResultOf(memory.putObject(f"alice/d/logs-{n:02d}", b"x"))
+            for name in ("a", "b"):
+                self.successResultOf(memory.putObject(f"alice/d/logs/{name}", b"x"))
+            self.assertEqual(self.outcome(server, b"/d/logs")["permissions"], 0o40755)  # type: ignore[index]
+            self.successResultOf(server.removeFile(b"/d/logs/a"))
+            self.assertEqual(self.outcome(server, b"/d/logs")["permissions"], 0o40755)  # type: ignore[index]
+
     def test_withoutCache(self) -> None:
         """
         With a TTL of 0 (no L{CachingStore}), each C{stat} lists, as before

@@ -17,6 +17,7 @@ from twisted_s3sftp.store.cached import CachingStore
 from twisted_s3sftp.store.dircache import (
     CHANGES_KEPT,
     DIRECTORY,
+    MAX_PAGES,
     OUTSIDE,
     PAGE,
     RUN,
@@ -240,6 +241,54 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(self.cache.lookup("u/x"), info("u/x"))
         self.assertIsNone(self.cache.lookup("u/zzz"))
         self.assertIs(self.cache.lookup("u/w"), OUTSIDE)
+
+    def test_directoryAfterSibling(self) -> None:
+        """
+        S3 lists a sub-directory C{foo/} at the place of its first key, after
+        C{foo.txt}: a page ending at C{foo.txt} does not say that C{foo/}
+        is absent (list at it), though it does for C{foo} as a file and for
+        a directory C{fo/}.
+        """
+        page = ObjectListing([info("u/a"), info("u/foo.txt")], token="t")
+        self.cache.listed("u/", page, self.cache.mark(), "u/")
+        self.assertIs(self.cache.lookup("u/foo"), OUTSIDE)
+        self.assertIsNone(self.cache.lookup("u/fo"))
+        self.assertEqual(self.cache.lookup("u/foo.txt"), info("u/foo.txt"))
+
+    def test_directoryFirst(self) -> None:
+        """
+        SeaweedFS lists a sub-directory by its name, before C{foo.txt}: a
+        page ending at the directory C{foo/} says nothing of C{foo.txt}.
+        """
+        page = ObjectListing([info("u/a")], ["u/foo/"], token="t")
+        self.cache.listed("u/", page, self.cache.mark(), "u/")
+        self.assertIs(self.cache.lookup("u/foo"), DIRECTORY)
+        self.assertIs(self.cache.lookup("u/foo.txt"), OUTSIDE)
+        self.assertIsNone(self.cache.lookup("u/b"))
+
+    def test_olderPageIgnored(self) -> None:
+        """
+        A page asked for before the directory was listed anew (its answer
+        came last) is not merged: it may be older than what is cached.
+        """
+        mark = self.cache.mark()
+        self.clock.advance(1)
+        newer = ObjectListing([info("u/a0"), info("u/x", 2)])
+        self.cache.listed("u/", newer, self.cache.mark())
+        self.cache.listed("u/", ObjectListing([info("u/x", 1)]), mark, "u/")
+        self.assertEqual(self.cache.lookup("u/x"), info("u/x", 2))
+
+    def test_pagesCounted(self) -> None:
+        """
+        A directory looked up at more than L{MAX_PAGES} places starts again
+        from its latest page.
+        """
+        for n in range(MAX_PAGES + 1):
+            page = ObjectListing([info(f"u/p{n:03d}")], token="t")
+            self.cache.listed("u/", page, self.cache.mark(), f"u/p{n:03d}"[:-1])
+        self.assertEqual(self.cache.lookup(f"u/p{MAX_PAGES:03d}"), info(f"u/p{MAX_PAGES:03d}"))
+        self.assertIs(self.cache.lookup("u/p000"), OUTSIDE)
+        self.assertIs(self.cache.lookup("u/a0"), OUTSIDE)
 
     def test_pageReplaces(self) -> None:
         """

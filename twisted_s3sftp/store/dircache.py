@@ -35,6 +35,7 @@ latest page.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
@@ -74,9 +75,52 @@ def startAfter(key: str) -> str:
     @param key: a full object key (not ending in C{/}).
     @return: where the listing of the page holding C{key} starts: after
         C{key} less its last character, so that C{key} (and a directory of
-        that name) is the page's first entry if it exists.
+        that name) is among the page's first entries if it exists; only
+        names that extend that shorter key with a character sorting before
+        C{key}'s last come before it.
     """
     return key[:-1]
+
+
+#: The most pages cached of one directory: a directory looked up at more
+#: places than this starts again from its latest page.
+MAX_PAGES = 64
+
+
+@define(frozen=True)
+class _Page:
+    """
+    What one page of a listing tells.
+
+    S3 orders a listing by key, a sub-directory at the place of its first
+    key (C{name/...}), so that C{name.txt} comes before C{name/}; SeaweedFS
+    orders a sub-directory by its name alone, before C{name.txt}.  A name is
+    known absent only where both orders put it inside the page.
+
+    @ivar after: the page holds names greater than this (the directory's
+        prefix for its first page).
+    @ivar last: unless L{None} (the listing ended), its greatest name,
+        with a sub-directory's prefix taken without its C{/}.
+    @ivar lastEntry: unless L{None}, its greatest entry as S3 orders them
+        (a sub-directory's prefix with its C{/}).
+    """
+
+    after: str
+    last: str | None
+    lastEntry: str | None
+
+    def holdsFile(self, key: str) -> bool:
+        """
+        @return: whether the page holds the file at C{key} if there is one.
+        """
+        return self.after < key and (self.last is None or key <= self.last)
+
+    def holdsDirectory(self, key: str) -> bool:
+        """
+        @return: whether the page holds the sub-directory C{key + "/"} if
+            there is one.
+        """
+        return self.holdsFile(key) and (self.lastEntry is None or key + "/" <= self.lastEntry)
 
 
 @define(eq=False)
@@ -86,22 +130,22 @@ class _Listing:
 
     @ivar listed: when its first page cached was listed (the clock's
         seconds).
-    @ivar ranges: the pages listed, each C{(after, last)}: the names
-        greater than C{after} and, unless C{last} is L{None} (the listing
-        ended), no greater than C{last}; a sub-directory's name is its
-        prefix without the C{/}.
+    @ivar pages: the pages listed.
     @ivar files: key -> the object at that key.
+    @ivar order: the keys of C{files}, sorted.
     @ivar directories: the sub-directories' prefixes, each ending in C{/}.
     @ivar unknown: keys (and sub-directory keys without their C{/}) changed
         since the listing, in ways not known exactly.
+    @ivar lastMiss: the last name a page was listed at (L{DirectoryCache.pageFor}).
+    @ivar run: the size of that page.
     """
 
     listed: float
-    ranges: list[tuple[str, str | None]] = field(factory=list)
+    pages: list[_Page] = field(factory=list)
     files: dict[str, ObjectInfo] = field(factory=dict)
+    order: list[str] = field(factory=list)
     directories: set[str] = field(factory=set)
     unknown: set[str] = field(factory=set)
-    #: The last name a page was listed at, and that page's size.
     lastMiss: str | None = None
     run: int = RUN
 
@@ -110,35 +154,66 @@ class _Listing:
         """
         How many names (and pages) it holds, for the bound.
         """
-        return len(self.files) + len(self.directories) + len(self.unknown) + len(self.ranges) + 1
+        return len(self.files) + len(self.directories) + len(self.unknown) + len(self.pages) + 1
 
-    def covers(self, key: str) -> bool:
+    def holdsFile(self, key: str) -> bool:
         """
-        @return: whether a page cached holds C{key} if it exists.
+        @return: whether a page cached holds the file at C{key} if there
+            is one.
         """
-        return any(after < key and (last is None or key <= last) for after, last in self.ranges)
+        return any(page.holdsFile(key) for page in self.pages)
+
+    def holdsDirectory(self, key: str) -> bool:
+        """
+        @return: whether a page cached holds the sub-directory C{key + "/"}
+            if there is one.
+        """
+        return any(page.holdsDirectory(key) for page in self.pages)
+
+    def putFile(self, info: ObjectInfo) -> None:
+        """
+        Enter the file C{info} describes.
+        """
+        if info.key not in self.files:
+            insort(self.order, info.key)
+        self.files[info.key] = info
+
+    def dropFile(self, key: str) -> None:
+        """
+        Forget the file at C{key}, if it is entered.
+        """
+        if self.files.pop(key, None) is not None:
+            del self.order[bisect_left(self.order, key)]
 
     def add(self, after: str, listing: ObjectListing) -> None:
         """
-        Put a page in, in place of what was known of its range.
+        Put a page in, in place of what was known of the names it holds.
 
         @param after: where it started (the directory's prefix for the
             first page).
         """
-        names = [info.key for info in listing.objects]
-        names.extend(prefix[:-1] for prefix in listing.prefixes)
-        last = None if listing.token is None else max(names, default=after)
-        entry = (after, last)
-
-        def inside(key: str) -> bool:
-            return after < key and (last is None or key <= last)
-
-        self.files = {key: info for key, info in self.files.items() if not inside(key)}
-        self.directories = {name for name in self.directories if not inside(name[:-1])}
-        self.unknown = {key for key in self.unknown if not inside(key)}
-        self.files.update((info.key, info) for info in listing.objects)
+        if listing.token is None:
+            page = _Page(after, None, None)
+        else:
+            names = [info.key for info in listing.objects]
+            page = _Page(
+                after,
+                max([*names, *(prefix[:-1] for prefix in listing.prefixes)], default=after),
+                max([*names, *listing.prefixes], default=after),
+            )
+        low = bisect_right(self.order, after)
+        high = len(self.order) if page.last is None else bisect_right(self.order, page.last)
+        for key in self.order[low:high]:
+            del self.files[key]
+        del self.order[low:high]
+        self.directories = {
+            prefix for prefix in self.directories if not page.holdsDirectory(prefix[:-1])
+        }
+        self.unknown = {key for key in self.unknown if not page.holdsDirectory(key)}
+        for info in listing.objects:
+            self.putFile(info)
         self.directories.update(listing.prefixes)
-        self.ranges.append(entry)
+        self.pages.append(page)
 
 
 def parentOf(key: str) -> str:
@@ -197,10 +272,12 @@ class DirectoryCache:
         info = listing.files.get(key)
         if info is not None:
             return info
-        if not listing.covers(key):
+        if not listing.holdsFile(key):
             return OUTSIDE
         if key + "/" in listing.directories:
             return DIRECTORY
+        if not listing.holdsDirectory(key):
+            return OUTSIDE
         return None
 
     def pageFor(self, key: str) -> int:
@@ -241,16 +318,21 @@ class DirectoryCache:
         current = None if after is None else self._current(prefix)
         self._drop(prefix)
         since = [key for number, key in self._changes if number > changed]
-        if not self.ttl or len(since) < self._changed - changed:
-            # (Changes made while it was listed were forgotten.)
+        if (
+            not self.ttl
+            or len(since) < self._changed - changed
+            or (current is not None and asked < current.listed)
+        ):
+            # Changes made while it was listed were forgotten, or the
+            # directory was listed anew since this page was asked for.
             if current is not None:
                 self._keep(prefix, current)
             return
         entry = current if current is not None else _Listing(asked)
         entry.add(prefix if after is None else after, listing)
-        if entry.size > self.maxEntries and current is not None:
-            entry = _Listing(asked)
-            entry.add(after or prefix, listing)
+        if current is not None and (entry.size > self.maxEntries or len(entry.pages) > MAX_PAGES):
+            entry = _Listing(asked, lastMiss=current.lastMiss, run=current.run)
+            entry.add(prefix if after is None else after, listing)
         if entry.size > self.maxEntries:
             return
         self._keep(prefix, entry)
@@ -268,7 +350,7 @@ class DirectoryCache:
         if listing is not None:
             before = listing.size
             listing.unknown.discard(info.key)
-            listing.files[info.key] = info
+            listing.putFile(info)
             self.entries += listing.size - before
             self._trim()
 
@@ -307,7 +389,7 @@ class DirectoryCache:
             if listing is not None and not (stored and name + "/" in listing.directories):
                 before = listing.size
                 listing.unknown.add(name)
-                listing.files.pop(name, None)
+                listing.dropFile(name)
                 listing.directories.discard(name + "/")
                 self.entries += listing.size - before
             if cut < 0:
