@@ -7,8 +7,11 @@ puts in a listed directory shows within the TTL.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import stat
+import subprocess
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -146,3 +149,58 @@ def test_directoryAmongSiblings(startGateway: Any, s3: Any, bucket: str) -> None
         sftp.remove("d/logs/a")
         assert stat.S_ISDIR(sftp.stat("d/logs").st_mode or 0)
         assert sftp.stat("d/logs-19").st_size == 1
+
+
+def test_rcloneCopy(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> None:
+    """
+    rclone's C{copy} of forty small files (for each: an upload, a SETSTAT of
+    its time, which is a copy onto itself, a C{stat} of the directory and
+    an C{md5sum} over SSH) costs a PutObject and a CopyObject per file and
+    a handful of other requests: the files this server wrote, and the
+    directory it listed, answer the rest.  Every file is stored intact
+    with its time; rclone exits 0 (it checks each CLOSE, size and hash).
+    """
+    source = tmp_path / "reports"
+    source.mkdir()
+    for n in range(FILES + 10):
+        path = source / f"r{n:02d}.csv"
+        path.write_bytes(f"report {n}\n".encode() * 200)
+        os.utime(path, (1600000000 + n, 1600000000 + n))
+    gateway = startGateway(None, "--metrics=tcp:0:interface=127.0.0.1")
+    key = gateway.addUser("rita")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"} | {
+        "RCLONE_CONFIG": str(tmp_path / "rclone.conf"),
+        "RCLONE_CONFIG_GW_TYPE": "sftp",
+        "RCLONE_CONFIG_GW_HOST": "127.0.0.1",
+        "RCLONE_CONFIG_GW_PORT": str(gateway.port),
+        "RCLONE_CONFIG_GW_USER": "rita",
+        "RCLONE_CONFIG_GW_KEY_FILE": str(key),
+    }
+    (tmp_path / "rclone.conf").write_text("")
+    operations = ("PutObject", "CopyObject", "HeadObject", "ListObjectsV2")
+    before = {operation: s3Requests(gateway, operation) for operation in operations}
+    result = subprocess.run(
+        ["rclone", "--retries", "1", "copy", str(source), "gw:up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    made = {
+        operation: s3Requests(gateway, operation) - before[operation] for operation in operations
+    }
+    files = FILES + 10
+    assert made["CopyObject"] == files, made
+    assert made["HeadObject"] + made["ListObjectsV2"] <= 20, made
+    for n in range(files):
+        assert (
+            objectBytes(s3, bucket, f"rita/up/r{n:02d}.csv")
+            == (source / f"r{n:02d}.csv").read_bytes()
+        )
+    listed = subprocess.run(
+        ["rclone", "lsjson", "gw:up"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    times = {entry["Name"]: entry["ModTime"][:19] for entry in json.loads(listed.stdout)}
+    assert times["r07.csv"] == "2020-09-13T12:26:47"

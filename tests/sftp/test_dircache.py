@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.conch.interfaces import ISFTPServer
 from twisted.conch.ssh.filetransfer import FX_NO_SUCH_FILE, FXF_READ, SFTPError
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from twisted_s3sftp.sftp.flow import MemoryLimit
@@ -127,6 +128,39 @@ class CachedLookupTests(SFTPTestCase):
             self.successResultOf(server.removeFile(b"/d/logs/a"))
             self.assertEqual(self.outcome(server, b"/d/logs")["permissions"], 0o40755)  # type: ignore[index]
 
+    def test_ownFilesWhole(self) -> None:
+        """
+        A file this server just stored, or copied onto itself to set its
+        time (as rclone does after each upload), is answered to C{stat},
+        C{setstat}, a hash request and OPEN from what was written, without
+        a HEAD, and the C{stat} of its directory from the directory's
+        listing: an upload, its time set, its C{stat}, its directory's and
+        its hash cost a PutObject and a CopyObject and nothing else once
+        the directory is listed (rclone's pattern).
+        """
+        server, memory, _ = cachedServer()
+        self.assertEqual(self.outcome(server, b"/r/first"), FX_NO_SUCH_FILE)
+        memory.calls.clear()
+        for n in range(10):
+            path = b"/r/f%d" % (n,)
+            self.upload(server, path, b"x" * n)
+            self.successResultOf(server.setAttrs(path, {"mtime": 1000 + n, "atime": 0}))
+            attributes = self.outcome(server, path)
+            self.assertEqual(attributes["mtime"], 1000 + n)  # type: ignore[index]
+            self.assertEqual(attributes["size"], n)  # type: ignore[index]
+            directory = self.outcome(server, b"/r")
+            self.assertEqual(directory["permissions"], 0o40755)  # type: ignore[index]
+            hashed = self.successResultOf(Deferred.fromCoroutine(server.hashedFile(path)))
+            self.assertEqual(hashed.metadata["mtime"], str(1000 + n))
+            self.assertIn("sha256", hashed.metadata)
+        self.assertEqual(memory.calls.count("putObject"), 10)
+        self.assertEqual(memory.calls.count("copyObject"), 10)
+        # (and the home directory's listing, for the first stat of /r)
+        self.assertEqual(memory.calls.count("listDirectory"), 1)
+        self.assertEqual(len(memory.calls), 21, memory.calls)
+        f = self.successResultOf(server.openFile(b"/r/f3", FXF_READ, {}))
+        self.assertEqual(self.successResultOf(f.readChunk(0, 100)), b"xxx")
+
     def test_withoutCache(self) -> None:
         """
         With a TTL of 0 (no L{CachingStore}), each C{stat} lists, as before
@@ -165,6 +199,8 @@ class CachedLookupTests(SFTPTestCase):
             lambda s: self.successResultOf(s.removeDirectory(b"/e")),
             lambda s: self.successResultOf(s.removeFile(b"/d/c")),
             lambda s: self.upload(s, b"/g", b"4444"),
+            lambda s: self.successResultOf(s.setAttrs(b"/g", {"mtime": 1234567890, "atime": 0})),
+            lambda s: self.successResultOf(s.posixRename(b"/g", b"/a")),
         ]
         seen = [everyStat()]
         for step in steps:

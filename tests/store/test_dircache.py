@@ -26,7 +26,12 @@ from twisted_s3sftp.store.dircache import (
     parentOf,
     startAfter,
 )
-from twisted_s3sftp.store.interfaces import IObjectStore, ObjectInfo, ObjectListing
+from twisted_s3sftp.store.interfaces import (
+    IObjectStore,
+    ObjectInfo,
+    ObjectListing,
+    ObjectSettings,
+)
 from twisted_s3sftp.store.memory import MemoryObjectStore
 
 
@@ -290,6 +295,42 @@ class PageTests(SynchronousTestCase):
         self.assertIs(self.cache.lookup("u/p000"), OUTSIDE)
         self.assertIs(self.cache.lookup("u/a0"), OUTSIDE)
 
+    def test_wholeReplaced(self) -> None:
+        """
+        A file entered whole is no longer whole once a page lists it again
+        (a listing has no metadata) or it changes.
+        """
+        self.cache.stored(ObjectInfo("u/m5", 1, 0, "e", {"mtime": "1"}), whole=True)
+        self.assertEqual(self.cache.whole("u/m5").metadata, {"mtime": "1"})  # type: ignore[union-attr]
+        self.cache.listed("u/", ObjectListing([info("u/m5")]), self.cache.mark(), "u/m")
+        self.assertIsNone(self.cache.whole("u/m5"))
+        self.cache.stored(ObjectInfo("u/m6", 1, 0, "e", {"mtime": "1"}), whole=True)
+        self.cache.changed("u/m6")
+        self.assertIsNone(self.cache.whole("u/m6"))
+        self.cache.stored(info("u/m7"))
+        self.assertIsNone(self.cache.whole("u/m7"))
+
+    def test_marker(self) -> None:
+        """
+        A directory's first page tells its marker (for its time), or that
+        it has none; a page at a name does not, nor a first page listed
+        while the marker changed; a change to the marker forgets it.
+        """
+        self.assertIsNone(self.cache.marker("u/"))
+        self.cache.listed("v/", ObjectListing([info("v/m5")]), self.cache.mark(), "v/m")
+        self.assertIs(self.cache.marker("v/"), UNLISTED)
+        listing = ObjectListing([info("u/d/"), info("u/d/a")])
+        self.cache.listed("u/d/", listing, self.cache.mark())
+        self.assertEqual(self.cache.marker("u/d/"), info("u/d/"))
+        self.cache.changed("u/d/")
+        self.assertIs(self.cache.marker("u/d/"), UNLISTED)
+        self.cache.listed("u/e/", ObjectListing([info("u/e/a")]), self.cache.mark())
+        self.assertIsNone(self.cache.marker("u/e/"))
+        mark = self.cache.mark()
+        self.cache.changed("u/f/")
+        self.cache.listed("u/f/", ObjectListing([info("u/f/a")]), mark)
+        self.assertIs(self.cache.marker("u/f/"), UNLISTED)
+
     def test_pageReplaces(self) -> None:
         """
         A page replaces what was cached in its range: a file another server
@@ -495,10 +536,19 @@ class CachingStoreTests(SynchronousTestCase):
 
     def test_putObject(self) -> None:
         """
-        A file stored is entered with its size and ETag.
+        A file stored is entered with its size and ETag, and whole: with
+        the metadata and settings it was stored with, as a HEAD reports
+        them.
         """
-        stored = self.successResultOf(self.store.putObject("u/new", b"12345"))
-        self.assertEqual(self.cache.lookup("u/new"), ObjectInfo("u/new", 5, 1000, stored.etag))
+        stored = self.successResultOf(
+            self.store.putObject("u/new", b"12345", {"mtime": "7"}, ObjectSettings(sse="AES256"))
+        )
+        whole = ObjectInfo(
+            "u/new", 5, 1000, stored.etag, {"mtime": "7"}, ObjectSettings(sse="AES256")
+        )
+        self.assertEqual(self.cache.lookup("u/new"), whole)
+        self.assertEqual(self.cache.whole("u/new"), whole)
+        self.assertIsNone(self.cache.whole("u/old"))
 
     def test_putFailed(self) -> None:
         """
@@ -526,15 +576,32 @@ class CachingStoreTests(SynchronousTestCase):
 
     def test_copy(self) -> None:
         """
-        A copy makes its destination unknown.
+        A copy enters its destination whole, with the metadata and
+        settings it was given; the source is unchanged.
         """
         self.successResultOf(self.store.putObject("u/old", b"x"))
         (found,) = self.successResultOf(self.memory.listDirectory("u/", 10)).objects
+        settings = ObjectSettings("GLACIER", tags=(("a", "b"),))
+        copied = self.successResultOf(
+            self.store.copyObject("u/old", "u/copy", found.etag, 1, {"m": "1"}, settings)
+        )
+        whole = ObjectInfo("u/copy", 1, 1000, copied.etag, {"m": "1"}, ObjectSettings("GLACIER"))
+        self.assertEqual(self.cache.lookup("u/copy"), whole)
+        self.assertEqual(self.cache.whole("u/copy"), whole)
+        self.assertEqual(self.cache.lookup("u/old"), ObjectInfo("u/old", 1, 1000, found.etag))
+
+    def test_copyOverlapping(self) -> None:
+        """
+        A copy onto a key another write to is under way makes it unknown.
+        """
+        self.successResultOf(self.store.putObject("u/old", b"x"))
+        (found,) = self.successResultOf(self.memory.listDirectory("u/", 10)).objects
+        self.store._writing["u/copy"] = 1
         self.successResultOf(
             self.store.copyObject("u/old", "u/copy", found.etag, 1, {}, found.settings)
         )
         self.assertIs(self.cache.lookup("u/copy"), OUTSIDE)
-        self.assertEqual(self.cache.lookup("u/old"), ObjectInfo("u/old", 1, 1000, found.etag))
+        self.assertIsNone(self.cache.whole("u/copy"))
 
     def test_multipart(self) -> None:
         """

@@ -732,6 +732,12 @@ class S3SFTPServer:
         """
         if virtual != "/":
             prefix = directoryPrefix(self._home, virtual)
+            store = self._store
+            marker = store.cache.marker(prefix) if isinstance(store, CachingStore) else UNLISTED
+            if isinstance(marker, ObjectInfo):
+                return marker.mtime
+            if marker is not UNLISTED:
+                return int(self.avatar.clock.seconds())
             listing = await self._store.listDirectory(prefix, 1)
             for info in listing.objects:
                 if info.key == prefix:
@@ -854,6 +860,12 @@ class S3SFTPServer:
         parked = await self._parkedFile(key)
         if parked is not None:
             return parked
+        store = self._store
+        if headFirst and isinstance(store, CachingStore):
+            # A file this server wrote moments ago is known whole.
+            whole = store.cache.whole(key)
+            if whole is not None:
+                return whole
         if headFirst:
             info = await self._store.headObject(key)
             if info is not None:
@@ -862,7 +874,12 @@ class S3SFTPServer:
         if cached is DIRECTORY:
             return _DIRECTORY
         if isinstance(cached, ObjectInfo):
-            return await self._store.headObject(key) if head else cached
+            if not head:
+                return cached
+            # A file this server wrote moments ago is known whole.
+            store = self._store
+            whole = store.cache.whole(key) if isinstance(store, CachingStore) else None
+            return whole if whole is not None else await store.headObject(key)
         if cached is None:
             return None
         listing = await self._store.listDirectory(key, LOOKUP_PAGE)

@@ -61,10 +61,10 @@ class CachingStore:
     ) -> Deferred[Any]:
         """
         Report the write C{result} stands for, to C{key}, once it is
-        answered: the file C{stored} makes of its answer, if it was the
-        only write to C{key} from its start to its end (S3 keeps the write
-        it received last, and the replies of writes at once may come back
-        in any order); else a change.
+        answered: the file C{stored} makes of its answer (all a HEAD would
+        tell of it), if it was the only write to C{key} from its start to
+        its end (S3 keeps the write it received last, and the replies of
+        writes at once may come back in any order); else a change.
         """
         if key in self._writing:
             self._overlapped.add(key)
@@ -80,7 +80,7 @@ class CachingStore:
             if info is None:
                 self.cache.changed(key)
             else:
-                self.cache.stored(info)
+                self.cache.stored(info, whole=True)
             return value
 
         return result.addBoth(answered)
@@ -129,7 +129,7 @@ class CachingStore:
 
         def stored(value: object) -> ObjectInfo | None:
             if isinstance(value, StoredObject) and not key.endswith("/"):
-                return ObjectInfo(key, size, int(started), value.etag)
+                return _written(key, size, started, value, metadata, settings)
             return None
 
         return self._changing(
@@ -169,9 +169,17 @@ class CachingStore:
         settings: ObjectSettings,
         exclusive: bool = False,
     ) -> Deferred[StoredObject]:
+        started = self.cache.seconds()
+
+        def stored(value: object) -> ObjectInfo | None:
+            if isinstance(value, StoredObject) and not destination.endswith("/"):
+                return _written(destination, size, started, value, metadata, settings)
+            return None
+
         return self._changing(
             destination,
             self.store.copyObject(source, destination, etag, size, metadata, settings, exclusive),
+            stored,
         )
 
     def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[None]:
@@ -179,3 +187,28 @@ class CachingStore:
 
     def deleteObject(self, key: str) -> Deferred[None]:
         return self._changing(key, self.store.deleteObject(key))
+
+
+def _written(
+    key: str,
+    size: int,
+    started: float,
+    stored: StoredObject,
+    metadata: dict[str, str] | None,
+    settings: ObjectSettings | None,
+) -> ObjectInfo:
+    """
+    @return: what a HEAD of C{key} would report just after this server
+        wrote it (C{size} bytes, from C{started}, with C{metadata} and
+        C{settings}) and S3 answered C{stored}: the settings as a HEAD
+        reports them, without tags.
+    """
+    kept = settings or ObjectSettings()
+    return ObjectInfo(
+        key,
+        size,
+        int(started),
+        stored.etag,
+        dict(metadata or {}),
+        ObjectSettings(kept.storageClass, kept.sse, kept.sseKmsKeyId),
+    )

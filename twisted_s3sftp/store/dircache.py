@@ -136,6 +136,12 @@ class _Listing:
     @ivar directories: the sub-directories' prefixes, each ending in C{/}.
     @ivar unknown: keys (and sub-directory keys without their C{/}) changed
         since the listing, in ways not known exactly.
+    @ivar whole: keys of C{files} entered as this server wrote them, their
+        metadata and settings included (L{DirectoryCache.whole}).
+    @ivar marker: the directory's marker object (its prefix as a key), if
+        it has one and C{markerKnown}.
+    @ivar markerKnown: whether a first page since the marker last changed
+        told whether there is one.
     @ivar lastMiss: the last name a page was listed at (L{DirectoryCache.pageFor}).
     @ivar run: the size of that page.
     """
@@ -146,15 +152,26 @@ class _Listing:
     order: list[str] = field(factory=list)
     directories: set[str] = field(factory=set)
     unknown: set[str] = field(factory=set)
+    whole: set[str] = field(factory=set)
+    marker: ObjectInfo | None = None
+    markerKnown: bool = False
     lastMiss: str | None = None
     run: int = RUN
 
     @property
     def size(self) -> int:
         """
-        How many names (and pages) it holds, for the bound.
+        How many names (and pages) it holds, for the bound: a file entered
+        whole (with its metadata) counts twice.
         """
-        return len(self.files) + len(self.directories) + len(self.unknown) + len(self.pages) + 1
+        return (
+            len(self.files)
+            + len(self.whole)
+            + len(self.directories)
+            + len(self.unknown)
+            + len(self.pages)
+            + 1
+        )
 
     def holdsFile(self, key: str) -> bool:
         """
@@ -170,13 +187,19 @@ class _Listing:
         """
         return any(page.holdsDirectory(key) for page in self.pages)
 
-    def putFile(self, info: ObjectInfo) -> None:
+    def putFile(self, info: ObjectInfo, whole: bool = False) -> None:
         """
         Enter the file C{info} describes.
+
+        @param whole: whether C{info} is all a HEAD would tell of it.
         """
         if info.key not in self.files:
             insort(self.order, info.key)
         self.files[info.key] = info
+        if whole:
+            self.whole.add(info.key)
+        else:
+            self.whole.discard(info.key)
 
     def dropFile(self, key: str) -> None:
         """
@@ -184,6 +207,7 @@ class _Listing:
         """
         if self.files.pop(key, None) is not None:
             del self.order[bisect_left(self.order, key)]
+            self.whole.discard(key)
 
     def add(self, after: str, listing: ObjectListing) -> None:
         """
@@ -205,6 +229,7 @@ class _Listing:
         high = len(self.order) if page.last is None else bisect_right(self.order, page.last)
         for key in self.order[low:high]:
             del self.files[key]
+            self.whole.discard(key)
         del self.order[low:high]
         self.directories = {
             prefix for prefix in self.directories if not page.holdsDirectory(prefix[:-1])
@@ -335,14 +360,45 @@ class DirectoryCache:
             entry.add(prefix if after is None else after, listing)
         if entry.size > self.maxEntries:
             return
+        if after is None:
+            # A first page starts with the marker, if there is one.
+            entry.markerKnown = prefix.rstrip("/") not in since
+            found = listing.objects[0] if listing.objects else None
+            entry.marker = found if found is not None and found.key == prefix else None
         self._keep(prefix, entry)
         for key in since:
             self._forget(key, stored=False)
         self._trim()
 
-    def stored(self, info: ObjectInfo) -> None:
+    def whole(self, key: str) -> ObjectInfo | None:
+        """
+        @param key: a full object key.
+        @return: the file at C{key} as this server last wrote it (a PUT or
+            a copy), metadata and settings included, as a HEAD would
+            report it then; L{None} if the cache does not hold that.
+        """
+        listing = self._current(parentOf(key))
+        if listing is None or key not in listing.whole or key in listing.unknown:
+            return None
+        return listing.files.get(key)
+
+    def marker(self, prefix: str) -> ObjectInfo | object | None:
+        """
+        @param prefix: a directory's prefix (ending in C{/}).
+        @return: the directory's marker object (for its time), L{None} if
+            it has none, or L{UNLISTED} if the cache cannot say.
+        """
+        listing = self._current(prefix)
+        if listing is None or not listing.markerKnown:
+            return UNLISTED
+        return listing.marker
+
+    def stored(self, info: ObjectInfo, whole: bool = False) -> None:
         """
         This server stored the file C{info} describes.
+
+        @param whole: whether C{info} holds the file's metadata and
+            settings as written, for L{whole}.
         """
         self._record(info.key)
         self._forget(info.key, stored=True)
@@ -350,7 +406,7 @@ class DirectoryCache:
         if listing is not None:
             before = listing.size
             listing.unknown.discard(info.key)
-            listing.putFile(info)
+            listing.putFile(info, whole)
             self.entries += listing.size - before
             self._trim()
 
@@ -360,6 +416,9 @@ class DirectoryCache:
         marker ending in C{/}), or may have: no directory cached above it
         knows any longer what is there.
         """
+        directory = self._listings.get(key)
+        if directory is not None:
+            directory.markerKnown = False
         key = key.rstrip("/")
         self._record(key)
         self._forget(key, stored=False)
