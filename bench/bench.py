@@ -1275,6 +1275,73 @@ class Bench:
         )
         return result
 
+    def rcloneCopy(self, server: Server) -> dict[str, Any]:
+        """
+        Copy the small files into C{server} with C{rclone copy} to an sftp
+        remote, as a partner's sync job does: rclone's defaults, four files
+        at once, each file's time set with SETSTAT after its upload, its
+        directory checked and its hash asked over SSH (C{md5sum}) where
+        the server answers it.  rclone exits 0 only if every upload,
+        CLOSE included, succeeded.
+
+        @return: the figures.
+        """
+        count, size = self.options.files, self.options.file_size
+        source = self.workdir / "rclone-source"
+        if not source.exists():
+            source.mkdir()
+            data = self.smallSource.read_bytes()
+            for i in range(count):
+                (source / f"r-{i:04d}").write_bytes(data)
+        config = self.workdir / "rclone-client.conf"
+        config.write_text("")
+        env = dict(
+            os.environ,
+            RCLONE_CONFIG=str(config),
+            RCLONE_CONFIG_GW_TYPE="sftp",
+            RCLONE_CONFIG_GW_HOST="127.0.0.1",
+            RCLONE_CONFIG_GW_PORT=str(server.port),
+            RCLONE_CONFIG_GW_USER=USER,
+            RCLONE_CONFIG_GW_KEY_FILE=str(self.userKey),
+        )
+        meter = ProcessMeter(server.pid).start()
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                ["rclone", "--retries", "1", "copy", str(source), "gw:rclone-copy"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120 + count,
+                stdin=subprocess.DEVNULL,
+            )
+            ok, error = done.returncode == 0, done.stderr.strip()
+        except subprocess.TimeoutExpired:
+            ok, error = False, "timed out"
+        seconds = time.monotonic() - started
+        usage = meter.stop()
+        if not ok:
+            self.noteServerErrors(server, f"rclone copy of {count} small files")
+        stored = self.storedUnder(server, "rclone-copy/")
+        intact = sum(1 for key, s in stored.items() if s == size and not key.endswith("/"))
+        self.removeUnder(server, "rclone-copy/")
+        result = {
+            "files": count,
+            "ok": ok,
+            "intact": intact,
+            "seconds": seconds,
+            "filesPerSecond": count / seconds,
+            "cpuPerFile": usage.cpu / count,
+            "rss": server.peakRSS(),
+            "error": error,
+        }
+        say(
+            f"  {server.path}: rclone copy of {count} files in {seconds:.1f} s,"
+            f" {result['filesPerSecond']:.0f} files/s, "
+            f"{intact} intact" + ("" if ok else f"; FAILED: {error[-300:]}")
+        )
+        return result
+
     def manySmallFiles(self, server: Server) -> dict[str, Any]:
         """
         Upload many small files in several sessions at once, each into a
@@ -1696,6 +1763,7 @@ def report(
     held: dict[str, dict[str, Any]],
     workers: dict[int, dict[str, Any]],
     profiled: dict[str, Any] | None,
+    synced: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """
     Print the markdown report.
@@ -1822,6 +1890,23 @@ def report(
             lines.append(
                 f"| {PATHS[path]} | {r['filesPerSecond']:.0f} | {r['seconds']:.1f} "
                 f"| {r['ok']}/{r['sessions']} | {r['intact']}/{r['files']} "
+                f"| {r['cpuPerFile'] * 1000:.1f} | {formatBytes(r['rss'])} |"
+            )
+    if synced:
+        files = next(iter(synced.values()))["files"]
+        lines += [
+            "",
+            f"### {files} files of {formatBytes(options.file_size)} with rclone copy"
+            " (an sftp remote, rclone's defaults)",
+            "",
+            "| path | files/s | wall s | rclone exited 0 | objects intact"
+            " | server CPU-ms/file | server peak RSS |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for path, r in synced.items():
+            lines.append(
+                f"| {PATHS[path]} | {r['filesPerSecond']:.0f} | {r['seconds']:.1f} "
+                f"| {'yes' if r['ok'] else 'NO'} | {r['intact']}/{r['files']} "
                 f"| {r['cpuPerFile'] * 1000:.1f} | {formatBytes(r['rss'])} |"
             )
     if held:
@@ -2169,6 +2254,7 @@ def main(argv: list[str]) -> int:
     conc: dict[str, dict[str, Any]] = {}
     small: dict[str, dict[str, Any]] = {}
     many: dict[str, dict[str, Any]] = {}
+    synced: dict[str, dict[str, Any]] = {}
     held: dict[str, dict[str, Any]] = {}
     workers: dict[int, dict[str, Any]] = {}
     downloads: dict[str, list[dict[str, Any]]] = {}
@@ -2228,6 +2314,10 @@ def main(argv: list[str]) -> int:
                 server = bench.startServer(path, "many")
                 many[path] = bench.manySmallFiles(server)
                 server.stop()
+                say(f"rclone copy of {options.files} small files: {path}")
+                server = bench.startServer(path, "rclone-copy")
+                synced[path] = bench.rcloneCopy(server)
+                server.stop()
         if "a" in options.only and options.workers:
             source, _ = bench.makeSource("workers.bin", options.workers_size)
             for count in options.workers:
@@ -2269,7 +2359,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(s3dir, ignore_errors=True)
     bench.notes.append(f"the whole benchmark took {time.monotonic() - started:.0f} s")
-    report(bench, big, rss, downloads, conc, small, many, held, workers, profiled)
+    report(bench, big, rss, downloads, conc, small, many, held, workers, profiled, synced)
     if profiled and options.profile.exists():
         printProfile(options.profile)
     if options.py_spy and options.py_spy.exists():
@@ -2283,7 +2373,9 @@ def main(argv: list[str]) -> int:
             r["succeeded"] != r["clients"] or r["intact"] != r["clients"]
             for r in [*conc.values(), *workers.values()]
         )
-        or any(not r["ok"] or r["intact"] != r["files"] for r in small.values())
+        or any(
+            not r["ok"] or r["intact"] != r["files"] for r in [*small.values(), *synced.values()]
+        )
         or any(r["ok"] != r["sessions"] or r["intact"] != r["files"] for r in many.values())
         or any(
             r.get("held") != r["sessions"]
