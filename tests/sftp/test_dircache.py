@@ -161,6 +161,35 @@ class CachedLookupTests(SFTPTestCase):
         f = self.successResultOf(server.openFile(b"/r/f3", FXF_READ, {}))
         self.assertEqual(self.successResultOf(f.readChunk(0, 100)), b"xxx")
 
+    def test_untimedFileHeaded(self) -> None:
+        """
+        A file this server stored without a time of the client's is
+        C{stat}ed with a HEAD: the cache knows when the write was sent, not
+        S3's C{LastModified}, which is the time C{stat} reports.
+        """
+        server, memory, _ = cachedServer()
+        self.assertEqual(self.outcome(server, b"/u/plain"), FX_NO_SUCH_FILE)
+        self.upload(server, b"/u/plain", b"abc")
+        memory.calls.clear()
+        self.assertEqual(self.outcome(server, b"/u/plain")["size"], 3)  # type: ignore[index]
+        self.assertEqual(memory.calls, ["headObject"])
+
+    def test_setTimeOfSendTime(self) -> None:
+        """
+        A SETSTAT of a file just stored, to the very second the cache has
+        for it (when its write was sent), still stores the time: the
+        cache's second is not S3's, so it is not taken as already set.
+        """
+        server, memory, clock = cachedServer()
+        clock.advance(1000.7)
+        self.assertEqual(self.outcome(server, b"/u/f"), FX_NO_SUCH_FILE)
+        self.upload(server, b"/u/f", b"abc")
+        memory.calls.clear()
+        self.successResultOf(server.setAttrs(b"/u/f", {"mtime": 1000, "atime": 0}))
+        self.assertEqual(memory.calls, ["copyObject"])
+        clock.advance(10)
+        self.assertEqual(self.outcome(server, b"/u/f")["mtime"], 1000)  # type: ignore[index]
+
     def test_withoutCache(self) -> None:
         """
         With a TTL of 0 (no L{CachingStore}), each C{stat} lists, as before

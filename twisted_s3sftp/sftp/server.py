@@ -376,7 +376,7 @@ class S3SFTPServer:
     @sftpOperation("setstat")
     async def setAttrs(self, path: bytes, attrs: dict[str, int]) -> None:
         virtual = normalise(path)
-        found = await self._lookup(virtual, head=True)
+        found = await self._lookup(virtual, head=True, timed=False)
         if found is None:
             raise NoSuchFile("no such file or directory")
         if found is not _DIRECTORY:
@@ -525,9 +525,10 @@ class S3SFTPServer:
         connection stored.
 
         A stored file is found with one HEAD: what sync tools ask about
-        is there (rclone asks right after each upload).  Only when the HEAD
-        finds nothing is the path looked up as C{stat} does (a directory,
-        or nothing).
+        is there (rclone asks right after each upload), and a file this
+        server wrote moments ago needs none (L{_whole}).  Only when the
+        HEAD finds nothing is the path looked up as C{stat} does (a
+        directory, or nothing).
 
         @param path: the path the client gave.
         @return: the object, with its metadata.
@@ -535,7 +536,7 @@ class S3SFTPServer:
             directory, a file still being uploaded, refused).
         """
         virtual = normalise(path)
-        found = await self._lookup(virtual, head=True, headFirst=True)
+        found = await self._lookup(virtual, head=True, headFirst=True, timed=False)
         if found is None:
             raise NoSuchFile("no such file")
         if found is _DIRECTORY:
@@ -626,7 +627,7 @@ class S3SFTPServer:
         if "size" in attrs and attrs["size"] != info.size:
             raise NotSupported(TRUNCATE_REFUSED)
         mtime = attrs.get("mtime")
-        if mtime is not None and mtime != modificationTime(info):
+        if mtime is not None and (mtime != modificationTime(info) or not self._timeKnown(info)):
             # A copy of the object onto itself: writing over it.
             self._require(UPLOAD, "setting a file's times", virtual, own)
             self._require(OVERWRITE, "setting a file's times", virtual, own)
@@ -647,7 +648,7 @@ class S3SFTPServer:
         # Both names are checked before any S3 call.
         oldKey = objectKey(self._home, old)
         objectKey(self._home, new)
-        found = await self._lookup(old, head=True)
+        found = await self._lookup(old, head=True, timed=False)
         # Without the rename right, only a file of the user's own may be
         # renamed, and only to a free name (WinSCP's "name.filepart").
         own = self._isOwn(found) and oldKey == getattr(found, "key", None)
@@ -831,7 +832,32 @@ class S3SFTPServer:
             cached = store.cache.lookup(key)
         return UNKNOWN if cached is UNLISTED or cached is OUTSIDE else cached
 
-    async def _lookup(self, virtual: str, head: bool = False, headFirst: bool = False) -> Found:
+    def _whole(self, key: str, timed: bool) -> ObjectInfo | None:
+        """
+        @param timed: whether the file's time is wanted exactly.
+        @return: the file at C{key} as this server wrote it moments ago,
+            metadata included, as a HEAD would report it
+            (L{twisted_s3sftp.store.dircache.DirectoryCache.whole}), or
+            L{None}.  Its time is exact only if the client set one (the
+            C{mtime} metadata): else it is when this server sent the
+            write, not S3's C{LastModified}, and a C{timed} lookup asks S3.
+        """
+        store = self._store
+        whole = store.cache.whole(key) if isinstance(store, CachingStore) else None
+        if whole is None or (timed and "mtime" not in whole.metadata):
+            return None
+        return whole
+
+    def _timeKnown(self, info: ObjectInfo) -> bool:
+        """
+        @return: whether L{modificationTime} of C{info} is the time S3
+            would report, not a cached entry's approximation.
+        """
+        return "mtime" in info.metadata or self._whole(info.key, timed=False) is not info
+
+    async def _lookup(
+        self, virtual: str, head: bool = False, headFirst: bool = False, timed: bool = True
+    ) -> Found:
         """
         Find what a path names, in one S3 request in all but rare cases.
 
@@ -845,6 +871,8 @@ class S3SFTPServer:
         the same name.
 
         @param head: whether a file's metadata is wanted (a HEAD request).
+        @param timed: with C{head}, whether the file's time is wanted
+            exactly (L{_whole}).
         @param headFirst: for a path that most likely names a stored file
             (a hash asked for): send the HEAD first, and list only if it
             finds nothing.
@@ -860,13 +888,10 @@ class S3SFTPServer:
         parked = await self._parkedFile(key)
         if parked is not None:
             return parked
-        store = self._store
-        if headFirst and isinstance(store, CachingStore):
-            # A file this server wrote moments ago is known whole.
-            whole = store.cache.whole(key)
+        if headFirst:
+            whole = self._whole(key, timed)
             if whole is not None:
                 return whole
-        if headFirst:
             info = await self._store.headObject(key)
             if info is not None:
                 return info
@@ -876,10 +901,8 @@ class S3SFTPServer:
         if isinstance(cached, ObjectInfo):
             if not head:
                 return cached
-            # A file this server wrote moments ago is known whole.
-            store = self._store
-            whole = store.cache.whole(key) if isinstance(store, CachingStore) else None
-            return whole if whole is not None else await store.headObject(key)
+            whole = self._whole(key, timed)
+            return whole if whole is not None else await self._store.headObject(key)
         if cached is None:
             return None
         listing = await self._store.listDirectory(key, LOOKUP_PAGE)

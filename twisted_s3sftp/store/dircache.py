@@ -21,8 +21,9 @@ last L{DirectoryCache.ttl} seconds from a directory's first page.
 
 What this server itself changes in the store updates the cache at once
 (L{twisted_s3sftp.store.cached.CachingStore} reports each change): a file
-it stored is entered with its size and ETag; any other change marks the
-name as unknown, and the names of the directories above it in the
+it stored or copied is entered whole, with its size, ETag, metadata and
+settings (L{DirectoryCache.whole}: what a HEAD would report, its time
+aside); any other change marks the name as unknown, and the names of the directories above it in the
 directories cached, so that their next lookup asks S3 (a listing of the
 page at that name).  What other servers on the bucket change is seen
 once the listing expires.
@@ -380,6 +381,7 @@ class DirectoryCache:
         listing = self._current(parentOf(key))
         if listing is None or key not in listing.whole or key in listing.unknown:
             return None
+        self._listings.move_to_end(parentOf(key))
         return listing.files.get(key)
 
     def marker(self, prefix: str) -> ObjectInfo | object | None:
@@ -391,6 +393,7 @@ class DirectoryCache:
         listing = self._current(prefix)
         if listing is None or not listing.markerKnown:
             return UNLISTED
+        self._listings.move_to_end(prefix)
         return listing.marker
 
     def stored(self, info: ObjectInfo, whole: bool = False) -> None:
