@@ -1246,18 +1246,39 @@ class Bench:
 
         @return: the figures.
         """
-        count, size = self.options.files, self.options.file_size
+        count = self.options.files
         meter = ProcessMeter(server.pid).start()
         batch = self.writeBatch(
             f"small-{server.path}", [f"put {self.smallSource} /small-{i:04d}" for i in range(count)]
         )
         ok, seconds, error = self.timedSftp(server, batch, 60 + count)
         usage = meter.stop()
+        return self.smallResult(server, "small-", f"{count} small files", ok, seconds, error, usage)
+
+    def smallResult(
+        self,
+        server: Server,
+        prefix: str,
+        what: str,
+        ok: bool,
+        seconds: float,
+        error: str,
+        usage: Usage,
+    ) -> dict[str, Any]:
+        """
+        Count, report and remove the small files a client stored under a
+        name prefix.
+
+        @param what: the transfer, for the server's errors if it failed.
+        @param usage: the server's L{ProcessMeter} reading over it.
+        @return: the figures.
+        """
+        count, size = self.options.files, self.options.file_size
         if not ok:
-            self.noteServerErrors(server, f"{count} small files")
-        stored = self.storedUnder(server, "small-")
-        intact = sum(1 for s in stored.values() if s == size)
-        self.removeUnder(server, "small-")
+            self.noteServerErrors(server, what)
+        stored = self.storedUnder(server, prefix)
+        intact = sum(1 for key, s in stored.items() if s == size and not key.endswith("/"))
+        self.removeUnder(server, prefix)
         result = {
             "files": count,
             "ok": ok,
@@ -1269,7 +1290,7 @@ class Bench:
             "error": error,
         }
         say(
-            f"  {server.path}: {count} files in {seconds:.1f} s,"
+            f"  {server.path}: {what} in {seconds:.1f} s,"
             f" {result['filesPerSecond']:.0f} files/s, "
             f"{intact} intact" + ("" if ok else f"; FAILED: {error[-300:]}")
         )
@@ -1286,7 +1307,7 @@ class Bench:
 
         @return: the figures.
         """
-        count, size = self.options.files, self.options.file_size
+        count = self.options.files
         source = self.workdir / "rclone-source"
         if not source.exists():
             source.mkdir()
@@ -1320,27 +1341,8 @@ class Bench:
             ok, error = False, "timed out"
         seconds = time.monotonic() - started
         usage = meter.stop()
-        if not ok:
-            self.noteServerErrors(server, f"rclone copy of {count} small files")
-        stored = self.storedUnder(server, "rclone-copy/")
-        intact = sum(1 for key, s in stored.items() if s == size and not key.endswith("/"))
-        self.removeUnder(server, "rclone-copy/")
-        result = {
-            "files": count,
-            "ok": ok,
-            "intact": intact,
-            "seconds": seconds,
-            "filesPerSecond": count / seconds,
-            "cpuPerFile": usage.cpu / count,
-            "rss": server.peakRSS(),
-            "error": error,
-        }
-        say(
-            f"  {server.path}: rclone copy of {count} files in {seconds:.1f} s,"
-            f" {result['filesPerSecond']:.0f} files/s, "
-            f"{intact} intact" + ("" if ok else f"; FAILED: {error[-300:]}")
-        )
-        return result
+        what = f"rclone copy of {count} small files"
+        return self.smallResult(server, "rclone-copy/", what, ok, seconds, error, usage)
 
     def manySmallFiles(self, server: Server) -> dict[str, Any]:
         """

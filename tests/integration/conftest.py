@@ -235,6 +235,24 @@ BATCH_OPTIONS = [
 SSH_OPTIONS = [*BATCH_OPTIONS, "-o", "LogLevel=ERROR"]
 
 
+def rcloneEnvironment(config: Path, port: int, user: str, key: Path) -> dict[str, str]:
+    """
+    Write an empty rclone config at C{config} and return an environment
+    that gives rclone the remote C{gw:}: sftp to 127.0.0.1:C{port} as
+    C{user} with the private key C{key} (and no CA bundle of the test S3's,
+    which rclone's sftp backend does not need).
+    """
+    config.write_text("")
+    return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"} | {
+        "RCLONE_CONFIG": str(config),
+        "RCLONE_CONFIG_GW_TYPE": "sftp",
+        "RCLONE_CONFIG_GW_HOST": "127.0.0.1",
+        "RCLONE_CONFIG_GW_PORT": str(port),
+        "RCLONE_CONFIG_GW_USER": user,
+        "RCLONE_CONFIG_GW_KEY_FILE": str(key),
+    }
+
+
 def sftpCommand(port: int, key: Path) -> list[str]:
     """
     @return: the OpenSSH C{sftp} command line, non-interactive.

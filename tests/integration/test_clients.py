@@ -42,6 +42,7 @@ from .conftest import (
     multipartUploads,
     objectBytes,
     paramikoSFTP,
+    rcloneEnvironment,
 )
 
 #: The size ladder: name -> size.
@@ -288,15 +289,7 @@ def test_rclone(matrix: Matrix) -> None:
     server refuses commands, so rclone reports hashes as unavailable.
     """
     key = matrix.user("rclone")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"} | {
-        "RCLONE_CONFIG": str(matrix.root / "rclone.conf"),
-        "RCLONE_CONFIG_GW_TYPE": "sftp",
-        "RCLONE_CONFIG_GW_HOST": "127.0.0.1",
-        "RCLONE_CONFIG_GW_PORT": str(matrix.gateway.port),
-        "RCLONE_CONFIG_GW_USER": "rclone",
-        "RCLONE_CONFIG_GW_KEY_FILE": str(key),
-    }
-    (matrix.root / "rclone.conf").write_text("")
+    env = rcloneEnvironment(matrix.root / "rclone.conf", matrix.gateway.port, "rclone", key)
 
     def rclone(*args: str) -> subprocess.CompletedProcess[str]:
         result = run(["rclone", "--retries", "1", *args], env=env)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .conftest import Gateway, keys, objectBytes, paramikoSFTP
+from .conftest import Gateway, keys, objectBytes, paramikoSFTP, rcloneEnvironment
 
 FILES = 30
 
@@ -168,15 +168,7 @@ def test_rcloneCopy(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> 
         os.utime(path, (1600000000 + n, 1600000000 + n))
     gateway = startGateway(None, "--metrics=tcp:0:interface=127.0.0.1")
     key = gateway.addUser("rita")
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"} | {
-        "RCLONE_CONFIG": str(tmp_path / "rclone.conf"),
-        "RCLONE_CONFIG_GW_TYPE": "sftp",
-        "RCLONE_CONFIG_GW_HOST": "127.0.0.1",
-        "RCLONE_CONFIG_GW_PORT": str(gateway.port),
-        "RCLONE_CONFIG_GW_USER": "rita",
-        "RCLONE_CONFIG_GW_KEY_FILE": str(key),
-    }
-    (tmp_path / "rclone.conf").write_text("")
+    env = rcloneEnvironment(tmp_path / "rclone.conf", gateway.port, "rita", key)
     operations = ("PutObject", "CopyObject", "HeadObject", "ListObjectsV2")
     before = {operation: s3Requests(gateway, operation) for operation in operations}
     result = subprocess.run(

@@ -29,6 +29,7 @@ from .conftest import (
     multipartUploads,
     objectBytes,
     paramikoSFTP,
+    rcloneEnvironment,
 )
 from .faultproxy import FaultProxy
 
@@ -147,15 +148,7 @@ def test_dropBoxRclone(door: Gateway, s3: Any, tmp_path: Path) -> None:
     for name in ("x.txt", "y.txt"):
         (tree / name).write_bytes(os.urandom(100_000))
         os.utime(tree / name, (1_600_000_000, 1_600_000_000))
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"} | {
-        "RCLONE_CONFIG": str(tmp_path / "rclone.conf"),
-        "RCLONE_CONFIG_GW_TYPE": "sftp",
-        "RCLONE_CONFIG_GW_HOST": "127.0.0.1",
-        "RCLONE_CONFIG_GW_PORT": str(door.port),
-        "RCLONE_CONFIG_GW_USER": "drop",
-        "RCLONE_CONFIG_GW_KEY_FILE": str(door.root / "drop_key"),
-    }
-    (tmp_path / "rclone.conf").write_text("")
+    env = rcloneEnvironment(tmp_path / "rclone.conf", door.port, "drop", door.root / "drop_key")
     for extra in ([], ["--no-traverse"]):
         for path in tree.iterdir():
             path.rename(tree / f"{len(extra)}-{path.name}")

@@ -85,6 +85,37 @@ class CachingStore:
 
         return result.addBoth(answered)
 
+    def _entering(
+        self,
+        key: str,
+        size: int,
+        metadata: dict[str, str] | None,
+        settings: ObjectSettings | None,
+    ) -> Callable[[object], ObjectInfo | None]:
+        """
+        @return: for L{_changing}, what a HEAD of C{key} would report once
+            a write of C{size} bytes with C{metadata} and C{settings},
+            sent now, is answered with a L{StoredObject} (its settings as a
+            HEAD reports them, without tags); nothing for a directory's
+            marker.
+        """
+        started = self.cache.seconds()
+        kept = settings or ObjectSettings()
+
+        def stored(value: object) -> ObjectInfo | None:
+            if not isinstance(value, StoredObject) or key.endswith("/"):
+                return None
+            return ObjectInfo(
+                key,
+                size,
+                int(started),
+                value.etag,
+                dict(metadata or {}),
+                ObjectSettings(kept.storageClass, kept.sse, kept.sseKmsKeyId),
+            )
+
+        return stored
+
     def headObject(self, key: str) -> Deferred[ObjectInfo | None]:
         return self.store.headObject(key)
 
@@ -125,15 +156,9 @@ class CachingStore:
         exclusive: bool = False,
         ifMatch: str | None = None,
     ) -> Deferred[StoredObject]:
-        started, size = self.cache.seconds(), len(data)
-
-        def stored(value: object) -> ObjectInfo | None:
-            if isinstance(value, StoredObject) and not key.endswith("/"):
-                return _written(key, size, started, value, metadata, settings)
-            return None
-
+        entering = self._entering(key, len(data), metadata, settings)
         return self._changing(
-            key, self.store.putObject(key, data, metadata, settings, exclusive, ifMatch), stored
+            key, self.store.putObject(key, data, metadata, settings, exclusive, ifMatch), entering
         )
 
     def createMultipartUpload(
@@ -169,17 +194,11 @@ class CachingStore:
         settings: ObjectSettings,
         exclusive: bool = False,
     ) -> Deferred[StoredObject]:
-        started = self.cache.seconds()
-
-        def stored(value: object) -> ObjectInfo | None:
-            if isinstance(value, StoredObject) and not destination.endswith("/"):
-                return _written(destination, size, started, value, metadata, settings)
-            return None
-
+        entering = self._entering(destination, size, metadata, settings)
         return self._changing(
             destination,
             self.store.copyObject(source, destination, etag, size, metadata, settings, exclusive),
-            stored,
+            entering,
         )
 
     def abortMultipartUpload(self, key: str, uploadId: str) -> Deferred[None]:
@@ -187,28 +206,3 @@ class CachingStore:
 
     def deleteObject(self, key: str) -> Deferred[None]:
         return self._changing(key, self.store.deleteObject(key))
-
-
-def _written(
-    key: str,
-    size: int,
-    started: float,
-    stored: StoredObject,
-    metadata: dict[str, str] | None,
-    settings: ObjectSettings | None,
-) -> ObjectInfo:
-    """
-    @return: what a HEAD of C{key} would report just after this server
-        wrote it (C{size} bytes, from C{started}, with C{metadata} and
-        C{settings}) and S3 answered C{stored}: the settings as a HEAD
-        reports them, without tags.
-    """
-    kept = settings or ObjectSettings()
-    return ObjectInfo(
-        key,
-        size,
-        int(started),
-        stored.etag,
-        dict(metadata or {}),
-        ObjectSettings(kept.storageClass, kept.sse, kept.sseKmsKeyId),
-    )

@@ -354,11 +354,12 @@ class DirectoryCache:
             if current is not None:
                 self._keep(prefix, current)
             return
+        start = prefix if after is None else after
         entry = current if current is not None else _Listing(asked)
-        entry.add(prefix if after is None else after, listing)
+        entry.add(start, listing)
         if current is not None and (entry.size > self.maxEntries or len(entry.pages) > MAX_PAGES):
             entry = _Listing(asked, lastMiss=current.lastMiss, run=current.run)
-            entry.add(prefix if after is None else after, listing)
+            entry.add(start, listing)
         if entry.size > self.maxEntries:
             return
         if after is None:

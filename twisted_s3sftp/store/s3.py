@@ -131,8 +131,9 @@ def parseTimestamp(value: Any) -> Any:
     Parse a timestamp in an S3 answer, as botocore's own parser does.
 
     botocore parses every timestamp with C{dateutil}, which took seven
-    tenths of the CPU of reading a page of a listing (one per entry: 89
-    against 19 ms for 1,000 entries, measured).  S3 writes them in ISO 8601
+    tenths of the CPU of reading a page of a listing (one per entry: a
+    1,000-entry ListObjectsV2 took 81 to 84 ms of CPU with it, 22 to 28
+    without, measured in-process against SeaweedFS).  S3 writes them in ISO 8601
     (C{2026-12-03T16:41:28.123Z}, in listings) or RFC 1123 (C{Last-Modified}
     headers), which Python's standard library reads directly; anything else,
     or a time without a zone, goes to botocore's parser as before.  Given
@@ -345,19 +346,14 @@ class S3ObjectStore:
             objects: list[ObjectInfo] = []
             prefixes: list[str] = []
             nextToken = token
+            start = {} if startAfter is None else {"StartAfter": startAfter}
             while len(objects) + len(prefixes) < limit:
                 page = self.client.list_objects_v2(
                     Bucket=self.bucket,
                     Prefix=prefix,
                     Delimiter="/",
                     MaxKeys=min(1000, limit - len(objects) - len(prefixes)),
-                    **(
-                        {"ContinuationToken": nextToken}
-                        if nextToken
-                        else {"StartAfter": startAfter}
-                        if startAfter is not None
-                        else {}
-                    ),
+                    **({"ContinuationToken": nextToken} if nextToken else start),
                 )
                 for item in page.get("Contents", ()):
                     objects.append(
