@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import glob
 import hashlib
 import importlib.metadata
 import json
@@ -97,6 +98,12 @@ PATHS = {
     "b": "(b) rclone serve sftp → SeaweedFS",
     "c": "(c) OpenSSH internal-sftp → tmpfs",
     "d": "(d) boto3 upload_file → SeaweedFS",
+}
+
+#: What (c) and (d) are in the small-files row.
+SMALL_PATHS = {
+    "c": "(c) OpenSSH internal-sftp → tmpfs: the client and SSH",
+    "d": "(d) PutObject after PutObject, the gateway's botocore client, no SFTP",
 }
 
 #: The gateway's paths beyond (a): the same server, with the client forcing
@@ -911,8 +918,12 @@ class Bench:
     def storedUnder(self, server: Server, prefix: str) -> dict[str, int]:
         """
         @return: key and size of every object the server stored under a
-            name prefix.
+            name prefix (for (c), every file in its directory).
         """
+        if server.localDir is not None:
+            return {
+                f.name: f.stat().st_size for f in server.localDir.glob(f"{glob.escape(prefix)}*")
+            }
         assert server.bucket is not None
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=server.bucket, Prefix=server.keyPrefix + prefix
@@ -923,6 +934,10 @@ class Bench:
         """
         Delete every object the server stored under a name prefix.
         """
+        if server.localDir is not None:
+            for name in self.storedUnder(server, prefix):
+                (server.localDir / name).unlink()
+            return
         assert server.bucket is not None
         keys = list(self.storedUnder(server, prefix))
         for i in range(0, len(keys), 1000):
@@ -1128,6 +1143,17 @@ class Bench:
             "endpoint": self.localS3.endpointURL,
             "download": download is not None,
         }
+        return self.runBoto3Child(request, timeout)
+
+    def runBoto3Child(
+        self, request: dict[str, Any], timeout: float
+    ) -> tuple[bool, float, str, Usage | None, int | None]:
+        """
+        Run L{boto3Child} in a child process that measures itself.
+
+        @return: success, seconds, error, the child's usage and its peak
+            RSS.
+        """
         env = dict(os.environ, **self.credentials)
         try:
             done = subprocess.run(
@@ -1249,11 +1275,41 @@ class Bench:
         count = self.options.files
         meter = ProcessMeter(server.pid).start()
         batch = self.writeBatch(
-            f"small-{server.path}", [f"put {self.smallSource} /small-{i:04d}" for i in range(count)]
+            f"small-{server.path}",
+            [f"put {self.smallSource} {server.remoteDir}small-{i:04d}" for i in range(count)],
         )
         ok, seconds, error = self.timedSftp(server, batch, 60 + count)
         usage = meter.stop()
         return self.smallResult(server, "small-", f"{count} small files", ok, seconds, error, usage)
+
+    def smallPuts(self, server: Server) -> dict[str, Any]:
+        """
+        Store as many small objects as L{smallFiles} uploads, one
+        PutObject at a time, with the gateway's own botocore client in a
+        child process: what one small upload costs in S3 and botocore
+        alone, with no SSH or SFTP.
+
+        @param server: (d)'s L{Server}.
+        @return: the figures, as L{smallResult} gives them.
+        """
+        request = {
+            "bucket": server.bucket,
+            "key": "small-",
+            "endpoint": self.localS3.endpointURL,
+            "count": self.options.files,
+            "size": self.options.file_size,
+        }
+        ok, seconds, error, usage, rss = self.runBoto3Child(request, 60 + self.options.files)
+        return self.smallResult(
+            server,
+            "small-",
+            f"{self.options.files} PutObjects",
+            ok,
+            seconds or 1.0,
+            error,
+            usage or Usage(0.0, 0, 0),
+            rss or 0,
+        )
 
     def smallResult(
         self,
@@ -1264,6 +1320,7 @@ class Bench:
         seconds: float,
         error: str,
         usage: Usage,
+        rss: int | None = None,
     ) -> dict[str, Any]:
         """
         Count, report and remove the small files a client stored under a
@@ -1271,6 +1328,7 @@ class Bench:
 
         @param what: the transfer, for the server's errors if it failed.
         @param usage: the server's L{ProcessMeter} reading over it.
+        @param rss: the peak RSS, where no server process ran it.
         @return: the figures.
         """
         count, size = self.options.files, self.options.file_size
@@ -1286,7 +1344,7 @@ class Bench:
             "seconds": seconds,
             "filesPerSecond": count / seconds,
             "cpuPerFile": usage.cpu / count,
-            "rss": server.peakRSS(),
+            "rss": server.peakRSS() if rss is None else rss,
             "error": error,
         }
         say(
@@ -1592,7 +1650,14 @@ def boto3Child(requestJSON: str) -> int:
     retries, and no SHA-256 of the payload in the signature (botocore still
     sends its default CRC32 checksum).
 
-    @param requestJSON: C{source}, C{bucket}, C{key} and C{endpoint}.
+    With C{count} and C{size}, store C{count} objects of C{size} random
+    bytes instead, named C{key} and a number, one PutObject at a time and
+    each with its CRC32, through the gateway's own client
+    (L{twisted_s3sftp.store.s3.makeClient}): what the gateway's CLOSE of
+    a small upload asks of botocore and S3.
+
+    @param requestJSON: C{source}, C{bucket}, C{key} and C{endpoint}; or
+        C{bucket}, C{key}, C{endpoint}, C{count} and C{size}.
     @return: the exit status.
     """
     import boto3
@@ -1600,6 +1665,28 @@ def boto3Child(requestJSON: str) -> int:
     from botocore.config import Config
 
     request = json.loads(requestJSON)
+    pid = os.getpid()
+    if "count" in request:
+        from twisted_s3sftp.store.checksums import crc32
+        from twisted_s3sftp.store.s3 import makeClient
+
+        client = makeClient(request["endpoint"], None, 10)
+        data = os.urandom(request["size"])
+        # One object first, untimed: the connection and botocore's caches.
+        client.put_object(Bucket=request["bucket"], Key="warm-0", Body=data)
+        client.delete_object(Bucket=request["bucket"], Key="warm-0")
+        cpu0, written0, start = sum(cpuSeconds(pid)), writeBytes(pid), time.monotonic()
+        for i in range(request["count"]):
+            client.put_object(
+                Bucket=request["bucket"],
+                Key=f"{request['key']}{i:04d}",
+                Body=data,
+                ChecksumCRC32=crc32(data),
+            )
+        seconds = time.monotonic() - start
+        cpu, written = sum(cpuSeconds(pid)) - cpu0, writeBytes(pid) - written0
+        print(json.dumps({"seconds": seconds, "cpu": cpu, "written": written, "rss": peakRSS(pid)}))
+        return 0
     client = boto3.client(
         "s3",
         endpoint_url=request["endpoint"],
@@ -1616,7 +1703,6 @@ def boto3Child(requestJSON: str) -> int:
         use_threads=True,
         preferred_transfer_client="classic",
     )
-    pid = os.getpid()
     cpu0, written0, start = sum(cpuSeconds(pid)), writeBytes(pid), time.monotonic()
     if request.get("download"):
         client.download_file(request["bucket"], request["key"], request["source"], Config=transfer)
@@ -1754,6 +1840,39 @@ def versions() -> list[str]:
     ]
 
 
+def smallFloor(small: dict[str, dict[str, Any]]) -> list[str]:
+    """
+    The fastest one session of small files that a gateway on botocore
+    could give, from the same run's rows.
+
+    OpenSSH's C{sftp} sends one request at a time for each file (C{stat},
+    OPEN, WRITE, CLOSE), and CLOSE may be answered only once the PutObject
+    is done: a file takes at least what it takes through (c), where the
+    server is C writing tmpfs, plus what one PutObject takes on its own,
+    (d).
+
+    @return: the report's lines: none unless (b), (c) and (d) ran.
+    """
+    if not all(small.get(p, {}).get("ok") for p in "bcd"):
+        return []
+    ssh, put = (1000 / small[p]["filesPerSecond"] for p in "cd")
+    floor = 1000 / (ssh + put)
+    lines = [
+        "",
+        f"- The floor: (c)'s {ssh:.2f} ms per file plus (d)'s {put:.2f} ms per PutObject is"
+        f" {ssh + put:.2f} ms, **at most {floor:.0f} files/s,"
+        f" {floor / small['b']['filesPerSecond']:.2f}× (b)**; (d)'s PutObject alone takes"
+        f" {small['d']['cpuPerFile'] * 1000:.2f} CPU-ms.",
+    ]
+    if "a" in small:
+        lines.append(
+            f"- (a) reaches {small['a']['filesPerSecond'] / floor:.2f}× that floor;"
+            f" its SSH, SFTP and Twisted cost {1000 / small['a']['filesPerSecond'] - ssh - put:.2f}"
+            " ms per file beyond it."
+        )
+    return lines
+
+
 def report(
     bench: Bench,
     big: dict[str, list[dict[str, Any]]],
@@ -1873,10 +1992,11 @@ def report(
         ]
         for path, r in small.items():
             lines.append(
-                f"| {PATHS[path]} | {r['filesPerSecond']:.0f} | {r['seconds']:.1f} "
-                f"| {'yes' if r['ok'] else 'NO'} | {r['intact']}/{r['files']} "
-                f"| {r['cpuPerFile'] * 1000:.1f} | {formatBytes(r['rss'])} |"
+                f"| {SMALL_PATHS.get(path, PATHS[path])} | {r['filesPerSecond']:.0f}"
+                f" | {r['seconds']:.1f} | {'yes' if r['ok'] else 'NO'} | {r['intact']}/{r['files']}"
+                f" | {r['cpuPerFile'] * 1000:.1f} | {formatBytes(r['rss'])} |"
             )
+        lines += smallFloor(small)
     if many:
         first = next(iter(many.values()))
         lines += [
@@ -2319,6 +2439,14 @@ def main(argv: list[str]) -> int:
                 say(f"rclone copy of {options.files} small files: {path}")
                 server = bench.startServer(path, "rclone-copy")
                 synced[path] = bench.rcloneCopy(server)
+                server.stop()
+        if not options.skip_concurrency:
+            # The floor under the one-session row: (c) is the client and
+            # SSH with a server in C, (d) one PutObject through botocore.
+            for path in [p for p in "cd" if p in options.only]:
+                say(f"{options.files} small files: {path}")
+                server = bench.startServer(path, "small")
+                small[path] = (bench.smallFiles if path == "c" else bench.smallPuts)(server)
                 server.stop()
         if "a" in options.only and options.workers:
             source, _ = bench.makeSource("workers.bin", options.workers_size)
