@@ -1856,13 +1856,16 @@ def smallFloor(small: dict[str, dict[str, Any]]) -> list[str]:
     if not all(small.get(p, {}).get("ok") for p in "bcd"):
         return []
     ssh, put = (1000 / small[p]["filesPerSecond"] for p in "cd")
+    sshCPU, putCPU = (small[p]["cpuPerFile"] * 1000 for p in "cd")
     floor = 1000 / (ssh + put)
     lines = [
         "",
         f"- The floor: (c)'s {ssh:.2f} ms per file plus (d)'s {put:.2f} ms per PutObject is"
         f" {ssh + put:.2f} ms, **at most {floor:.0f} files/s,"
-        f" {floor / small['b']['filesPerSecond']:.2f}× (b)**; (d)'s PutObject alone takes"
-        f" {small['d']['cpuPerFile'] * 1000:.2f} CPU-ms.",
+        f" {floor / small['b']['filesPerSecond']:.2f}× (b)**.",
+        f"- In CPU: (c)'s server {sshCPU:.2f} CPU-ms per file plus (d)'s {putCPU:.2f} per"
+        f" PutObject is **{sshCPU + putCPU:.2f} CPU-ms per file**, for a gateway on botocore"
+        " whose SSH and SFTP cost no more than OpenSSH's C.",
     ]
     if "a" in small:
         lines.append(

@@ -21,6 +21,7 @@ from twisted.conch.ssh.filetransfer import (
     FXF_WRITE,
 )
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -156,6 +157,26 @@ class SessionTests(SynchronousTestCase):
         session.client = object()
         session.eofReceived()
         self.assertEqual(events, [("request", b"exit-status", b"\0\0\0\0"), ("close",)])
+
+    def test_channelChatterDropped(self) -> None:
+        """
+        Conch's info events for every channel ("channel open", "remote
+        eof", "remote close") do not reach the log; its errors still do.
+        """
+
+        class Connection:
+            def sendClose(self, channel: object) -> None:
+                pass
+
+        session = SFTPSession(conn=Connection())
+        with capturedLogs() as events:
+            session.channelOpen(b"")
+            session.eofReceived()
+            session.closeReceived()
+        self.assertEqual(events, [])
+        with capturedLogs() as events:
+            session.openFailed(ValueError("refused"))
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.error])
 
     def test_refused(self) -> None:
         """

@@ -128,7 +128,8 @@ class S3Connection(SSHConnection):
 
 class SFTPSession(SSHSession):
     """
-    A session channel that offers the C{sftp} subsystem and nothing else.
+    A session channel that offers the C{sftp} subsystem and the hash
+    commands over C{exec}, and nothing else.
 
     The stock session adapts the avatar to C{ISession} for these requests,
     which logs a traceback for every OpenSSH client (it sends C{env}).
@@ -150,6 +151,12 @@ class SFTPSession(SSHSession):
 
     onWritable: Callable[[], None] | None = None
     command: HashRun | None = None
+
+    # Conch logs "channel open", "remote eof", "remote close" and "closed"
+    # for every channel: four lines with no user or path for each of
+    # rclone's hash commands, a channel each.  The audit trail has the
+    # events; keep Conch's warnings only.
+    _log = Logger(namespace="twisted.conch.ssh.session", observer=quietObserver)
 
     _outgoing: OutgoingQueue
 
