@@ -35,6 +35,7 @@ MiB = 1024 * 1024
 PART = 5 * MiB
 
 _LISTENING = re.compile(r"s3sftp listening on 127\.0\.0\.1:(\d+)")
+_METRICS = re.compile(r"metrics listening on 127\.0\.0\.1:(\d+)")
 
 
 def twistdBinary() -> str:
@@ -141,20 +142,28 @@ class Gateway:
             stderr=subprocess.STDOUT,
             cwd=root,
         )
-        self.port = self._waitForPort()
+        self.port = self._waitForPort(_LISTENING)
 
-    def _waitForPort(self, timeout: float = 30.0) -> int:
+    def _waitForPort(self, listening: re.Pattern[str], timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.log.exists():
-                match = _LISTENING.search(self.log.read_text())
+                match = listening.search(self.log.read_text())
                 if match:
                     return int(match.group(1))
             if self.process.poll() is not None:
                 output = self.process.stdout.read().decode() if self.process.stdout else ""
                 raise RuntimeError(f"gateway exited {self.process.returncode}: {output}")
             time.sleep(0.05)
-        raise RuntimeError("gateway did not start listening")
+        raise RuntimeError(f"gateway did not log {listening.pattern!r}")
+
+    def metricsPort(self) -> int:
+        """
+        @return: the port of the C{--metrics} endpoint, once it listens (it
+            starts after the SFTP port; with C{--workers}, after the
+            workers).
+        """
+        return self._waitForPort(_METRICS)
 
     def addUser(self, name: str) -> Path:
         """

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import subprocess
 import time
@@ -28,13 +27,9 @@ def s3Requests(gateway: Gateway, operation: str) -> float:
     @return: the S3 requests of C{operation} the gateway made without
         error, from its C{/metrics}.
     """
-    match = None
-    deadline = time.monotonic() + 20
-    while match is None and time.monotonic() < deadline:
-        match = re.search(r"metrics listening on 127\.0\.0\.1:(\d+)", gateway.log.read_text())
-        time.sleep(0.05)
-    assert match is not None
-    with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/metrics", timeout=10) as r:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{gateway.metricsPort()}/metrics", timeout=10
+    ) as r:
         text = r.read().decode()
     name = f's3sftp_s3_requests_total{{operation="{operation}",outcome="ok"}} '
     return sum(float(line[len(name) :]) for line in text.splitlines() if line.startswith(name))

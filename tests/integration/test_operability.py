@@ -199,20 +199,13 @@ def test_metricsAndHealth(startGateway: Any, tmp_path: Path) -> None:
     bytes and the S3 calls it made; C{/healthz} answers 200, then 503 as
     soon as a shutdown begins, while the drain waits for an open upload.
     """
-    import re
     import signal
     import time
     import urllib.error
     import urllib.request
 
     gateway = startGateway(None, "--metrics=tcp:0:interface=127.0.0.1", "--drain-timeout=3")
-    port = None
-    deadline = time.monotonic() + 20
-    while port is None and time.monotonic() < deadline:
-        match = re.search(r"metrics listening on 127\.0\.0\.1:(\d+)", gateway.log.read_text())
-        port = int(match.group(1)) if match else None
-        time.sleep(0.05)
-    assert port is not None
+    port = gateway.metricsPort()
 
     def get(path: str) -> tuple[int, str]:
         try:

@@ -24,15 +24,6 @@ from .conftest import Gateway, asyncsshConnect, keys, objectBytes, sftpCommand
 MiB = 1024 * 1024
 
 
-def metricsPort(gateway: Gateway) -> int:
-    """
-    @return: the port of the parent's C{--metrics} endpoint.
-    """
-    match = re.search(r"metrics listening on 127\.0\.0\.1:(\d+)", gateway.log.read_text())
-    assert match, gateway.log.read_text()
-    return int(match.group(1))
-
-
 def fetch(gateway: Gateway, path: str) -> tuple[int, str]:
     """
     @return: the status and body of C{path} on the parent's metrics
@@ -40,7 +31,7 @@ def fetch(gateway: Gateway, path: str) -> tuple[int, str]:
     """
     try:
         with urllib.request.urlopen(
-            f"http://127.0.0.1:{metricsPort(gateway)}{path}", timeout=15
+            f"http://127.0.0.1:{gateway.metricsPort()}{path}", timeout=15
         ) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
