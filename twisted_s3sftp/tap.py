@@ -631,7 +631,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     objects = s3.S3ObjectStore(options.client, config.bucket, reactor, pool)
     store: IObjectStore = objects
     if config.dirCacheTtl:
-        store = CachingStore(objects, DirectoryCache(config.dirCacheTtl, reactor.seconds))
+        # A worker's fellow workers store files its cache does not see.
+        cache = DirectoryCache(
+            config.dirCacheTtl, reactor.seconds, absentKnown=workerChannel is None
+        )
+        store = CachingStore(objects, cache)
     memory = MemoryLimit(config.memoryLimit, BufferPool(config.policy.bufferLimit))
     resumeTtl = config.resumeTtl if config.orphanAge else 0.0
     unavailable = next(filter(None, map(hashes.problem, config.hashes)), None)

@@ -262,3 +262,42 @@ def test_killedWorkerAndDrain(startGateway: Any, bucket: str, s3: Any) -> None:
         )
     log = gateway.log.read_text()
     assert "Worker 1 (pid" in log and "has stopped" in log
+
+
+def test_rcloneCopyThroughWorkers(startGateway: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
+    """
+    rclone's C{copy} through C{--workers 2}: its connections land on both
+    workers, so a file one worker stored is then timed (SETSTAT) and
+    C{stat}ed by the other, whose directory cache listed the directory
+    before the file was there.  Each worker asks S3 before it calls a name
+    absent, so rclone exits 0 (it checks each CLOSE, size and hash) and
+    every file is stored intact.
+    """
+    from .conftest import rcloneEnvironment
+
+    source = tmp_path / "reports"
+    source.mkdir()
+    files = 60
+    for n in range(files):
+        path = source / f"r{n:02d}.csv"
+        path.write_bytes(f"report {n}\n".encode() * 100)
+        os.utime(path, (1600000000 + n, 1600000000 + n))
+    gateway = startGateway(None, "--workers=2", "--metrics=tcp:0:interface=127.0.0.1")
+    key = gateway.addUser("rosa")
+    waitForWorkers(gateway, 2)
+    env = rcloneEnvironment(tmp_path / "rclone.conf", gateway.port, "rosa", key)
+    result = subprocess.run(
+        ["rclone", "--retries", "1", "copy", str(source), "gw:up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    logins = re.findall(r"\[worker (\d+)[^\]]*\] login success for rosa ", gateway.log.read_text())
+    assert set(logins) == {"1", "2"}, logins
+    for n in range(files):
+        assert (
+            objectBytes(s3, bucket, f"rosa/up/r{n:02d}.csv")
+            == (source / f"r{n:02d}.csv").read_bytes()
+        )

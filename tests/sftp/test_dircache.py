@@ -26,15 +26,20 @@ from .test_namespace import readAll
 from .test_server import POLICY, SFTPTestCase
 
 
-def cachedServer(ttl: float = 5.0) -> tuple[Any, MemoryObjectStore, Clock]:
+def cachedServer(
+    ttl: float = 5.0, absentKnown: bool = True
+) -> tuple[Any, MemoryObjectStore, Clock]:
     """
+    @param absentKnown: L{DirectoryCache.absentKnown} (C{False} in a
+        worker of C{--workers}).
     @return: the C{ISFTPServer} of user C{alice} over a store with a
         directory cache of C{ttl} seconds (none for 0), the store, and
         the clock.
     """
     clock = Clock()
     memory = MemoryObjectStore()
-    store = CachingStore(memory, DirectoryCache(ttl, clock.seconds)) if ttl else memory
+    cache = DirectoryCache(ttl, clock.seconds, absentKnown=absentKnown)
+    store = CachingStore(memory, cache) if ttl else memory
     user = S3User("alice", "alice/", store, POLICY, MemoryLimit(1024 * MiB), clock)
     return ISFTPServer(user), memory, clock
 
@@ -251,6 +256,55 @@ class CachedLookupTests(SFTPTestCase):
         self.assertEqual(self.outcome(server, b"/in/x"), FX_NO_SUCH_FILE)
         clock.advance(5)
         self.assertEqual(self.outcome(server, b"/in/x")["size"], 5)  # type: ignore[index]
+
+    def test_othersFileChangedWithinTtl(self) -> None:
+        """
+        A SETSTAT or a rename of a file another writer stored after its
+        directory was listed here (another worker of C{--workers}: rclone
+        sets each file's time on a connection of its own) asks S3 before
+        failing, and succeeds; the cache then forgets the name, so C{stat}
+        finds the file too.
+        """
+        server, memory, _ = cachedServer()
+        self.assertEqual(self.outcome(server, b"/in/x"), FX_NO_SUCH_FILE)
+        self.successResultOf(memory.putObject("alice/in/x", b"other"))
+        self.successResultOf(memory.putObject("alice/in/y", b"other"))
+        self.successResultOf(server.setAttrs(b"/in/x", {"mtime": 1000, "atime": 1000}))
+        self.assertEqual(self.outcome(server, b"/in/x")["mtime"], 1000)  # type: ignore[index]
+        self.successResultOf(server.renameFile(b"/in/y", b"/in/z"))
+        self.assertEqual(memory.objects["alice/in/z"][0], b"other")
+
+    def test_absentChangedAsksOnce(self) -> None:
+        """
+        A SETSTAT of a name that is absent from the cache and from S3
+        fails with C{FX_NO_SUCH_FILE} after one listing, and leaves the
+        cache's listing in place for the C{stat}s that follow.
+        """
+        server, memory, _ = cachedServer()
+        self.assertEqual(self.outcome(server, b"/in/x"), FX_NO_SUCH_FILE)
+        memory.calls.clear()
+        failure = self.failureResultOf(server.setAttrs(b"/in/x", {"mtime": 1, "atime": 1}))
+        self.assertEqual(failure.trap(SFTPError) and failure.value.code, FX_NO_SUCH_FILE)
+        self.assertEqual(memory.calls, ["listDirectory"])
+        memory.calls.clear()
+        self.assertEqual(self.outcome(server, b"/in/x"), FX_NO_SUCH_FILE)
+        self.assertEqual(memory.calls, [])
+
+    def test_workerAsksBeforeAbsent(self) -> None:
+        """
+        In a worker of C{--workers} (L{DirectoryCache.absentKnown} off), a
+        C{stat} of a name its cached listing lacks asks S3 first: a file
+        a fellow worker stored within the TTL is found; a name that
+        exists is still answered from the cache.
+        """
+        server, memory, _ = cachedServer(absentKnown=False)
+        self.assertEqual(self.outcome(server, b"/in/x"), FX_NO_SUCH_FILE)
+        self.upload(server, b"/in/mine", b"abc")
+        self.successResultOf(memory.putObject("alice/in/x", b"other"))
+        self.assertEqual(self.outcome(server, b"/in/x")["size"], 5)  # type: ignore[index]
+        memory.calls.clear()
+        self.successResultOf(server.setAttrs(b"/in/mine", {"mtime": 7, "atime": 7}))
+        self.assertEqual(memory.calls, ["copyObject"])
 
     def test_downloadOfCachedFile(self) -> None:
         """

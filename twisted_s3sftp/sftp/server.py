@@ -376,7 +376,7 @@ class S3SFTPServer:
     @sftpOperation("setstat")
     async def setAttrs(self, path: bytes, attrs: dict[str, int]) -> None:
         virtual = normalise(path)
-        found = await self._lookup(virtual, head=True, timed=False)
+        found = await self._lookup(virtual, head=True, timed=False, sure=True)
         if found is None:
             raise NoSuchFile("no such file or directory")
         if found is not _DIRECTORY:
@@ -648,7 +648,7 @@ class S3SFTPServer:
         # Both names are checked before any S3 call.
         oldKey = objectKey(self._home, old)
         objectKey(self._home, new)
-        found = await self._lookup(old, head=True, timed=False)
+        found = await self._lookup(old, head=True, timed=False, sure=True)
         # Without the rename right, only a file of the user's own may be
         # renamed, and only to a free name (WinSCP's "name.filepart").
         own = self._isOwn(found) and oldKey == getattr(found, "key", None)
@@ -856,7 +856,12 @@ class S3SFTPServer:
         return "mtime" in info.metadata or self._whole(info.key, timed=False) is not info
 
     async def _lookup(
-        self, virtual: str, head: bool = False, headFirst: bool = False, timed: bool = True
+        self,
+        virtual: str,
+        head: bool = False,
+        headFirst: bool = False,
+        timed: bool = True,
+        sure: bool = False,
     ) -> Found:
         """
         Find what a path names, in one S3 request in all but rare cases.
@@ -876,6 +881,15 @@ class S3SFTPServer:
         @param headFirst: for a path that most likely names a stored file
             (a hash asked for): send the HEAD first, and list only if it
             finds nothing.
+        @param sure: for a request that fails on an absent name (SETSTAT,
+            a rename's source): a name the directory cache holds absent is
+            asked of S3 before it is called absent, as every name is in a
+            worker of C{--workers} (L{DirectoryCache.absentKnown}).  The
+            cache is this process's: a file another worker (or another
+            server) stored within the TTL is in S3 but not in it, and
+            rclone stores a file, sets its time and C{stat}s it on
+            connections of their own.  Where S3 has it, the cache forgets
+            the name.
         @return: the L{UploadFile}, the file's L{ObjectInfo}, L{_DIRECTORY},
             or L{None}.
         """
@@ -903,8 +917,31 @@ class S3SFTPServer:
                 return cached
             whole = self._whole(key, timed)
             return whole if whole is not None else await self._store.headObject(key)
-        if cached is None:
+        if cached is None and not sure and self._absentKnown():
             return None
+        found = await self._uncachedLookup(key, head)
+        store = self._store
+        if cached is None and found is not None and isinstance(store, CachingStore):
+            # The cache was behind S3: its listing is no longer to be used.
+            store.cache.changed(key)
+        return found
+
+    def _absentKnown(self) -> bool:
+        """
+        @return: whether the directory cache may call a name absent
+            (L{DirectoryCache.absentKnown}).
+        """
+        store = self._store
+        return isinstance(store, CachingStore) and store.cache.absentKnown
+
+    async def _uncachedLookup(self, key: str, head: bool) -> ObjectInfo | object | None:
+        """
+        Find what C{key} names in S3 (L{_lookup}'s listing of the key as a
+        prefix).
+
+        @return: the file's L{ObjectInfo} (from a HEAD if C{head}),
+            L{_DIRECTORY}, or L{None}.
+        """
         listing = await self._store.listDirectory(key, LOOKUP_PAGE)
         for info in listing.objects:
             if info.key == key:

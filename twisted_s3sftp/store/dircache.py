@@ -258,12 +258,16 @@ class DirectoryCache:
     @ivar ttl: seconds a listing is used for; C{0} turns the cache off.
     @ivar seconds: the clock.
     @ivar maxEntries: the most names held, over all directories.
+    @ivar absentKnown: whether a name a current listing lacks may be
+        called absent: not in a worker of C{--workers}, whose fellow
+        workers store files through caches of their own.
     @ivar entries: names held now.
     """
 
     ttl: float
     seconds: Callable[[], float]
     maxEntries: int = 50_000
+    absentKnown: bool = True
     entries: int = field(default=0, init=False)
     _listings: OrderedDict[str, _Listing] = field(factory=OrderedDict, init=False, repr=False)
     #: (sequence number, key) of the latest changes, for listings that
