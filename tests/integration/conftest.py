@@ -461,3 +461,31 @@ def memoryKiB(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def writeReports(directory: Path, count: int, lines: int) -> None:
+    """
+    Make C{count} small files C{r00.csv}, C{r01.csv}, ... of C{lines}
+    lines in C{directory}, each with its own time, as a sync job's source.
+    """
+    directory.mkdir()
+    for n in range(count):
+        path = directory / f"r{n:02d}.csv"
+        path.write_bytes(f"report {n}\n".encode() * lines)
+        os.utime(path, (1600000000 + n, 1600000000 + n))
+
+
+def rcloneCopy(env: dict[str, str], source: Path, remote: str) -> None:
+    """
+    Run C{rclone copy} of C{source} to C{remote} (rclone's defaults, one
+    try) and assert that it exits 0: rclone checks each CLOSE, size and
+    hash.
+    """
+    result = subprocess.run(
+        ["rclone", "--retries", "1", "copy", str(source), remote],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr

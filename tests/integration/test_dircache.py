@@ -17,7 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .conftest import Gateway, keys, objectBytes, paramikoSFTP, rcloneEnvironment
+from .conftest import (
+    Gateway,
+    keys,
+    objectBytes,
+    paramikoSFTP,
+    rcloneCopy,
+    rcloneEnvironment,
+    writeReports,
+)
 
 FILES = 30
 
@@ -156,24 +164,13 @@ def test_rcloneCopy(startGateway: Any, tmp_path: Path, s3: Any, bucket: str) -> 
     with its time; rclone exits 0 (it checks each CLOSE, size and hash).
     """
     source = tmp_path / "reports"
-    source.mkdir()
-    for n in range(FILES + 10):
-        path = source / f"r{n:02d}.csv"
-        path.write_bytes(f"report {n}\n".encode() * 200)
-        os.utime(path, (1600000000 + n, 1600000000 + n))
+    writeReports(source, FILES + 10, 200)
     gateway = startGateway(None, "--metrics=tcp:0:interface=127.0.0.1")
     key = gateway.addUser("rita")
     env = rcloneEnvironment(tmp_path / "rclone.conf", gateway.port, "rita", key)
     operations = ("PutObject", "CopyObject", "HeadObject", "ListObjectsV2")
     before = {operation: s3Requests(gateway, operation) for operation in operations}
-    result = subprocess.run(
-        ["rclone", "--retries", "1", "copy", str(source), "gw:up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr
+    rcloneCopy(env, source, "gw:up")
     made = {
         operation: s3Requests(gateway, operation) - before[operation] for operation in operations
     }

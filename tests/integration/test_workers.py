@@ -273,27 +273,16 @@ def test_rcloneCopyThroughWorkers(startGateway: Any, bucket: str, s3: Any, tmp_p
     absent, so rclone exits 0 (it checks each CLOSE, size and hash) and
     every file is stored intact.
     """
-    from .conftest import rcloneEnvironment
+    from .conftest import rcloneCopy, rcloneEnvironment, writeReports
 
     source = tmp_path / "reports"
-    source.mkdir()
     files = 60
-    for n in range(files):
-        path = source / f"r{n:02d}.csv"
-        path.write_bytes(f"report {n}\n".encode() * 100)
-        os.utime(path, (1600000000 + n, 1600000000 + n))
+    writeReports(source, files, 100)
     gateway = startGateway(None, "--workers=2", "--metrics=tcp:0:interface=127.0.0.1")
     key = gateway.addUser("rosa")
     waitForWorkers(gateway, 2)
     env = rcloneEnvironment(tmp_path / "rclone.conf", gateway.port, "rosa", key)
-    result = subprocess.run(
-        ["rclone", "--retries", "1", "copy", str(source), "gw:up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr
+    rcloneCopy(env, source, "gw:up")
     logins = re.findall(r"\[worker (\d+)[^\]]*\] login success for rosa ", gateway.log.read_text())
     assert set(logins) == {"1", "2"}, logins
     for n in range(files):
