@@ -74,7 +74,16 @@ from ..errors import (
 )
 from ..ops.audit import audit
 from ..store.cached import CachingStore
-from ..store.dircache import DIRECTORY, OUTSIDE, PAGE, UNKNOWN, UNLISTED, parentOf, startAfter
+from ..store.dircache import (
+    DIRECTORY,
+    OUTSIDE,
+    PAGE,
+    UNKNOWN,
+    UNLISTED,
+    DirectoryCache,
+    parentOf,
+    startAfter,
+)
 from ..store.hashes import storedDigests
 from ..store.interfaces import IObjectStore, ObjectInfo, ObjectSettings
 from ..store.leases import Busy
@@ -733,8 +742,8 @@ class S3SFTPServer:
         """
         if virtual != "/":
             prefix = directoryPrefix(self._home, virtual)
-            store = self._store
-            marker = store.cache.marker(prefix) if isinstance(store, CachingStore) else UNLISTED
+            cache = self._cache
+            marker = cache.marker(prefix) if cache is not None else UNLISTED
             if isinstance(marker, ObjectInfo):
                 return marker.mtime
             if marker is not UNLISTED:
@@ -817,19 +826,19 @@ class S3SFTPServer:
         @return: what the cache answers: L{UNKNOWN} when there is no cache
             or it still cannot say (the name changed while it was listed).
         """
-        store = self._store
-        if not isinstance(store, CachingStore):
+        cache = self._cache
+        if cache is None:
             return UNKNOWN
         directory = parentOf(key)
-        cached = store.cache.lookup(key)
+        cached = cache.lookup(key)
         if cached is UNLISTED:
             # The store gives the listing to the cache.
-            await store.listDirectory(directory, PAGE)
-            cached = store.cache.lookup(key)
+            await self._store.listDirectory(directory, PAGE)
+            cached = cache.lookup(key)
         if cached is OUTSIDE:
-            size = store.cache.pageFor(key)
-            await store.listDirectory(directory, size, startAfter=startAfter(key))
-            cached = store.cache.lookup(key)
+            size = cache.pageFor(key)
+            await self._store.listDirectory(directory, size, startAfter=startAfter(key))
+            cached = cache.lookup(key)
         return UNKNOWN if cached is UNLISTED or cached is OUTSIDE else cached
 
     def _whole(self, key: str, timed: bool) -> ObjectInfo | None:
@@ -842,8 +851,7 @@ class S3SFTPServer:
             C{mtime} metadata): else it is when this server sent the
             write, not S3's C{LastModified}, and a C{timed} lookup asks S3.
         """
-        store = self._store
-        whole = store.cache.whole(key) if isinstance(store, CachingStore) else None
+        whole = self._cache.whole(key) if self._cache is not None else None
         if whole is None or (timed and "mtime" not in whole.metadata):
             return None
         return whole
@@ -917,22 +925,21 @@ class S3SFTPServer:
                 return cached
             whole = self._whole(key, timed)
             return whole if whole is not None else await self._store.headObject(key)
-        if cached is None and not sure and self._absentKnown():
+        if cached is None and not sure and self._cache is not None and self._cache.absentKnown:
             return None
         found = await self._uncachedLookup(key, head)
-        store = self._store
-        if cached is None and found is not None and isinstance(store, CachingStore):
+        if cached is None and found is not None and self._cache is not None:
             # The cache was behind S3: its listing is no longer to be used.
-            store.cache.changed(key)
+            self._cache.changed(key)
         return found
 
-    def _absentKnown(self) -> bool:
+    @property
+    def _cache(self) -> DirectoryCache | None:
         """
-        @return: whether the directory cache may call a name absent
-            (L{DirectoryCache.absentKnown}).
+        The directory cache the store reports to, if it has one.
         """
         store = self._store
-        return isinstance(store, CachingStore) and store.cache.absentKnown
+        return store.cache if isinstance(store, CachingStore) else None
 
     async def _uncachedLookup(self, key: str, head: bool) -> ObjectInfo | object | None:
         """
