@@ -18,6 +18,7 @@ from twisted_s3sftp.tools.seaweedfs import credentialsEnvironment
 
 from .conftest import paramikoSFTP
 from .test_hardening import wrongKey
+from .test_openssh import waitFor
 
 
 def test_jsonAuditTrail(startGateway: Any, bucket: str, tmp_path: Path) -> None:
@@ -196,8 +197,9 @@ def test_drainAnswersClose(startGateway: Any, bucket: str, s3: Any, tmp_path: Pa
 def test_metricsAndHealth(startGateway: Any, tmp_path: Path) -> None:
     """
     With C{--metrics}, C{/metrics} reports the session, the upload, the
-    bytes and the S3 calls it made; C{/healthz} answers 200, then 503 as
-    soon as a shutdown begins, while the drain waits for an open upload.
+    bytes and the S3 calls it made; C{/healthz} answers 200 once S3 has
+    answered its first probe, then 503 as soon as a shutdown begins, while
+    the drain waits for an open upload.
     """
     import signal
     import time
@@ -214,7 +216,8 @@ def test_metricsAndHealth(startGateway: Any, tmp_path: Path) -> None:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
-    assert get("/healthz") == (200, "ok\n")
+    # 503 "S3 not checked yet" until the first probe of S3 is answered.
+    waitFor(lambda: get("/healthz") == (200, "ok\n"), 30, 0.1)
     gateway.addUser("mia")
     data = os.urandom(100_000)
     (tmp_path / "m.bin").write_bytes(data)
